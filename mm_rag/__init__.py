@@ -1,0 +1,40 @@
+"""mm-rag: multimodal retrieval (images, transcribed audio and video, text) for LLM applications.
+
+Heavy libraries (faiss, torch, open_clip, whisper) load on first use, so importing this package is fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mm_rag.errors import FilterError, InvalidInputError, MMRagError, StoreFormatError, UnknownSpaceError
+from mm_rag.records import Hit, Modality, Record, make_id
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from mm_rag.store import MultimodalStore, SpaceConfig
+
+_LAZY = {"MultimodalStore": "mm_rag.store", "SpaceConfig": "mm_rag.store"}
+
+__all__ = [
+    "FilterError",
+    "Hit",
+    "InvalidInputError",
+    "MMRagError",
+    "Modality",
+    "MultimodalStore",
+    "Record",
+    "SpaceConfig",
+    "StoreFormatError",
+    "UnknownSpaceError",
+    "make_id",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'mm_rag' has no attribute {name!r}")

@@ -1,0 +1,26 @@
+"""The exceptions mm-rag raises: one small hierarchy so callers can catch ours apart from everything else."""
+
+from __future__ import annotations
+
+
+class MMRagError(Exception):
+    """Base class of every error raised by mm-rag."""
+
+
+class InvalidInputError(MMRagError, ValueError):
+    """An argument (record, vector, filter, name…) is malformed; nothing was changed."""
+
+
+class FilterError(InvalidInputError):
+    """A metadata filter uses an unknown operator, a bad key or a value of the wrong type."""
+
+
+class UnknownSpaceError(InvalidInputError, KeyError):
+    """A space name that the store does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreFormatError(MMRagError):
+    """A store directory is missing, damaged, or written by an unknown format version."""

@@ -1,0 +1,187 @@
+"""The metadata filter language, compiled to one SQL condition over the catalog.
+
+A filter is a dict. Keys are record fields (``id``, ``modality``, ``text``, ``uri``, ``doc_id``, ``content_hash``)
+or metadata keys; values are either a plain value (equality) or a dict of operators::
+
+    {"modality": "image", "year": {"$gte": 2020}, "$or": [{"tags": {"$contains": "cat"}}, {"lang": "en"}]}
+
+Operators: ``$eq $ne $gt $gte $lt $lte $in $nin $exists $contains`` on a field, ``$and $or $not`` to combine.
+Several keys in one dict must all hold. Semantics follow MongoDB where it has them:
+
+- a list-valued field matches a comparison when *any* element matches (so ``$in``/``$eq`` find list members);
+- ``$contains`` matches a list element equal to the value, or a substring of a string field;
+- comparisons are typed: a number never equals or orders against a string, ``True`` is not ``1``;
+- a missing field fails every positive test and therefore passes ``$ne``, ``$nin`` and ``$not``.
+
+Every value is bound as an SQL parameter; field names are checked and also bound (as JSON paths), so a
+filter can never change the shape of the SQL it compiles to.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from mm_rag.errors import FilterError
+from mm_rag.records import RECORD_COLUMNS
+
+Filter = Mapping[str, Any]
+
+_FIELD_OPERATORS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$not"})
+_LOGICAL_OPERATORS = frozenset({"$and", "$or", "$not"})
+_ORDER_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_NUMBER_TYPES = "('integer','real')"
+
+
+def compile_filter(filter: Filter | None, table: str = "r") -> tuple[str, list[Any]]:
+    """Compile `filter` to ``(sql_condition, parameters)`` over the catalog table alias `table`.
+
+    Raises:
+        FilterError: the filter is not a dict, uses an unknown operator, a bad key, or a value of the wrong type.
+    """
+    if filter is None:
+        return "1", []
+    params: list[Any] = []
+    sql = _Compiler(table, params).document(filter, "filter")
+    return sql, params
+
+
+def canonical_filter(filter: Filter | None) -> str:
+    """A stable text form of a filter, usable as a cache key."""
+    return json.dumps(filter, sort_keys=True, separators=(",", ":"), default=repr)
+
+
+class _Compiler:
+    def __init__(self, table: str, params: list[Any]) -> None:
+        self.table = table
+        self.params = params
+
+    def document(self, node: Any, where: str) -> str:
+        if not isinstance(node, Mapping):
+            raise FilterError(f"{where}: a filter must be a dict, got {type(node).__name__}")
+        if not node:
+            raise FilterError(f"{where}: an empty filter dict; pass None for no filter")
+        parts = []
+        for key, value in node.items():
+            if not isinstance(key, str):
+                raise FilterError(f"{where}: keys must be strings, got {key!r}")
+            if key.startswith("$"):
+                parts.append(self.logical(key, value, where))
+            else:
+                parts.append(self.field(key, value, f"{where}.{key}"))
+        return _join(parts, "AND")
+
+    def logical(self, operator: str, value: Any, where: str) -> str:
+        if operator not in _LOGICAL_OPERATORS:
+            raise FilterError(
+                f"{where}: unknown operator {operator!r} at the top level; expected one of {sorted(_LOGICAL_OPERATORS)}"
+                " or a field name"
+            )
+        if operator == "$not":
+            return f"NOT ({self.document(value, f'{where}.$not')})"
+        if not isinstance(value, (list, tuple)) or not value:
+            raise FilterError(f"{where}.{operator}: needs a non-empty list of filters, got {value!r}")
+        joiner = "AND" if operator == "$and" else "OR"
+        return _join([self.document(item, f"{where}.{operator}[{i}]") for i, item in enumerate(value)], joiner)
+
+    def field(self, key: str, spec: Any, where: str) -> str:
+        _check_key(key, where)
+        if isinstance(spec, Mapping) and any(isinstance(k, str) and k.startswith("$") for k in spec):
+            if not spec:
+                raise FilterError(f"{where}: an empty operator dict")
+            parts = []
+            for operator, operand in spec.items():
+                if operator not in _FIELD_OPERATORS:
+                    raise FilterError(
+                        f"{where}: unknown operator {operator!r}; expected one of {sorted(_FIELD_OPERATORS)}"
+                    )
+                parts.append(self.operator(key, operator, operand, f"{where}.{operator}"))
+            return _join(parts, "AND")
+        return self.operator(key, "$eq", spec, where)
+
+    def operator(self, key: str, operator: str, operand: Any, where: str) -> str:
+        if operator == "$not":
+            if isinstance(operand, Mapping):
+                return f"NOT ({self.field(key, operand, where)})"
+            return f"NOT ({self.operator(key, '$eq', operand, where)})"
+        if operator == "$ne":
+            return f"NOT ({self.operator(key, '$eq', operand, where)})"
+        if operator == "$nin":
+            return f"NOT ({self.operator(key, '$in', operand, where)})"
+        if operator == "$exists":
+            if not isinstance(operand, bool):
+                raise FilterError(f"{where}: $exists takes true or false, got {operand!r}")
+            present = self.presence(key)
+            return present if operand else f"NOT ({present})"
+        return self.any_value(key, lambda value, kind, index: self.test(operator, operand, value, kind, index, where))
+
+    def presence(self, key: str) -> str:
+        if key in RECORD_COLUMNS:
+            return f"({self.table}.{key} IS NOT NULL)"
+        self.params.append(_json_path(key))
+        return f"(json_type({self.table}.metadata, ?) IS NOT NULL)"
+
+    def any_value(self, key: str, test) -> str:
+        """A condition true when the field's value, or any element of a list value, passes `test`."""
+        if key in RECORD_COLUMNS:
+            column = f"{self.table}.{key}"
+            kind = f"(CASE WHEN {column} IS NULL THEN 'null' ELSE 'text' END)"
+            return f"COALESCE(({test(column, kind, 'NULL')}), 0)"
+        self.params.append(_json_path(key))
+        # json_each yields the value itself for a scalar (key NULL) and one row per element for an array
+        # (integer key); object members (text key) are not values of the field and are skipped.
+        body = test("j.value", "j.type", "j.key")
+        return f"EXISTS (SELECT 1 FROM json_each({self.table}.metadata, ?) AS j WHERE typeof(j.key) != 'text' AND ({body}))"
+
+    def test(self, operator: str, operand: Any, value: str, kind: str, index: str, where: str) -> str:
+        if operator == "$eq":
+            return self.equals(operand, value, kind, where)
+        if operator == "$in":
+            if not isinstance(operand, (list, tuple, set, frozenset)):
+                raise FilterError(f"{where}: $in/$nin take a list, got {type(operand).__name__}")
+            if not operand:
+                return "0"
+            return _join([self.equals(item, value, kind, f"{where}[{i}]") for i, item in enumerate(operand)], "OR")
+        if operator == "$contains":
+            element = self.equals(operand, value, kind, where)
+            if isinstance(operand, str):
+                self.params.append(operand)
+                substring = f"({index} IS NULL AND {kind} = 'text' AND instr({value}, ?) > 0)"
+                return f"((typeof({index}) = 'integer' AND {element}) OR {substring})"
+            return f"(typeof({index}) = 'integer' AND {element})"
+        symbol = _ORDER_SQL[operator]
+        if isinstance(operand, bool) or not isinstance(operand, (int, float, str)):
+            raise FilterError(f"{where}: {operator} compares numbers or strings, got {operand!r}")
+        self.params.append(operand)
+        if isinstance(operand, str):
+            return f"({kind} = 'text' AND {value} {symbol} ?)"
+        return f"({kind} IN {_NUMBER_TYPES} AND {value} {symbol} ?)"
+
+    def equals(self, operand: Any, value: str, kind: str, where: str) -> str:
+        if operand is None:
+            return f"({kind} = 'null')"
+        if isinstance(operand, bool):
+            return f"({kind} = '{'true' if operand else 'false'}')"
+        if isinstance(operand, (int, float)):
+            self.params.append(operand)
+            return f"({kind} IN {_NUMBER_TYPES} AND {value} = ?)"
+        if isinstance(operand, str):
+            self.params.append(operand)
+            return f"({kind} = 'text' AND {value} = ?)"
+        raise FilterError(
+            f"{where}: cannot compare with {type(operand).__name__} {operand!r}; use a string, number, bool or None"
+            + (" (use $in to match any of several values)" if isinstance(operand, (list, tuple)) else "")
+        )
+
+
+def _check_key(key: str, where: str) -> None:
+    if not key or any(ch in key for ch in '"\\') or any(ord(ch) < 32 for ch in key):
+        raise FilterError(f"{where}: invalid field name {key!r} (no quotes, backslashes or control characters)")
+
+
+def _json_path(key: str) -> str:
+    return f'$."{key}"'
+
+
+def _join(parts: list[str], joiner: str) -> str:
+    return parts[0] if len(parts) == 1 else "(" + f" {joiner} ".join(parts) + ")"

@@ -1,0 +1,100 @@
+"""Plain data types shared by every layer: what a retrievable item is, and what a search returns."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
+
+Modality = Literal["text", "image", "audio", "video"]
+MODALITIES: frozenset[str] = frozenset(get_args(Modality))
+
+# Record fields that filters address directly; every other filter key is looked up in `metadata`.
+RECORD_COLUMNS: frozenset[str] = frozenset({"id", "modality", "text", "uri", "doc_id", "content_hash"})
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One retrievable item: a text chunk, an image, a transcript window, a video keyframe.
+
+    Attributes:
+        id: Stable, caller-chosen identifier (see `make_id` for a derived one). Re-adding an id replaces it.
+        modality: What the item is: ``"text"``, ``"image"``, ``"audio"`` or ``"video"``.
+        text: The chunk text, caption or transcript, if any.
+        uri: Where the media lives (path or URL), if any.
+        metadata: JSON-serialisable user fields, e.g. ``start``/``end`` seconds of a transcript window.
+        doc_id: The source document this item came from, so a whole document can be deleted or replaced.
+        content_hash: Hash of the content, used to skip re-embedding unchanged items.
+    """
+
+    id: str
+    modality: Modality
+    text: str | None = None
+    uri: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    doc_id: str | None = None
+    content_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A record found by a search.
+
+    Attributes:
+        record: The record found.
+        space: The embedding space that found it.
+        score: Higher is better, comparable within one space: cosine similarity (``cosine``), inner product
+            (``ip``) or the negated Euclidean distance (``l2``).
+        rank: 0-based position in the result list.
+    """
+
+    record: Record
+    space: str
+    score: float
+    rank: int
+
+
+def make_id(content: bytes | str, locator: str = "") -> str:
+    """Derive a stable record id from content and where it sits (e.g. ``"page=3"`` or ``"t=12.5"``)."""
+    data = content.encode() if isinstance(content, str) else content
+    return hashlib.sha256(data + b"\0" + locator.encode()).hexdigest()[:32]
+
+
+def validate_record(record: Record) -> None:
+    """Raise `InvalidInputError` naming the record and the problem when a record cannot be stored."""
+    from mm_rag.errors import InvalidInputError
+
+    if not isinstance(record, Record):
+        raise InvalidInputError(f"expected a Record, got {type(record).__name__}")
+    if not isinstance(record.id, str) or not record.id:
+        raise InvalidInputError(f"record id must be a non-empty string, got {record.id!r}")
+    if record.modality not in MODALITIES:
+        raise InvalidInputError(
+            f"record {record.id!r}: unknown modality {record.modality!r}; expected one of {sorted(MODALITIES)}"
+        )
+    for name in ("text", "uri", "doc_id", "content_hash"):
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInputError(f"record {record.id!r}: {name} must be a string or None, got {type(value).__name__}")
+    if not isinstance(record.metadata, dict):
+        raise InvalidInputError(f"record {record.id!r}: metadata must be a dict, got {type(record.metadata).__name__}")
+    _check_json(record.metadata, f"record {record.id!r}: metadata")
+
+
+def _check_json(value: Any, where: str) -> None:
+    from mm_rag.errors import InvalidInputError
+
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInputError(f"{where}: keys must be strings, got {key!r}")
+            _check_json(item, f"{where}.{key}")
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_json(item, f"{where}[{index}]")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidInputError(f"{where}: {value!r} is not a finite number")
+    elif value is not None and not isinstance(value, (str, int, bool)):
+        raise InvalidInputError(f"{where}: {type(value).__name__} is not JSON-serialisable")

@@ -1,0 +1,287 @@
+"""One embedding space: a Faiss index, the exact vectors behind it, and the plan for each search."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mm_rag.errors import InvalidInputError
+from mm_rag.store import indexing
+from mm_rag.store.vectors import VectorTable
+
+if TYPE_CHECKING:
+    import faiss
+
+# Below this many candidates a filtered search scans exactly the matching vectors instead of the index:
+# cheaper than walking an index that mostly holds excluded vectors, and exact.
+EXACT_SCAN_LIMIT = 20_000
+# HNSW cannot delete in place; rebuild once this share of its entries is dead.
+TOMBSTONE_REBUILD_RATIO = 0.3
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceConfig:
+    """What a space is: its name, vector size, similarity metric and index choice.
+
+    Attributes:
+        name: Space name, e.g. ``"clip"`` or ``"text"``.
+        dim: Vector dimension.
+        metric: ``"cosine"`` (vectors are L2-normalised, inner product), ``"ip"`` or ``"l2"``.
+        index: ``"auto"`` for the size/memory rule, or any Faiss ``index_factory`` string (``"HNSW32"``,
+            ``"IVF1024,Flat"``, ``"OPQ64,IVF4096,PQ64"``…).
+        memory_budget: Bytes the index may use; the ``"auto"`` rule moves to compressed codes beyond it.
+    """
+
+    name: str
+    dim: int
+    metric: str = "cosine"
+    index: str = "auto"
+    memory_budget: int = indexing.DEFAULT_MEMORY_BUDGET
+
+    def validate(self) -> None:
+        if not isinstance(self.name, str) or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise InvalidInputError(f"space name must be letters, digits, '-' or '_', got {self.name!r}")
+        if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim <= 0:
+            raise InvalidInputError(f"space {self.name!r}: dim must be a positive integer, got {self.dim!r}")
+        if self.metric not in indexing.METRICS:
+            raise InvalidInputError(
+                f"space {self.name!r}: unknown metric {self.metric!r}; expected one of {list(indexing.METRICS)}"
+            )
+        if self.index != "auto":
+            indexing.new_index(self.index, self.dim, self.metric)  # raises on a bad factory string
+
+
+class Space:
+    """A space's index and vectors. Not thread-safe by itself: the store serialises writers."""
+
+    def __init__(self, config: SpaceConfig, table: VectorTable | None = None, index: Any = None, spec: str | None = None):
+        self.config = config
+        self.table = table if table is not None else VectorTable(config.dim)
+        self.index: faiss.Index | None = index
+        self.spec = spec  # factory string of the index built (None until one is)
+        self.mapped = False  # index memory-mapped read-only; loaded fully before its first change
+        self.tombstones = np.empty(0, dtype=np.int64)  # keys still in a non-deleting index but deleted
+        self.removes_in_place = True
+        if index is not None:
+            self.removes_in_place = indexing.can_remove(index)
+            if not self.removes_in_place:
+                self.tombstones = np.setdiff1d(_index_keys(index), self.table.keys, assume_unique=True)
+        elif table is None or not len(self.table):
+            self._build()
+
+    # --- writes -----------------------------------------------------------------------------------------
+    def prepare(self, vectors: Any, count: int, label: str) -> np.ndarray:
+        """Validate and normalise vectors for this space; raises `InvalidInputError` naming the problem."""
+        name, dim = self.config.name, self.config.dim
+        try:
+            array = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise InvalidInputError(f"{label}: vectors for space {name!r} are not numeric: {error}") from error
+        if array.ndim == 1 and count == 1:
+            array = array[None, :]
+        if array.ndim != 2 or array.shape[1] != dim:
+            raise InvalidInputError(f"{label}: space {name!r} takes vectors of dim {dim}, got shape {array.shape}")
+        if array.shape[0] != count:
+            raise InvalidInputError(f"{label}: {count} items but {array.shape[0]} vectors for space {name!r}")
+        finite = np.isfinite(array).all(axis=1)
+        if not finite.all():
+            raise InvalidInputError(f"{label}: vector {int(np.argmin(finite))} for space {name!r} has NaN or inf")
+        if self.config.metric == "cosine":
+            norms = np.linalg.norm(array, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise InvalidInputError(
+                    f"{label}: vector {int(np.argmin(norms[:, 0]))} for cosine space {name!r} is all zeros"
+                )
+            array = array / norms
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Append prepared vectors under new keys (greater than every key already here)."""
+        self.table.append(keys, vectors)
+        if self.index is not None:
+            self._materialise()
+            indexing.add_in_chunks(self.index, keys, vectors)
+        self._maintain()
+
+    def delete(self, keys: np.ndarray) -> None:
+        """Remove the vectors of `keys`; keys without a vector here are ignored."""
+        gone = self.table.delete(keys)
+        if not len(gone) or self.index is None:
+            return
+        self._materialise()
+        if self.removes_in_place:
+            import faiss
+
+            self.index.remove_ids(faiss.IDSelectorBatch(gone))
+        else:
+            self.tombstones = np.union1d(self.tombstones, gone)
+            if len(self.tombstones) > TOMBSTONE_REBUILD_RATIO * max(1, self.index.ntotal):
+                self._build()
+
+    def clear(self) -> None:
+        self.table = VectorTable(self.config.dim)
+        self.spec = None
+        self._build()
+
+    def _maintain(self) -> None:
+        """Train once enough vectors exist; move an ``auto`` space up the size/memory rule as it grows."""
+        if self.index is None:
+            self._build()
+        elif self.config.index == "auto":
+            wanted = indexing.choose_index(len(self.table), self.config.dim, self.config.memory_budget)
+            if indexing.tier(wanted) > indexing.tier(self.spec or "Flat"):
+                self._build(wanted)
+
+    def _build(self, spec: str | None = None) -> None:
+        config = self.config
+        if spec is None:
+            spec = self.spec or (
+                config.index
+                if config.index != "auto"
+                else indexing.choose_index(len(self.table), config.dim, config.memory_budget)
+            )
+        keys, vectors = self.table.live_vectors()
+        self.index = indexing.build(spec, config.dim, config.metric, keys, vectors)
+        self.spec = spec
+        self.mapped = False
+        self.tombstones = np.empty(0, dtype=np.int64)
+        self.removes_in_place = self.index is None or indexing.can_remove(self.index)
+
+    def _materialise(self) -> None:
+        if self.mapped:
+            self._build(self.spec)
+
+    # --- search -----------------------------------------------------------------------------------------
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-`k` (scores, keys) per prepared query, higher score first, padded with (-inf, -1).
+
+        `allowed` restricts the search to those keys (from a compiled filter); it is exact whenever few keys
+        match or the index is Flat, and never returns fewer than min(k, matches) hits.
+        """
+        nq = len(queries)
+        candidates = len(self.table) if allowed is None else len(allowed := self.table.contains(allowed))
+        if candidates == 0 or k <= 0:
+            return np.full((nq, max(k, 0)), -np.inf, dtype=np.float32), np.full((nq, max(k, 0)), -1, dtype=np.int64)
+        exact_scan = self.index is None or (allowed is not None and candidates <= EXACT_SCAN_LIMIT)
+        if not exact_scan:
+            scores, keys = self._index_search(queries, k, allowed, candidates)
+            if (keys[:, : min(k, candidates)] >= 0).all():
+                return scores, keys
+        return self._exact_scan(queries, k, allowed)
+
+    def _index_search(self, queries, k, allowed, candidates) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        keep_alive: list[Any] = []
+        selector = None
+        if allowed is not None:
+            selector = _bitmap_selector(allowed, keep_alive)
+        elif len(self.tombstones):
+            selector = faiss.IDSelectorNot(_bitmap_selector(self.tombstones, keep_alive))
+        selectivity = candidates / max(1, self.index.ntotal)
+        params = indexing.search_parameters(self.index, k, selectivity, selector)
+        distances, keys = self.index.search(queries, k, params=params)
+        del keep_alive
+        return self._scores(distances, keys), keys
+
+    def _exact_scan(self, queries, k, allowed) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        keys, vectors = self.table.live_vectors() if allowed is None else self.table.take(allowed)
+        top = min(k, len(keys))
+        metric = indexing.faiss_metric(self.config.metric)
+        distances, rows = faiss.knn(queries, np.ascontiguousarray(vectors), top, metric=metric)
+        found = np.where(rows >= 0, keys[np.maximum(rows, 0)], -1)
+        scores = self._scores(distances, found)
+        if top < k:
+            pad = ((0, 0), (0, k - top))
+            scores = np.pad(scores, pad, constant_values=-np.inf)
+            found = np.pad(found, pad, constant_values=-1)
+        return scores, found
+
+    def _scores(self, distances: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        scores = -np.sqrt(np.maximum(distances, 0)) if self.config.metric == "l2" else distances.astype(np.float32)
+        return np.where(keys >= 0, scores, -np.inf).astype(np.float32)
+
+    # --- persistence ------------------------------------------------------------------------------------
+    def write(self, directory: Path, stem: str) -> list[str]:
+        """Write this space's files (new names: never overwrites a committed file); returns their names."""
+        import faiss
+
+        self.table.compact()
+        names = [f"{stem}.keys.npy", f"{stem}.vectors.npy"]
+        keys, vectors = self.table.live_vectors()
+        for name, array in zip(names, (keys, vectors)):
+            with open(directory / name, "wb") as handle:
+                np.save(handle, array, allow_pickle=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+        if self.index is not None:
+            if len(self.tombstones) and not self.mapped:
+                self._build(self.spec)  # drop dead HNSW entries rather than persist them
+            names.append(f"{stem}.faiss")
+            faiss.write_index(self.index, str(directory / names[-1]))
+            _fsync(directory / names[-1])
+        return names
+
+    @classmethod
+    def read(cls, config: SpaceConfig, directory: Path, files: list[str], spec: str | None, mmap: bool) -> "Space":
+        """Open a space from the files `write` produced; memory-maps them when `mmap`."""
+        import faiss
+
+        mode = "r" if mmap else None
+        keys = np.load(directory / files[0], mmap_mode=mode, allow_pickle=False)
+        vectors = np.load(directory / files[1], mmap_mode=mode, allow_pickle=False)
+        if vectors.shape != (len(keys), config.dim) or vectors.dtype != np.float32 or keys.dtype != np.int64:
+            raise ValueError(f"vector files of space {config.name!r} do not match its configuration")
+        index = None
+        mapped = False
+        if len(files) > 2:
+            path = str(directory / files[2])
+            if mmap:
+                try:
+                    index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+                    mapped = True
+                except RuntimeError:  # index types without memory-mapping support load into RAM
+                    index = None
+            if index is None:
+                index = faiss.read_index(path)
+        space = cls(config, VectorTable(config.dim, keys, vectors), index, spec)
+        space.mapped = mapped
+        if index is None and len(files) <= 2:
+            space._build(spec)
+        return space
+
+
+def _index_keys(index: Any) -> np.ndarray:
+    import faiss
+
+    if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        return np.sort(faiss.vector_to_array(index.id_map))
+    return np.empty(0, dtype=np.int64)
+
+
+def _bitmap_selector(keys: np.ndarray, keep_alive: list[Any]) -> Any:
+    """An O(1)-lookup selector over int64 keys (Faiss reads the bitmap in place: keep it alive)."""
+    import faiss
+
+    size = int(keys.max()) + 1 if len(keys) else 1
+    mask = np.zeros(size, dtype=bool)
+    mask[keys] = True
+    bitmap = np.packbits(mask, bitorder="little")
+    keep_alive.append(bitmap)
+    selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+    keep_alive.append(selector)
+    return selector
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
