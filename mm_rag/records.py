@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -61,8 +62,15 @@ def make_id(content: bytes | str, locator: str = "") -> str:
     return hashlib.sha256(data + b"\0" + locator.encode()).hexdigest()[:32]
 
 
-def validate_record(record: Record) -> None:
-    """Raise `InvalidInputError` naming the record and the problem when a record cannot be stored."""
+_ENCODE_METADATA = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+def encode_record(record: Record) -> str:
+    """Check a record can be stored and return its metadata as JSON.
+
+    Raises:
+        InvalidInputError: naming the record and the problem (bad id, modality, field type, metadata value).
+    """
     from mm_rag.errors import InvalidInputError
 
     if not isinstance(record, Record):
@@ -79,7 +87,13 @@ def validate_record(record: Record) -> None:
             raise InvalidInputError(f"record {record.id!r}: {name} must be a string or None, got {type(value).__name__}")
     if not isinstance(record.metadata, dict):
         raise InvalidInputError(f"record {record.id!r}: metadata must be a dict, got {type(record.metadata).__name__}")
-    _check_json(record.metadata, f"record {record.id!r}: metadata")
+    try:
+        if not all(type(key) is str for key in record.metadata):
+            raise TypeError
+        return _ENCODE_METADATA(record.metadata)
+    except (TypeError, ValueError):  # find the offending value to name it
+        _check_json(record.metadata, f"record {record.id!r}: metadata")
+        raise
 
 
 def _check_json(value: Any, where: str) -> None:

@@ -123,10 +123,11 @@ class Catalog:
         with self._mutex:
             return {row[0] for row in self._db.execute(SELECT_IDS_WITH_HASH, (json.dumps(list(hashes)),))}
 
-    def insert(self, keys: np.ndarray, records: Sequence[Record]) -> None:
+    def insert(self, keys: np.ndarray, records: Sequence[Record], metadata: Sequence[str]) -> None:
+        """Insert records under `keys`, with their metadata already encoded as JSON."""
         rows = (
-            (int(key), r.id, r.modality, r.text, r.uri, r.doc_id, r.content_hash, json.dumps(r.metadata))
-            for key, r in zip(keys.tolist(), records)
+            (key, r.id, r.modality, r.text, r.uri, r.doc_id, r.content_hash, encoded)
+            for key, r, encoded in zip(keys.tolist(), records, metadata)
         )
         with self._mutex:
             self._begin()

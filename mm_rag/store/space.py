@@ -104,7 +104,7 @@ class Space:
         self.table.append(keys, vectors)
         if self.index is not None:
             self._materialise()
-            indexing.add_in_chunks(self.index, keys, vectors)
+            self.index.add_with_ids(vectors, keys)
         self._maintain()
 
     def delete(self, keys: np.ndarray) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from mm_rag.errors import InvalidInputError, StoreFormatError, UnknownSpaceError
 from mm_rag.filters import Filter, canonical_filter, compile_filter
-from mm_rag.records import Hit, Record, validate_record
+from mm_rag.records import Hit, Record, encode_record
 from mm_rag.store import indexing
 from mm_rag.store.catalog import Catalog
 from mm_rag.store.locking import ReadWriteLock
@@ -168,8 +168,7 @@ class MultimodalStore:
         records = list(records)
         if not records:
             raise InvalidInputError("upsert: empty batch (no records given)")
-        for record in records:
-            validate_record(record)
+        metadata = [encode_record(record) for record in records]
         ids = [record.id for record in records]
         if len(set(ids)) != len(ids):
             seen: set[str] = set()
@@ -185,7 +184,7 @@ class MultimodalStore:
                 self._remove(np.fromiter(existing.values(), dtype=np.int64, count=len(existing)))
             keys = np.arange(self._next_key, self._next_key + len(records), dtype=np.int64)
             self._next_key += len(records)
-            self._catalog.insert(keys, records)
+            self._catalog.insert(keys, records, metadata)
             for name, array in prepared.items():
                 self._spaces[name].add(keys, array)
                 self._changed(name)
