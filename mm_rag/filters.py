@@ -152,6 +152,7 @@ class _Compiler:
         symbol = _ORDER_SQL[operator]
         if isinstance(operand, bool) or not isinstance(operand, (int, float, str)):
             raise FilterError(f"{where}: {operator} compares numbers or strings, got {operand!r}")
+        _check_integer_range(operand, where)
         self.params.append(operand)
         if isinstance(operand, str):
             return f"({kind} = 'text' AND {value} {symbol} ?)"
@@ -163,6 +164,7 @@ class _Compiler:
         if isinstance(operand, bool):
             return f"({kind} = '{'true' if operand else 'false'}')"
         if isinstance(operand, (int, float)):
+            _check_integer_range(operand, where)
             self.params.append(operand)
             return f"({kind} IN {_NUMBER_TYPES} AND {value} = ?)"
         if isinstance(operand, str):
@@ -177,6 +179,12 @@ class _Compiler:
 def _check_key(key: str, where: str) -> None:
     if not key or any(ch in key for ch in '"\\') or any(ord(ch) < 32 for ch in key):
         raise FilterError(f"{where}: invalid field name {key!r} (no quotes, backslashes or control characters)")
+
+
+def _check_integer_range(operand: Any, where: str) -> None:
+    # SQLite integers are 64-bit; binding a larger Python int raises OverflowError instead of FilterError.
+    if isinstance(operand, int) and not -(2**63) <= operand < 2**63:
+        raise FilterError(f"{where}: integer {operand} is outside the 64-bit range filters support")
 
 
 def _json_path(key: str) -> str:

@@ -91,9 +91,12 @@ def encode_record(record: Record) -> str:
         if not all(type(key) is str for key in record.metadata):
             raise TypeError
         return _ENCODE_METADATA(record.metadata)
-    except (TypeError, ValueError):  # find the offending value to name it
-        _check_json(record.metadata, f"record {record.id!r}: metadata")
-        raise
+    except (TypeError, ValueError) as error:  # find the offending value to name it
+        try:
+            _check_json(record.metadata, f"record {record.id!r}: metadata")
+        except RecursionError:
+            raise InvalidInputError(f"record {record.id!r}: metadata contains itself (circular reference)") from error
+        raise InvalidInputError(f"record {record.id!r}: metadata is not JSON-serialisable: {error}") from error
 
 
 def _check_json(value: Any, where: str) -> None:

@@ -91,7 +91,8 @@ class Space:
         if not finite.all():
             raise InvalidInputError(f"{label}: vector {int(np.argmin(finite))} for space {name!r} has NaN or inf")
         if self.config.metric == "cosine":
-            norms = np.linalg.norm(array, axis=1, keepdims=True)
+            # in float64: float32 squares overflow (|x| > ~1e19) or underflow (|x| < ~1e-19) to a wrong norm
+            norms = np.linalg.norm(array.astype(np.float64), axis=1, keepdims=True)
             if (norms == 0).any():
                 raise InvalidInputError(
                     f"{label}: vector {int(np.argmin(norms[:, 0]))} for cosine space {name!r} is all zeros"
@@ -101,9 +102,10 @@ class Space:
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Append prepared vectors under new keys (greater than every key already here)."""
+        if self.index is not None:
+            self._materialise()  # before appending: the rebuild must not already hold the new vectors
         self.table.append(keys, vectors)
         if self.index is not None:
-            self._materialise()
             self.index.add_with_ids(vectors, keys)
         self._maintain()
 
@@ -112,7 +114,9 @@ class Space:
         gone = self.table.delete(keys)
         if not len(gone) or self.index is None:
             return
-        self._materialise()
+        if self.mapped:
+            self._materialise()  # rebuilt from the live vectors, which no longer hold `gone`
+            return
         if self.removes_in_place:
             import faiss
 
@@ -157,7 +161,8 @@ class Space:
 
     # --- search -----------------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-`k` (scores, keys) per prepared query, higher score first, padded with (-inf, -1).
+        """Top-`k` (scores, keys) per prepared query, higher score first, padded with (-inf, -1); at most
+        as many columns as there are candidates, however large `k` is.
 
         `allowed` restricts the search to those keys (from a compiled filter); it is exact whenever few keys
         match or the index is Flat, and never returns fewer than min(k, matches) hits.
@@ -166,11 +171,18 @@ class Space:
         candidates = len(self.table) if allowed is None else len(allowed := self.table.contains(allowed))
         if candidates == 0 or k <= 0:
             return np.full((nq, max(k, 0)), -np.inf, dtype=np.float32), np.full((nq, max(k, 0)), -1, dtype=np.int64)
-        exact_scan = self.index is None or (allowed is not None and candidates <= EXACT_SCAN_LIMIT)
+        k = min(k, candidates)  # a huge k must not make Faiss allocate k results per query
+        limit = EXACT_SCAN_LIMIT
+        if self.spec == "Flat" and nq <= 4:
+            # Flat with a bitmap selector is exact too; for a few queries it beats gathering (copying) many rows
+            limit = min(limit, len(self.table) // 64)
+        exact_scan = self.index is None or (allowed is not None and candidates <= limit)
         if not exact_scan:
             scores, keys = self._index_search(queries, k, allowed, candidates)
-            if (keys[:, : min(k, candidates)] >= 0).all():
-                return scores, keys
+            short = (keys[:, : min(k, candidates)] < 0).any(axis=1)
+            if short.any():  # rescan only the queries the index left short: an answer never depends on its batch
+                scores[short], keys[short] = self._exact_scan(queries[short], k, allowed)
+            return scores, keys
         return self._exact_scan(queries, k, allowed)
 
     def _index_search(self, queries, k, allowed, candidates) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
+import threading
 import time
 import warnings
 import weakref
@@ -64,23 +66,47 @@ class MultimodalStore:
         self._dirty_spaces: set[str] = set()
         self._closed = False
         self._unsaved = False
-        manifest_file = self.path / MANIFEST
-        if manifest_file.exists():
-            _check_format(_read_json(manifest_file), manifest_file)
-        elif (self.path / CATALOG).exists():
-            raise StoreFormatError(f"{self.path} has a catalog but no {MANIFEST}: not an mm-rag store or damaged")
-        self._catalog = Catalog(self.path / CATALOG)
-        manifest = self._catalog.setting("manifest")
-        if manifest is None:
-            manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "generation": 0, "next_key": 0, "spaces": {}}
-        _check_format(manifest, self.path / CATALOG)
+        self._filter_cache_lock = threading.Lock()
+        manifest = self._load_manifest()
         self._manifest = manifest
         self._next_key = int(manifest["next_key"])
         self._spaces: dict[str, Space] = {}
         for name, entry in manifest["spaces"].items():
             self._spaces[name] = self._open_space(name, entry, mmap)
-        if not manifest_file.exists():
+        if not (self.path / MANIFEST).exists():
             self._write_manifest_file()
+
+    def _load_manifest(self) -> dict[str, Any]:
+        """The committed manifest (a new store's when none); refuses a damaged store rather than overwrite it.
+
+        The catalog's copy is authoritative. A catalog without a committed manifest is a store that was never
+        saved (or whose creation was interrupted) and starts empty, unless `mmrag.json` records a save.
+        """
+        manifest_file, catalog_file = self.path / MANIFEST, self.path / CATALOG
+        saved_generation = 0
+        if manifest_file.exists():
+            described = _read_json(manifest_file)
+            _check_format(described, manifest_file)
+            saved_generation = described.get("generation", 0)
+        if saved_generation and not catalog_file.is_file():  # else a new, empty catalog would replace the store
+            raise StoreFormatError(f"{self.path} has {MANIFEST} but no {CATALOG}: the store is damaged")
+        try:
+            self._catalog = Catalog(catalog_file)
+            manifest = self._catalog.setting("manifest")
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError):  # locked, unreadable…: not a damaged file
+                raise
+            raise StoreFormatError(f"{catalog_file} is damaged or not an SQLite catalog: {error}") from error
+        if manifest is None:
+            if saved_generation:  # an emptied (e.g. zero-length) or replaced catalog would lose every record
+                self._catalog.close()
+                raise StoreFormatError(
+                    f"{catalog_file} holds no manifest but {MANIFEST} records saved generation"
+                    f" {saved_generation}: the catalog is damaged"
+                )
+            return {"format": FORMAT, "format_version": FORMAT_VERSION, "generation": 0, "next_key": 0, "spaces": {}}
+        _check_format(manifest, catalog_file)
+        return manifest
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, mmap: bool | None = None) -> MultimodalStore:
@@ -305,9 +331,10 @@ class MultimodalStore:
         keys = self._filter_cache.get(cache_key)
         if keys is None:
             keys = self._catalog.matching_keys(*condition)
-            self._filter_cache[cache_key] = keys
-            while len(self._filter_cache) > _FILTER_CACHE_SIZE:
-                self._filter_cache.popitem(last=False)
+            with self._filter_cache_lock:  # concurrent searches share the cache
+                self._filter_cache[cache_key] = keys
+                while len(self._filter_cache) > _FILTER_CACHE_SIZE:
+                    self._filter_cache.popitem(last=False)
         return keys
 
     def _space(self, name: str) -> Space:
@@ -346,6 +373,7 @@ class MultimodalStore:
                 "memory_budget": space.config.memory_budget,
                 "built": space.spec,
                 "files": files,
+                "sizes": [(spaces_dir / file).stat().st_size for file in files],
                 "vectors": len(space.table),
             }
         _fsync_directory(spaces_dir)
@@ -396,12 +424,25 @@ class MultimodalStore:
         missing = [file for file in files if not (directory / file).is_file()]
         if missing:
             raise StoreFormatError(f"store {self.path}: space {name!r} is missing {missing}")
+        sizes = [(directory / file).stat().st_size for file in files]
+        if "sizes" in entry and sizes != entry["sizes"]:
+            raise StoreFormatError(
+                f"store {self.path}: space {name!r}: files {files} have sizes {sizes}, not the saved"
+                f" {entry['sizes']}: truncated or modified"
+            )
         if mmap is None:
-            mmap = sum((directory / file).stat().st_size for file in files) >= MMAP_THRESHOLD
+            mmap = sum(sizes) >= MMAP_THRESHOLD
         try:
-            return Space.read(config, directory, files, entry.get("built"), mmap)
-        except (ValueError, RuntimeError) as error:
+            space = Space.read(config, directory, files, entry.get("built"), mmap)
+        except (ValueError, RuntimeError, EOFError) as error:  # np.load raises EOFError on an empty file
             raise StoreFormatError(f"store {self.path}: cannot read space {name!r}: {error}") from error
+        index = space.index
+        if index is not None and (index.d != config.dim or index.ntotal != len(space.table) + len(space.tombstones)):
+            raise StoreFormatError(
+                f"store {self.path}: space {name!r}: its index (dim {index.d}, {index.ntotal} vectors) does not"
+                f" match its vectors (dim {config.dim}, {len(space.table)} vectors)"
+            )
+        return space
 
     @property
     def unsaved(self) -> bool:
