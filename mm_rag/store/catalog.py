@@ -27,8 +27,8 @@ CREATE TABLE IF NOT EXISTS records (
     content_hash TEXT,
     metadata TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS records_doc_id ON records(doc_id);
-CREATE INDEX IF NOT EXISTS records_content_hash ON records(content_hash);
+CREATE INDEX IF NOT EXISTS records_doc_id ON records(doc_id) WHERE doc_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_content_hash ON records(content_hash) WHERE content_hash IS NOT NULL;
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 COLUMNS = "key, id, modality, text, uri, doc_id, content_hash, metadata"
@@ -39,6 +39,8 @@ SELECT_RECORDS_BY_KEYS = f"SELECT {COLUMNS} FROM records WHERE key IN (SELECT va
 SELECT_RECORDS_BY_IDS = f"SELECT {COLUMNS} FROM records WHERE id IN (SELECT value FROM json_each(?))"
 SELECT_PAGE = f"SELECT {COLUMNS} FROM records WHERE key > ? ORDER BY key LIMIT ?"
 SELECT_MATCHING_KEYS = "SELECT r.key FROM records AS r WHERE {condition} ORDER BY r.key"
+SELECT_ANY = "SELECT 1 FROM records LIMIT 1"
+SELECT_DOCUMENTS = "SELECT doc_id, max(content_hash) FROM records WHERE doc_id IS NOT NULL GROUP BY doc_id"
 SELECT_IDS_WITH_HASH = "SELECT id FROM records WHERE content_hash IN (SELECT value FROM json_each(?))"
 DELETE_KEYS = "DELETE FROM records WHERE key IN (SELECT value FROM json_each(?))"
 DELETE_ALL = "DELETE FROM records"
@@ -113,11 +115,17 @@ class Catalog:
     # --- records ----------------------------------------------------------------------------------------
     def keys_of_ids(self, ids: Sequence[str]) -> dict[str, int]:
         with self._mutex:
+            if self._db.execute(SELECT_ANY).fetchone() is None:  # a bulk load into an empty store
+                return {}
             return dict(self._db.execute(SELECT_KEYS_OF_IDS, (json.dumps(list(ids)),)))
 
     def keys_of_doc(self, doc_id: str) -> np.ndarray:
         with self._mutex:
             return _keys(self._db.execute(SELECT_KEYS_OF_DOC, (doc_id,)))
+
+    def documents(self) -> dict[str, str | None]:
+        with self._mutex:
+            return dict(self._db.execute(SELECT_DOCUMENTS))
 
     def ids_with_hashes(self, hashes: Sequence[str]) -> set[str]:
         with self._mutex:

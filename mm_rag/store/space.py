@@ -75,7 +75,7 @@ class Space:
 
     # --- writes -----------------------------------------------------------------------------------------
     def prepare(self, vectors: Any, count: int, label: str) -> np.ndarray:
-        """Validate and normalise vectors for this space; raises `InvalidInputError` naming the problem."""
+        """Validate and normalise vectors into a new array; raises `InvalidInputError` naming the problem."""
         name, dim = self.config.name, self.config.dim
         try:
             array = np.asarray(vectors, dtype=np.float32)
@@ -87,24 +87,25 @@ class Space:
             raise InvalidInputError(f"{label}: space {name!r} takes vectors of dim {dim}, got shape {array.shape}")
         if array.shape[0] != count:
             raise InvalidInputError(f"{label}: {count} items but {array.shape[0]} vectors for space {name!r}")
-        finite = np.isfinite(array).all(axis=1)
-        if not finite.all():
-            raise InvalidInputError(f"{label}: vector {int(np.argmin(finite))} for space {name!r} has NaN or inf")
-        if self.config.metric == "cosine":
-            # in float64: float32 squares overflow (|x| > ~1e19) or underflow (|x| < ~1e-19) to a wrong norm
-            norms = np.linalg.norm(array.astype(np.float64), axis=1, keepdims=True)
-            if (norms == 0).any():
-                raise InvalidInputError(
-                    f"{label}: vector {int(np.argmin(norms[:, 0]))} for cosine space {name!r} is all zeros"
-                )
-            array = array / norms
-        return np.ascontiguousarray(array, dtype=np.float32)
+        # Squared norms accumulated in float64: float32 squares overflow (|x| > ~1e19) or underflow
+        # (|x| < ~1e-19); NaN and inf show up here too, without a pass over every element.
+        squares = np.einsum("ij,ij->i", array, array, dtype=np.float64)
+        broken = ~np.isfinite(squares)
+        if broken.any():
+            raise InvalidInputError(f"{label}: vector {int(np.argmax(broken))} for space {name!r} has NaN or inf")
+        if self.config.metric != "cosine":
+            return np.array(array, dtype=np.float32, order="C", copy=True)  # owned: the table adopts it
+        if (squares == 0).any():
+            raise InvalidInputError(
+                f"{label}: vector {int(np.argmin(squares))} for cosine space {name!r} is all zeros"
+            )
+        return np.ascontiguousarray(array / np.sqrt(squares).astype(np.float32)[:, None], dtype=np.float32)
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Append prepared vectors under new keys (greater than every key already here)."""
         if self.index is not None:
             self._materialise()  # before appending: the rebuild must not already hold the new vectors
-        self.table.append(keys, vectors)
+        self.table.append(keys, vectors, adopt=True)
         if self.index is not None:
             self.index.add_with_ids(vectors, keys)
         self._maintain()

@@ -289,6 +289,16 @@ class MultimodalStore:
         """Every record, oldest key first (read page by page: safe on large stores)."""
         return self._catalog.iter_records()
 
+    def documents(self) -> dict[str, str | None]:
+        """Every stored `doc_id` with the `content_hash` of its records (for incremental ingestion)."""
+        with self._lock.reading():
+            return self._catalog.documents()
+
+    @property
+    def temporary(self) -> bool:
+        """Whether this store lives in a temporary directory deleted on `close` (nothing to `save` in place)."""
+        return self._temporary
+
     def ids_with_hashes(self, hashes: Sequence[str]) -> set[str]:
         """Ids of stored records whose `content_hash` is one of `hashes` (for incremental ingestion)."""
         with self._lock.reading():

@@ -34,12 +34,20 @@ class VectorTable:
         mask = self._alive[: self._size]
         return self._keys[: self._size][mask], self._vectors[: self._size][mask]
 
-    def append(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        """Add rows whose keys are all greater than every key already here."""
+    def append(self, keys: np.ndarray, vectors: np.ndarray, adopt: bool = False) -> None:
+        """Add rows whose keys are all greater than every key already here.
+
+        With `adopt`, an empty table keeps `vectors` itself rather than a copy (the caller gives it up).
+        """
         if len(keys) == 0:
             return
         if self._size and keys[0] <= self._keys[self._size - 1]:
             raise ValueError("VectorTable keys must grow monotonically")
+        if adopt and self._size == 0 and vectors.flags.c_contiguous and vectors.dtype == np.float32:
+            self._keys, self._vectors = np.array(keys, dtype=np.int64), vectors
+            self._size = self._live = len(keys)
+            self._alive = np.ones(self._size, dtype=bool)
+            return
         need = self._size + len(keys)
         if need > len(self._keys) or not (self._vectors.flags.writeable and self._keys.flags.writeable):
             capacity = max(need, int(len(self._keys) * 1.5) + 1024)
