@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -13,8 +13,8 @@ app = typer.Typer(help="mm-rag: multimodal retrieval for LLM applications.", no_
 
 @app.command()
 def demo(
-    store: Optional[Path] = typer.Option(None, help="Directory to keep the demo store in (default: temporary)."),
-    count: int = typer.Option(20_000, min=100, help="Number of synthetic records."),
+    store: Annotated[Path | None, typer.Option(help="Directory to keep the demo store in (default: temporary).")] = None,
+    count: Annotated[int, typer.Option(min=100, help="Number of synthetic records.")] = 20_000,
 ) -> None:
     """Build a store of synthetic records, then search it with and without filters."""
     from mm_rag.demo import run_store_demo
@@ -23,9 +23,9 @@ def demo(
 
 
 @app.command()
-def info(store: Path = typer.Argument(..., help="Store directory.")) -> None:
+def info(store: Annotated[Path, typer.Argument(help="Store directory.")]) -> None:
     """Print a store's spaces, counts and index types as JSON."""
-    from mm_rag import MultimodalStore, MMRagError
+    from mm_rag import MMRagError, MultimodalStore
 
     try:
         with MultimodalStore.open(store) as opened:

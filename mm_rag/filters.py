@@ -20,7 +20,8 @@ filter can never change the shape of the SQL it compiles to.
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from mm_rag.errors import FilterError
 from mm_rag.records import RECORD_COLUMNS

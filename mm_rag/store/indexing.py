@@ -179,4 +179,4 @@ def add_in_chunks(index: faiss.Index, keys: np.ndarray, vectors: np.ndarray, chu
         )
 
 
-__all__ = ["METRICS", "choose_index", "tier", "new_index", "build", "training_points", "can_remove"]
+__all__ = ["METRICS", "build", "can_remove", "choose_index", "new_index", "tier", "training_points"]

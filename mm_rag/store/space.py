@@ -11,6 +11,7 @@ import numpy as np
 
 from mm_rag.errors import InvalidInputError
 from mm_rag.store import indexing
+from mm_rag.store.durable import fsync_path
 from mm_rag.store.vectors import VectorTable
 
 if TYPE_CHECKING:
@@ -238,11 +239,11 @@ class Space:
                 self._build(self.spec)  # drop dead HNSW entries rather than persist them
             names.append(f"{stem}.faiss")
             faiss.write_index(self.index, str(directory / names[-1]))
-            _fsync(directory / names[-1])
+            fsync_path(directory / names[-1])
         return names
 
     @classmethod
-    def read(cls, config: SpaceConfig, directory: Path, files: list[str], spec: str | None, mmap: bool) -> "Space":
+    def read(cls, config: SpaceConfig, directory: Path, files: list[str], spec: str | None, mmap: bool) -> Space:
         """Open a space from the files `write` produced; memory-maps them when `mmap`."""
         import faiss
 
@@ -290,11 +291,3 @@ def _bitmap_selector(keys: np.ndarray, keep_alive: list[Any]) -> Any:
     selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
     keep_alive.append(selector)
     return selector
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -12,8 +12,9 @@ import time
 import warnings
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Self
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from mm_rag.filters import Filter, canonical_filter, compile_filter
 from mm_rag.records import Hit, Record, encode_record
 from mm_rag.store import indexing
 from mm_rag.store.catalog import Catalog
+from mm_rag.store.durable import fsync_path, write_atomically
 from mm_rag.store.locking import ReadWriteLock
 from mm_rag.store.space import Space, SpaceConfig
 
@@ -386,7 +388,7 @@ class MultimodalStore:
                 "sizes": [(spaces_dir / file).stat().st_size for file in files],
                 "vectors": len(space.table),
             }
-        _fsync_directory(spaces_dir)
+        fsync_path(spaces_dir)
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -411,7 +413,7 @@ class MultimodalStore:
     def _write_manifest_file(self) -> None:
         """The human-readable copy of the manifest (the catalog's copy is the authoritative one)."""
         described = dict(self._manifest, files={CATALOG: "SQLite catalog: records, metadata, keys, manifest"})
-        _write_atomically(self.path / MANIFEST, json.dumps(described, indent=2).encode())
+        write_atomically(self.path / MANIFEST, json.dumps(described, indent=2).encode())
 
     def _copy_to(self, target: Path) -> None:
         if target.exists() and any(target.iterdir()):
@@ -471,7 +473,7 @@ class MultimodalStore:
         if self._temporary:
             self._cleanup()
 
-    def __enter__(self) -> MultimodalStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -497,24 +499,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise StoreFormatError(f"cannot read {path}: {error}") from error
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _library_versions() -> dict[str, str]:
