@@ -33,10 +33,10 @@ for entry in (ROOT, ROOT / "tests"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
-from fixtures.speech import cached_openai_checkpoint, speak_sentences  # noqa: E402
+from fixtures.speech import cached_openai_checkpoint, speak_sentences
 
-from mm_rag.embed.audio import SAMPLE_RATE, load_audio  # noqa: E402
-from mm_rag.embed.whisper import WhisperTranscriber  # noqa: E402
+from mm_rag.embed.audio import SAMPLE_RATE, load_audio
+from mm_rag.embed.whisper import WhisperTranscriber
 
 SCRIPT = (
     "Paris is the capital city of France.",
@@ -63,7 +63,7 @@ def word_recall(script: str, heard: str) -> float:
     return len(words(script) & words(heard)) / len(words(script))
 
 
-def measure(transcriber: WhisperTranscriber, audio, warmup, repeats: int) -> dict[str, float | str]:  # noqa: ANN001
+def measure(transcriber: WhisperTranscriber, audio, warmup, repeats: int) -> dict[str, float | str]:
     transcriber.transcribe(warmup)  # loads the model and warms caches
     times, text = [], ""
     for _ in range(repeats):
@@ -122,7 +122,7 @@ def main() -> None:
         print(f"{name:<22}{row['wall_s']:>9.2f}{row['speed']:>13.1f}{row['rtf']:>8.3f}"
               f"{row['speed'] / baseline:>10.2f}x{row['recall']:>13.2f}")  # fmt: skip
     result = {
-        "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "when": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "audio_seconds": seconds,
         "settings": {**common, "threads": threads, "repeats": args.repeats, "model": "tiny.en"},
         "platform": platform.platform(),

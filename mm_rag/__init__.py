@@ -13,21 +13,38 @@ from mm_rag.records import Hit, Modality, Record, make_id
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from mm_rag.embed import MediaError, OpenCLIPEmbedder, TextEmbedder, WhisperTranscriber
+    from mm_rag.ingestion import IngestReport, ingest
     from mm_rag.store import MultimodalStore, SpaceConfig
 
-_LAZY = {"MultimodalStore": "mm_rag.store", "SpaceConfig": "mm_rag.store"}
+_LAZY = {
+    "MultimodalStore": "mm_rag.store",
+    "SpaceConfig": "mm_rag.store",
+    "OpenCLIPEmbedder": "mm_rag.embed",
+    "TextEmbedder": "mm_rag.embed",
+    "WhisperTranscriber": "mm_rag.embed",
+    "MediaError": "mm_rag.embed",
+    "ingest": "mm_rag.ingestion",
+    "IngestReport": "mm_rag.ingestion",
+}
 
 __all__ = [
     "FilterError",
     "Hit",
+    "IngestReport",
     "InvalidInputError",
     "MMRagError",
+    "MediaError",
     "Modality",
     "MultimodalStore",
+    "OpenCLIPEmbedder",
     "Record",
     "SpaceConfig",
     "StoreFormatError",
+    "TextEmbedder",
     "UnknownSpaceError",
+    "WhisperTranscriber",
+    "ingest",
     "make_id",
 ]
 

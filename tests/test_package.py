@@ -21,14 +21,20 @@ def test_public_names_are_pinned() -> None:
     assert sorted(mm_rag.__all__) == [
         "FilterError",
         "Hit",
+        "IngestReport",
         "InvalidInputError",
         "MMRagError",
+        "MediaError",
         "Modality",
         "MultimodalStore",
+        "OpenCLIPEmbedder",
         "Record",
         "SpaceConfig",
         "StoreFormatError",
+        "TextEmbedder",
         "UnknownSpaceError",
+        "WhisperTranscriber",
+        "ingest",
         "make_id",
     ]
     for name in mm_rag.__all__:
@@ -36,7 +42,10 @@ def test_public_names_are_pinned() -> None:
 
 
 def test_import_is_light() -> None:
-    code = "import sys, json, mm_rag; print(json.dumps([m for m in ('faiss', 'torch', 'numpy') if m in sys.modules]))"
+    code = (
+        "import sys, json, mm_rag, mm_rag.embed, mm_rag.ingestion;"
+        " print(json.dumps([m for m in ('faiss', 'torch', 'open_clip', 'whisper', 'av', 'PIL') if m in sys.modules]))"
+    )
     result = run(sys.executable, "-X", "importtime", "-c", code)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []  # heavy libraries load on first use, not at import

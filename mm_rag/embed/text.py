@@ -1,0 +1,99 @@
+"""`TextEmbedder`: a sentence-transformers model for the text space (chunks and transcripts)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mm_rag._optional import require
+from mm_rag.embed.base import pick_device, shared_model
+from mm_rag.errors import InvalidInputError
+
+DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class TextEmbedder:
+    """Embeds texts with a sentence-transformers model into one space (default space name ``"text"``).
+
+    Args:
+        model: A model name (downloaded and cached on a connected machine) or a local model folder.
+        device: ``"auto"`` (cuda, else mps, else cpu), ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``.
+        batch_size: Texts per forward pass.
+        space: The store space the vectors belong to.
+        cache_dir: Where downloaded models are cached (sentence-transformers' default when None).
+        query_prompt: Prefix for queries, for models trained with one (e.g. ``"query: "`` for E5).
+
+    The model loads on first use and is shared between embedders with the same model and device. Texts
+    longer than the model's maximum sequence length are truncated by the model; outputs are L2-normalised.
+    sentence-transformers' own `encode` is the batching engine (it sorts by length and restores order).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = DEFAULT_TEXT_MODEL,
+        *,
+        device: str = "auto",
+        batch_size: int = 64,
+        space: str = "text",
+        cache_dir: str | None = None,
+        query_prompt: str | None = None,
+    ) -> None:
+        self.model = str(model)
+        self.device = device
+        self.batch_size = batch_size
+        self.space = space
+        self.cache_dir = cache_dir
+        self.query_prompt = query_prompt
+
+    @property
+    def dim(self) -> int:
+        """Output dimension, as the model declares it (loads the model on first call)."""
+        model = self._loaded()
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(dimension())
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """One normalised float32 row per text (documents and passages), in order."""
+        return self._encode(texts, None)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """One normalised float32 vector for a search query (with the query prompt, if any)."""
+        if not isinstance(text, str):
+            raise InvalidInputError(f"embed_query: expected a string, got {type(text).__name__}")
+        return self._encode([text], self.query_prompt)[0]
+
+    def _encode(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise InvalidInputError("embed_texts: expected a list of strings, got a single string")
+        for index, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidInputError(f"embed_texts: item {index} is {type(text).__name__}, not a string")
+        model = self._loaded()
+        if not texts:
+            return np.empty((0, self.dim), dtype=np.float32)
+        vectors = model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+            prompt=prompt,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def _loaded(self) -> Any:
+        device = pick_device(self.device)
+        return shared_model(("sentence-transformers", self.model, device, self.cache_dir), lambda: self._load(device))
+
+    def _load(self, device: str) -> Any:
+        sentence_transformers = require("sentence_transformers", "text embedding")
+        try:
+            return sentence_transformers.SentenceTransformer(self.model, device=device, cache_folder=self.cache_dir)
+        except (OSError, ValueError) as error:
+            raise InvalidInputError(f"cannot load sentence-transformers model {self.model!r}: {error}") from error
+
+    def __repr__(self) -> str:
+        return f"TextEmbedder({self.model!r}, space={self.space!r})"

@@ -1,0 +1,217 @@
+"""`ingest`: files → decoded media → embeddings in batches → records in the store.
+
+Two stages. Worker threads read and decode files (images, keyframes, audio, documents) ahead of the main
+thread, which transcribes audio and runs the embedders on batches gathered across files, so decoding
+hides behind model compute. Every file either lands whole or is reported with the reason it failed; one
+bad file never stops the run, and nothing of a failed file reaches the store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mm_rag.embed.base import Embedder, MultimodalEmbedder
+from mm_rag.errors import InvalidInputError
+from mm_rag.ingestion import extract
+from mm_rag.ingestion.discover import content_hash, discover, document_id
+from mm_rag.store import MultimodalStore
+
+# Files decoded ahead of the embedders: bounds memory while keeping the models busy.
+_READ_AHEAD = 32
+
+
+@dataclass
+class IngestReport:
+    """What an ingestion run did, file by file.
+
+    Attributes:
+        added: Files stored for the first time.
+        updated: Files whose content changed; their old records were replaced.
+        skipped: Files left alone, with why (unchanged content, no embedder for their kind).
+        failed: Files that could not be ingested, with the reason (corrupt, empty, unsupported, unreadable…).
+        pruned: Documents removed because their file no longer exists (with ``prune=True``).
+        records: Records written.
+    """
+
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    pruned: list[str] = field(default_factory=list)
+    records: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.added)} added, {len(self.updated)} updated, {len(self.skipped)} skipped,"
+            f" {len(self.failed)} failed, {len(self.pruned)} pruned; {self.records} records written"
+        )
+
+
+def ingest(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    store: MultimodalStore,
+    *,
+    clip: MultimodalEmbedder | None = None,
+    text: Embedder | None = None,
+    transcriber: Any | None = None,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    prune: bool = False,
+    options: extract.ExtractOptions | None = None,
+    batch_size: int = 64,
+    workers: int = 4,
+    progress: bool = False,
+    save: bool = True,
+) -> IngestReport:
+    """Ingest files and folders into `store`, incrementally.
+
+    Images and video keyframes go to the CLIP space; document chunks and transcript windows go to the text
+    space and to the CLIP text tower (so a picture can find text and text can find pictures); audio and
+    video soundtracks are transcribed by `transcriber` first. A file whose content hash is unchanged is
+    skipped; a changed file replaces its records; with `prune`, documents whose files are gone are deleted.
+
+    Args:
+        paths: Files and folders (walked recursively).
+        store: The store; spaces named after the embedders are created when missing.
+        clip: Image+text embedder (e.g. `OpenCLIPEmbedder`); without it images and keyframes are skipped.
+        text: Text embedder (e.g. `TextEmbedder`).
+        transcriber: Speech-to-text (e.g. `WhisperTranscriber`); without it audio is skipped.
+        include, exclude: Glob patterns on file names or relative paths.
+        options: Chunking, transcript windows and keyframe sampling settings.
+        progress: Show a progress bar over files.
+        save: Save the store at the end (when it has a directory of its own).
+
+    Returns:
+        An `IngestReport`; bad files are listed in `failed`, never raised.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if clip is None and text is None:
+        raise InvalidInputError("ingest: give at least one embedder (clip= and/or text=)")
+    options = options or extract.ExtractOptions()
+    report = IngestReport()
+    files, problems = discover(paths, include, exclude)
+    report.failed.update(problems)
+    for embedder in (clip, text):
+        if embedder is not None:
+            store.create_space(embedder.space, embedder.dim)
+    stored = store.documents()
+    todo = _plan(files, stored, report)
+    if prune:
+        present = {document_id(path) for path in files}
+        for doc_id in stored:
+            if doc_id not in present and not Path(doc_id).exists():
+                store.delete_doc(doc_id)
+                report.pruned.append(doc_id)
+    writer = _Writer(store, clip, text, batch_size, report, stored)
+    capabilities = extract.Capabilities(images=clip is not None, speech=transcriber is not None)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-rag-ingest") as pool:
+        results = _read_ahead(pool, todo, lambda item: extract.extract_file(*item, options, capabilities))
+        for (path, _, _), outcome in _with_progress(results, len(todo), progress):
+            if isinstance(outcome, extract.Skip):
+                report.skipped[str(path)] = outcome.reason
+            elif isinstance(outcome, extract.Failure):
+                report.failed[str(path)] = outcome.reason
+            else:
+                try:
+                    extract.transcribe_into(outcome, transcriber, options)
+                except InvalidInputError as error:
+                    report.failed[str(path)] = str(error)
+                    continue
+                if outcome.records:
+                    writer.push(outcome)
+                else:  # silence: nothing to store, and nothing wrong with the file
+                    report.skipped[str(path)] = "no speech found"
+    writer.flush()
+    if save and not store.temporary:
+        store.save()
+    return report
+
+
+def _plan(files: list[Path], stored: dict[str, str | None], report: IngestReport) -> list[tuple[Path, str, str]]:
+    """(path, doc_id, hash) of files that are new or changed; unchanged and unreadable ones are reported."""
+    todo = []
+    for path in files:
+        if not path.is_file():  # a FIFO or device would block the reader; a dangling link has no content
+            report.failed[str(path)] = "not a regular file (or a broken link)"
+            continue
+        try:
+            digest = content_hash(path)
+        except OSError as error:
+            report.failed[str(path)] = f"cannot read: {error.strerror or error}"
+            continue
+        doc_id = document_id(path)
+        if stored.get(doc_id) == digest:
+            report.skipped[str(path)] = "unchanged"
+        else:
+            todo.append((path, doc_id, digest))
+    return todo
+
+
+def _read_ahead(pool: ThreadPoolExecutor, items: list[Any], work: Any) -> Iterator[tuple[Any, Any]]:
+    """Run `work` over `items` on the pool, at most `_READ_AHEAD` in flight, yielding in input order."""
+    pending = [(item, pool.submit(work, item)) for item in items[:_READ_AHEAD]]
+    following = iter(items[_READ_AHEAD:])
+    while pending:
+        item, future = pending.pop(0)
+        upcoming = next(following, None)
+        if upcoming is not None:
+            pending.append((upcoming, pool.submit(work, upcoming)))
+        yield item, future.result()
+
+
+def _with_progress(results: Iterator[Any], total: int, progress: bool) -> Iterator[Any]:
+    if not progress:
+        return results
+    from tqdm.auto import tqdm
+
+    return iter(tqdm(results, total=total, desc="ingest", unit="file"))
+
+
+class _Writer:
+    """Gathers extracted files until a batch is full, embeds the batch, then replaces each file's records."""
+
+    def __init__(self, store, clip, text, batch_size: int, report: IngestReport, stored: dict[str, str | None]):
+        self.store, self.clip, self.text = store, clip, text
+        self.batch_size = batch_size
+        self.report = report
+        self.stored = stored
+        self.pending: list[extract.Extracted] = []
+
+    def push(self, item: extract.Extracted) -> None:
+        self.pending.append(item)
+        images = sum(len(p.images) for p in self.pending)
+        texts = sum(len(p.texts) for p in self.pending)
+        if images >= self.batch_size or texts >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Embed every pending image and text in one pass per model, then store file by file."""
+        batch, self.pending = self.pending, []
+        images = [image for item in batch for _, image in item.images]
+        texts = [passage for item in batch for _, passage in item.texts]
+        image_vectors = self.clip.embed_images(images) if images else None
+        text_vectors: dict[str, Any] = {}
+        for embedder in (self.text, self.clip):
+            if texts and embedder is not None:
+                text_vectors[embedder.space] = embedder.embed_texts(texts)
+        image_at = text_at = 0
+        for item in batch:
+            store = self.store
+            store.delete_doc(item.doc_id)
+            if item.images:
+                rows = slice(image_at, image_at + len(item.images))
+                store.upsert([item.records[i] for i, _ in item.images], {self.clip.space: image_vectors[rows]})
+                image_at = rows.stop
+            if item.texts:
+                rows = slice(text_at, text_at + len(item.texts))
+                vectors = {space: array[rows] for space, array in text_vectors.items()}
+                store.upsert([item.records[i] for i, _ in item.texts], vectors)
+                text_at = rows.stop
+            (self.report.updated if item.doc_id in self.stored else self.report.added).append(str(item.path))
+            self.report.records += len(item.images) + len(item.texts)
