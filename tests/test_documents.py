@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import itertools
 import re
@@ -33,7 +34,7 @@ def _essay(paragraphs: int = 12) -> str:
 
 @pytest.fixture(scope="module")
 def minilm():
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = importlib.import_module("tokenizers")
     return tokenizers.Tokenizer.from_file(str(MINILM / "tokenizer.json"))  # configured to truncate at 128
 
 
@@ -90,7 +91,7 @@ def test_media_is_not_a_document(media_corpus, tmp_path):
 
 
 def test_encrypted_pdf(tmp_path):
-    pypdf = pytest.importorskip("pypdf")
+    pypdf = importlib.import_module("pypdf")
     writer = pypdf.PdfWriter()
     writer.add_blank_page(100, 100)
     writer.encrypt("secret", algorithm="RC4-128")

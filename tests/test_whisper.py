@@ -3,6 +3,7 @@ transcript records, and retrieval of the right window with a real text embedder.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import re
 from pathlib import Path
@@ -180,7 +181,7 @@ def test_segments_are_trimmed_to_the_sound_inside_them() -> None:
 
 
 def test_checkpoints_load_without_running_pickled_code(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
+    torch = importlib.import_module("torch")
     marker = tmp_path / "code-ran"
 
     class Payload:
@@ -202,8 +203,8 @@ def test_checkpoints_load_without_running_pickled_code(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def transcripts(spoken_sentences, whisper_ct2_dir: Path, whisper_openai_checkpoint: Path) -> dict[str, Transcript]:
     """The spoken sentences transcribed once by each backend (same tiny.en weights)."""
-    pytest.importorskip("faster_whisper")
-    pytest.importorskip("whisper")
+    importlib.import_module("faster_whisper")
+    importlib.import_module("whisper")
     return {
         "faster": WhisperTranscriber(whisper_ct2_dir, backend="faster", device="cpu").transcribe(spoken_sentences.path),
         "openai": WhisperTranscriber(whisper_openai_checkpoint, backend="openai", device="cpu").transcribe(
@@ -258,7 +259,7 @@ def test_loaded_models_are_shared(transcripts, spoken_sentences, whisper_ct2_dir
 
 @pytest.mark.slow
 def test_the_right_window_is_retrieved_by_a_text_query(transcripts, spoken_sentences, minilm_dir: Path) -> None:
-    sentence_transformers = pytest.importorskip("sentence_transformers")
+    sentence_transformers = importlib.import_module("sentence_transformers")
     transcript = transcripts["faster"]
     windows = transcript_windows(transcript.segments, window_seconds=4.0, overlap_seconds=0.0)
     records = transcript_records(windows, content_hash="speech", doc_id=str(spoken_sentences.path),
@@ -281,9 +282,9 @@ def test_the_right_window_is_retrieved_by_a_text_query(transcripts, spoken_sente
 @pytest.mark.slow
 def test_converted_checkpoint_matches_ctranslate2(spoken_sentences, whisper_ct2_dir, whisper_openai_checkpoint) -> None:
     """The fixture's CTranslate2 → openai-whisper conversion: same encoder output, same greedy tokens."""
-    ctranslate2 = pytest.importorskip("ctranslate2")
-    torch = pytest.importorskip("torch")
-    whisper = pytest.importorskip("whisper")
+    ctranslate2 = importlib.import_module("ctranslate2")
+    torch = importlib.import_module("torch")
+    whisper = importlib.import_module("whisper")
     model = load_openai_checkpoint(whisper_openai_checkpoint)
     mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(load_audio(spoken_sentences.path)))
     reference = ctranslate2.models.Whisper(str(whisper_ct2_dir), device="cpu", compute_type="float32")
