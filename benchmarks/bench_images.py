@@ -82,7 +82,7 @@ def timed(run: Callable[[], Any]) -> float:
 
 def bench_model(name: str, model_arg: str, paths: list[Path], batch_size: int) -> dict[str, Any]:
     embedder = OpenCLIPEmbedder(model_arg, None, device="cpu", batch_size=batch_size)
-    model, preprocess, _, _ = embedder._loaded()  # the model embed_images uses, shared by every loop below
+    model, preprocess = embedder._loaded()[:2]  # the model embed_images uses, shared by every loop below
     count = len(paths)
     embedder.embed_images(paths[:batch_size])  # warm-up: model load, thread pool, allocator
 

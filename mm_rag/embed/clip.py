@@ -83,12 +83,12 @@ class OpenCLIPEmbedder:
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """One normalised row per text; texts over the context length are truncated, not rejected."""
         _check_texts(texts)
-        model, _, tokenizer, device = self._loaded()
+        model, _, tokenizer, device, precision = self._loaded()
         torch = require("torch", "CLIP embedding")
 
         def encode(batch: list[str]) -> Any:
             tokens = tokenizer(batch).to(device)
-            with torch.inference_mode(), _autocast(torch, device, self.precision):
+            with torch.inference_mode(), _autocast(torch, device, precision):
                 return model.encode_text(tokens)
 
         return encode_in_batches(texts, encode, dim=self.dim, batch_size=self.batch_size, size_of=len)
@@ -101,7 +101,7 @@ class OpenCLIPEmbedder:
         """
         if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
             raise InvalidInputError("embed_images: expected a list of images")
-        model, preprocess, _, device = self._loaded()
+        model, preprocess, _, device, precision = self._loaded()
         torch = require("torch", "CLIP embedding")
         limit, size = self.max_image_pixels, self.image_size
 
@@ -110,21 +110,25 @@ class OpenCLIPEmbedder:
 
         def encode(pixels: list[Any]) -> Any:
             batch = torch.stack(pixels).to(device)
-            with torch.inference_mode(), _autocast(torch, device, self.precision):
+            with torch.inference_mode(), _autocast(torch, device, precision):
                 return model.encode_image(batch)
 
         return encode_in_batches(
             images, encode, dim=self.dim, batch_size=self.batch_size, prepare=prepare, progress=progress
         )
 
-    def _loaded(self) -> tuple[Any, Any, Any, str]:
+    def _loaded(self) -> tuple[Any, Any, Any, str, str]:
         device = pick_device(self.device)
         precision = self.precision if self.precision != "auto" else ("fp16" if device.startswith("cuda") else "fp32")
-        key = ("open_clip", self.model_name, str(self.pretrained), device, precision, self.cache_dir)
-        model, preprocess, tokenizer = shared_model(key, lambda: self._load(device, precision))
-        return model, preprocess, tokenizer, device
+        if precision not in ("fp32", "fp16", "bf16"):
+            raise InvalidInputError(f"unknown precision {precision!r}; expected auto, fp32, fp16 or bf16")
+        key = ("open_clip", self.model_name, str(self.pretrained), device, self.cache_dir)
+        model, preprocess, tokenizer = shared_model(key, lambda: self._load(device))
+        return model, preprocess, tokenizer, device, precision
 
-    def _load(self, device: str, precision: str) -> tuple[Any, Any, Any]:
+    def _load(self, device: str) -> tuple[Any, Any, Any]:
+        """The model in float32; half precision runs through autocast (mixed precision: float32 inputs and
+        normalisation layers, fp16/bf16 matrix products), which casting the weights alone would break."""
         open_clip = require("open_clip", "CLIP embedding")
         if self._config_file is not None:
             open_clip.add_model_config(self._config_file)
@@ -140,7 +144,7 @@ class OpenCLIPEmbedder:
                 self.model_name,
                 pretrained=None if self.pretrained is None else str(self.pretrained),
                 device=device,
-                precision=precision,
+                precision="fp32",
                 cache_dir=self.cache_dir,
                 require_pretrained=self.pretrained is not None,  # never fall back to random weights silently
             )
