@@ -212,8 +212,8 @@ def _resolve_pretrained(pretrained: str | os.PathLike[str] | None) -> str | Path
 
 
 def _check_texts(texts: Sequence[str]) -> None:
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise InvalidInputError("embed_texts: expected a list of strings, got a single string")
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise InvalidInputError(f"embed_texts: expected a list of strings, got {type(texts).__name__}")
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             raise InvalidInputError(f"embed_texts: item {index} is {type(text).__name__}, not a string")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -214,9 +213,11 @@ def load_openai_checkpoint(path: str | os.PathLike[str], device: str = "cpu") ->
     """
     torch = require("torch", "Whisper transcription (openai-whisper)")
     whisper_model = require("whisper.model", "Whisper transcription (openai-whisper)")
+    # weights_only refusals surface as the unpickler's own error class, reached through torch (no pickle here)
+    refused = torch.serialization.pickle.UnpicklingError
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as error:
+    except (OSError, RuntimeError, EOFError, ValueError, refused) as error:
         raise InvalidInputError(f"{path}: not a loadable openai-whisper checkpoint: {error}") from error
     if not isinstance(checkpoint, dict) or not {"dims", "model_state_dict"} <= checkpoint.keys():
         raise InvalidInputError(f"{path}: not an openai-whisper checkpoint (needs 'dims' and 'model_state_dict')")
