@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,15 +46,17 @@ def encode_in_batches(
     batch_size: int,
     size_of: Callable[[Item], int] | None = None,
     prepare: Callable[[Item], Any] | None = None,
-    workers: int = 4,
+    workers: int | None = None,
     progress: str | None = None,
 ) -> np.ndarray:
     """Run `encode` over `items` in batches and return L2-normalised float32 rows in the caller's order.
 
     Items are sorted by `size_of` (longest first) so each batch pads little, then put back in order.
     `prepare` (decode + preprocess one item) runs on `workers` threads one batch ahead of `encode`, so
-    decoding hides behind model compute. `encode` receives a list of (prepared) items and returns an
-    ``(len, dim)`` array or tensor. `progress` labels a progress bar shown on long runs; None is quiet.
+    decoding hides behind model compute; `workers` defaults to one per core, at most 4 (more decoding
+    threads than cores only contend with the model's own threads). `encode` receives a list of (prepared)
+    items and returns an ``(len, dim)`` array or tensor. `progress` labels a progress bar shown on long runs;
+    None is quiet.
     """
     if isinstance(items, (str, bytes)):
         raise InvalidInputError("expected a list of items, got a single string; wrap it in a list")
@@ -72,7 +75,8 @@ def encode_in_batches(
         for chosen in steps:
             output[chosen] = _to_numpy(encode([items[i] for i in chosen]))
     else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-rag-prepare") as pool:
+        threads = workers or min(4, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mm-rag-prepare") as pool:
             ahead = [pool.submit(prepare, items[i]) for i in batches[0]]
             for number, chosen in enumerate(steps):
                 ready = [future.result() for future in ahead]

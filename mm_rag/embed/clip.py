@@ -122,7 +122,9 @@ class OpenCLIPEmbedder:
         precision = self.precision if self.precision != "auto" else ("fp16" if device.startswith("cuda") else "fp32")
         if precision not in ("fp32", "fp16", "bf16"):
             raise InvalidInputError(f"unknown precision {precision!r}; expected auto, fp32, fp16 or bf16")
-        key = ("open_clip", self.model_name, str(self.pretrained), device, self.cache_dir)
+        # A config file's path, not only its name: two configs both called "tiny.json" are different models.
+        architecture = str(self._config_file.resolve()) if self._config_file else self.model_name
+        key = ("open_clip", architecture, str(self.pretrained), device, self.cache_dir)
         model, preprocess, tokenizer = shared_model(key, lambda: self._load(device))
         return model, preprocess, tokenizer, device, precision
 
@@ -184,7 +186,8 @@ def _resolve_architecture(model: str | os.PathLike[str]) -> tuple[str, dict[str,
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
         close += sorted(k for k in known if name.lower() in k.lower() and k not in close)[: 8 - len(close)]
         raise InvalidInputError(
-            f"unknown open_clip model {name!r}" + (f"; did you mean one of {close}?" if close else "")
+            f"unknown open_clip model {name!r}"
+            + (f"; did you mean one of {close}?" if close else "")
             + " (pass the path of a model config .json for a custom architecture)"
         )
     return name, _read_config(config_file), None
