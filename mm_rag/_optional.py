@@ -6,6 +6,7 @@ Nothing here changes the environment; a missing package raises one error naming 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from mm_rag.errors import MMRagError

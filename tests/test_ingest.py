@@ -175,3 +175,21 @@ def test_audio_without_transcriber_and_images_without_clip_are_skipped(tmp_path,
     assert store.count() == 0
     store.close()
     assert report.records == 0
+
+
+def test_image_records_keep_the_source_size_though_decoded_at_model_scale(tmp_path, tiny_clip) -> None:
+    from fixtures.tiny_clip import draw_shape
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    draw_shape("red", "circle", size=(640, 480)).save(folder / "wide.jpg", quality=90)
+    store = MultimodalStore()
+    report = ingest(folder, store, clip=tiny_clip)
+    (record,) = list(store)
+    assert report.added and (record.metadata["width"], record.metadata["height"]) == (640, 480)
+    # the same vector as embedding the file directly (where JPEGs also decode at the model's scale)
+    stored = store.vectors("clip", [record.id])[record.id]
+    assert float(stored @ tiny_clip.embed_images([folder / "wide.jpg"])[0]) > 0.9999
+    assert Image.open(folder / "wide.jpg").size == (640, 480)
+    store.close()

@@ -51,6 +51,7 @@ def load_image(
     name = describe(source)
     if isinstance(source, Image.Image):
         image = source
+        source_size = image.size
     else:
         try:
             data = Path(source).read_bytes() if isinstance(source, (str, os.PathLike)) else bytes(source)
@@ -69,6 +70,7 @@ def load_image(
         except (OSError, SyntaxError, ValueError) as error:
             raise MediaError(f"{name}: corrupt image header: {error}") from error
         _check_pixels(image, name, max_pixels)
+        source_size = image.size
         if draft_size is not None and image.format == "JPEG":
             image.draft("RGB", draft_size)
         try:
@@ -76,11 +78,16 @@ def load_image(
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             raise MediaError(f"{name}: corrupt or truncated image: {error}") from error
     _check_pixels(image, name, max_pixels)
+    turned = image
     try:
-        image = ImageOps.exif_transpose(image)
+        turned = ImageOps.exif_transpose(image)
     except (OSError, ValueError, SyntaxError):  # a damaged EXIF block: keep the pixels as stored
         pass
-    return image if image.mode == "RGB" else image.convert("RGB")
+    if turned.size != image.size:  # rotated a quarter turn: the source's upright size swaps too
+        source_size = source_size[::-1]
+    upright = turned if turned.mode == "RGB" else turned.convert("RGB")
+    upright.info["source_size"] = source_size  # before any reduced-scale (draft) decoding
+    return upright
 
 
 def _check_pixels(image: Any, name: str, max_pixels: int) -> None:

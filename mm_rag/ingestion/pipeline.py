@@ -109,7 +109,9 @@ def ingest(
                 store.delete_doc(doc_id)
                 report.pruned.append(doc_id)
     writer = _Writer(store, clip, text, batch_size, report, stored)
-    capabilities = extract.Capabilities(images=clip is not None, speech=transcriber is not None)
+    capabilities = extract.Capabilities(
+        images=clip is not None, speech=transcriber is not None, image_size=getattr(clip, "image_size", None)
+    )
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-rag-ingest") as pool:
         results = _read_ahead(pool, todo, lambda item: extract.extract_file(*item, options, capabilities))
         for (path, _, _), outcome in _with_progress(results, len(todo), progress):
@@ -182,17 +184,19 @@ class _Writer:
         self.report = report
         self.stored = stored
         self.pending: list[extract.Extracted] = []
+        self.pending_images = self.pending_texts = 0
 
     def push(self, item: extract.Extracted) -> None:
         self.pending.append(item)
-        images = sum(len(p.images) for p in self.pending)
-        texts = sum(len(p.texts) for p in self.pending)
-        if images >= self.batch_size or texts >= self.batch_size:
+        self.pending_images += len(item.images)
+        self.pending_texts += len(item.texts)
+        if self.pending_images >= self.batch_size or self.pending_texts >= self.batch_size:
             self.flush()
 
     def flush(self) -> None:
         """Embed every pending image and text in one pass per model, then store file by file."""
         batch, self.pending = self.pending, []
+        self.pending_images = self.pending_texts = 0
         images = [image for item in batch for _, image in item.images]
         texts = [passage for item in batch for _, passage in item.texts]
         image_vectors = self.clip.embed_images(images) if images else None
