@@ -287,6 +287,20 @@ def test_get_keeps_the_order_asked_and_omits_unknown_ids(store):
     assert store.get(["full"]) == [full]
 
 
+def test_find_returns_matching_records_oldest_first_up_to_the_limit(store):
+    records = recs(10)
+    store.upsert(records)
+    assert store.find({"even": True}) == records[0::2]
+    assert store.find({"n": {"$gte": 7}}, limit=2) == records[7:9]
+    assert store.find() == records
+    assert store.find({"n": 99}) == []
+    assert store.find(limit=0) == []
+    with pytest.raises(InvalidInputError, match="limit"):
+        store.find(limit=-1)
+    with pytest.raises(InvalidInputError, match="operator"):
+        store.find({"n": {"$bogus": 1}})
+
+
 def test_iteration_yields_every_record_oldest_first(store):
     records = recs(2500)  # more than one page of the catalog
     store.upsert(records)

@@ -270,6 +270,20 @@ class MultimodalStore:
             found = self._catalog.records_by_ids(ids)
         return [found[i] for i in ids if i in found]
 
+    def find(self, filter: Filter | None = None, limit: int | None = None) -> list[Record]:
+        """Records matching `filter` (see `mm_rag.filters`; every record when None), oldest first, at most `limit`.
+
+        Raises:
+            FilterError: a malformed filter.
+        """
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+            raise InvalidInputError(f"find: limit must be a non-negative integer or None, got {limit!r}")
+        condition = compile_filter(filter)
+        with self._lock.reading():
+            keys = self._catalog.matching_keys(*condition)[:limit]
+            found = self._catalog.records_by_keys(keys.tolist())
+        return [found[key] for key in keys.tolist()]
+
     def vectors(self, space: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored (normalised, for cosine) vectors of `ids` in `space`, by id; ids without one are left out."""
         with self._lock.reading():

@@ -1,0 +1,1 @@
+"""mm-rag for LlamaIndex: embeddings."""
