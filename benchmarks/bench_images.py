@@ -17,8 +17,10 @@ For each model (random weights: throughput does not depend on them) and the same
     *without* ``torch.no_grad``, normalise, ``tolist``. Target: (b)/(c) >= 2.
 (d) ``LlamaIndex``: the per-image loop of LlamaIndex's ``ClipEmbedding._get_image_embedding``: inside
     ``torch.no_grad`` open, preprocess, ``encode_image`` on a batch of one, ``tolist``. Target: (b)/(d) >= 2.
+(e) ``ingest``: the whole `mm_rag.ingest` pipeline into a fresh temporary store: hash, sniff, decode on worker
+    threads, embed in batches, write records and vectors. (e)/(a) is ingestion's share of the model's speed.
 
-All four share one loaded model and run ``--repeats`` times, interleaved; each keeps its best run, so a
+All five share one loaded model and run ``--repeats`` times, interleaved; each keeps its best run, so a
 neighbour's burst of CPU use skews no ratio. ``cos(b,d)`` is the smallest cosine between the vectors of (b)
 and (d): the same embeddings, up to JPEG draft decoding. Results go to ``benchmarks/results/images.json``.
 """
@@ -44,6 +46,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from mm_rag import MultimodalStore, ingest
 from mm_rag.embed.clip import OpenCLIPEmbedder
 from mm_rag.embed.media import load_image
 
@@ -95,6 +98,7 @@ def bench_model(name: str, model_arg: str, paths: list[Path], batch_size: int, r
         "embed_images": lambda: embedder.embed_images(paths),
         "langchain": lambda: langchain_embed_image(model, preprocess, [str(p) for p in paths]),
         "llama_index": lambda: llama_index_loop(model, preprocess, paths),
+        "ingest": lambda: ingest_into_new_store(embedder, paths, batch_size),
     }
     kind = "reimplemented"
     try:
@@ -127,8 +131,21 @@ def bench_model(name: str, model_arg: str, paths: list[Path], batch_size: int, r
         "b_over_a": best["forward"] / best["embed_images"],
         "b_over_c": best["langchain"] / best["embed_images"],
         "b_over_d": best["llama_index"] / best["embed_images"],
+        "ingest_s": best["ingest"],
+        "e_over_a": best["forward"] / best["ingest"],
         "min_cosine_b_vs_d": float((ours * theirs).sum(axis=1).min()),
     }
+
+
+def ingest_into_new_store(embedder: OpenCLIPEmbedder, paths: list[Path], batch_size: int) -> int:
+    store = MultimodalStore()
+    try:
+        report = ingest(paths, store, clip=embedder, batch_size=batch_size)
+        if report.failed or len(report.added) != len(paths):
+            raise RuntimeError(f"ingest did not store every image: {report.summary()}")
+        return store.count()
+    finally:
+        store.close()
 
 
 def langchain_embed_image(model: Any, preprocess: Any, uris: list[str]) -> list[list[float]]:
@@ -168,15 +185,18 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     header = (
         f"{'model':<10} {'images':>6} {'(a) forward':>13} {'(b) embed_images':>17} {'b/a':>5}"
         f" {'(c) LangChain':>14} {'b/c':>5} {'(d) LlamaIndex':>15} {'b/d':>5} {'cos(b,d)':>9}"
+        f" {'(e) ingest':>12} {'e/a':>5}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
-        rate = {key: r["images"] / r[key] for key in ("forward_s", "embed_images_s", "langchain_s", "llama_index_s")}
+        keys = ("forward_s", "embed_images_s", "langchain_s", "llama_index_s", "ingest_s")
+        rate = {key: r["images"] / r[key] for key in keys}
         print(
             f"{r['model']:<10} {r['images']:>6} {rate['forward_s']:>9.1f} im/s {rate['embed_images_s']:>13.1f} im/s"
             f" {r['b_over_a']:>5.2f} {rate['langchain_s']:>10.1f} im/s {r['b_over_c']:>5.2f}"
             f" {rate['llama_index_s']:>11.1f} im/s {r['b_over_d']:>5.2f} {r['min_cosine_b_vs_d']:>9.4f}"
+            f" {rate['ingest_s']:>8.1f} im/s {r['e_over_a']:>5.2f}"
         )
 
 

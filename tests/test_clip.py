@@ -85,6 +85,25 @@ def test_loaded_models_are_shared_between_embedders(tiny_clip, tiny_clip_paths, 
     assert twin._loaded()[0] is tiny_clip._loaded()[0]
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_on_cpu_really_runs_reduced(tiny_clip, tiny_clip_paths, precision) -> None:
+    import torch
+
+    half = OpenCLIPEmbedder(tiny_clip_paths.config, tiny_clip_paths.checkpoint, device="cpu", precision=precision)
+    model = half._loaded()[0]
+    seen: list[torch.dtype] = []
+    hook = model.visual.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    try:
+        images = [draw_shape("red", "circle", size=32), draw_shape("blue", "square", size=32)]
+        reduced = half.embed_images(images)
+    finally:
+        hook.remove()
+    assert seen == [torch.bfloat16 if precision == "bf16" else torch.float16]  # autocast, not silently fp32
+    assert reduced.dtype == np.float32
+    cosines = np.sum(reduced * tiny_clip.embed_images(images), axis=1)
+    assert cosines.min() > 0.99
+
+
 # --- texts -------------------------------------------------------------------------------------------------
 def test_embed_texts_restores_order_across_length_sorted_batches(tiny_clip_paths) -> None:
     embedder = OpenCLIPEmbedder(tiny_clip_paths.config, tiny_clip_paths.checkpoint, device="cpu", batch_size=3)

@@ -43,6 +43,9 @@ def load_image(
     cheaper than a full decode and a resize) while staying at least that large in both dimensions; pass the
     size the model resizes to. Other formats decode at full size.
 
+    Pillow's process-wide limit applies as well (it refuses twice ``PIL.Image.MAX_IMAGE_PIXELS``, ~179 Mpx by
+    default); an application that really means to embed larger images raises that setting itself.
+
     Raises:
         MediaError: unreadable, empty, not an image, truncated/corrupt, or more than `max_pixels` pixels.
     """

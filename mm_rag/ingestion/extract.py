@@ -1,7 +1,7 @@
 """Per-file extraction for ingestion: sniff the content, decode it, and lay out its records.
 
 `extract_file` runs on worker threads and never raises for a bad file: it returns a `Failure` (or `Skip`)
-with the reason. Transcription runs later, on the main thread beside the embedders (`transcribe_into`).
+with the reason. `transcribe_into` then turns a decoded soundtrack into transcript records.
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
 """`ingest`: files → decoded media → embeddings in batches → records in the store.
 
-Two stages. Worker threads read and decode files (images, keyframes, audio, documents) ahead of the main
-thread, which transcribes audio and runs the embedders on batches gathered across files, so decoding
-hides behind model compute. Every file either lands whole or is reported with the reason it failed; one
-bad file never stops the run, and nothing of a failed file reaches the store.
+Two stages. Worker threads hash, read and decode files (images, keyframes, audio, documents) and transcribe
+speech (one transcription at a time: the model is shared) ahead of the main thread, which runs the embedders
+on batches gathered across files, so decoding and transcription hide behind embedding. Every file either
+lands whole or is reported with the reason it failed; one bad file never stops the run, and nothing of a
+failed file reaches the store.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -101,7 +103,6 @@ def ingest(
         if embedder is not None:
             store.create_space(embedder.space, embedder.dim)
     stored = store.documents()
-    todo = _plan(files, stored, report)
     if prune:
         present = {document_id(path) for path in files}
         for doc_id in stored:
@@ -112,47 +113,43 @@ def ingest(
     capabilities = extract.Capabilities(
         images=clip is not None, speech=transcriber is not None, image_size=getattr(clip, "image_size", None)
     )
+    one_transcription = threading.Lock()
+
+    def prepare(path: Path) -> extract.Extracted | extract.Skip | extract.Failure:
+        """Everything a file needs before its embeddings, on a worker thread."""
+        if not path.is_file():  # a FIFO or device would block the reader; a dangling link has no content
+            return extract.Failure("not a regular file (or a broken link)")
+        doc_id = document_id(path)
+        try:
+            digest = content_hash(path)
+        except OSError as error:
+            return extract.Failure(f"cannot read: {error.strerror or error}")
+        if stored.get(doc_id) == digest:
+            return extract.Skip("unchanged")
+        outcome = extract.extract_file(path, doc_id, digest, options, capabilities)
+        if isinstance(outcome, extract.Extracted) and outcome.audio is not None:
+            try:
+                with one_transcription:
+                    extract.transcribe_into(outcome, transcriber, options)
+            except InvalidInputError as error:
+                return extract.Failure(str(error))
+            if not outcome.records:  # silence: nothing to store, and nothing wrong with the file
+                return extract.Skip("no speech found")
+        return outcome
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-rag-ingest") as pool:
-        results = _read_ahead(pool, todo, lambda item: extract.extract_file(*item, options, capabilities))
-        for (path, _, _), outcome in _with_progress(results, len(todo), progress):
+        results = _read_ahead(pool, files, prepare)
+        for path, outcome in _with_progress(results, len(files), progress):
             if isinstance(outcome, extract.Skip):
                 report.skipped[str(path)] = outcome.reason
             elif isinstance(outcome, extract.Failure):
                 report.failed[str(path)] = outcome.reason
             else:
-                try:
-                    extract.transcribe_into(outcome, transcriber, options)
-                except InvalidInputError as error:
-                    report.failed[str(path)] = str(error)
-                    continue
-                if outcome.records:
-                    writer.push(outcome)
-                else:  # silence: nothing to store, and nothing wrong with the file
-                    report.skipped[str(path)] = "no speech found"
+                writer.push(outcome)
     writer.flush()
     if save and not store.temporary:
         store.save()
     return report
-
-
-def _plan(files: list[Path], stored: dict[str, str | None], report: IngestReport) -> list[tuple[Path, str, str]]:
-    """(path, doc_id, hash) of files that are new or changed; unchanged and unreadable ones are reported."""
-    todo = []
-    for path in files:
-        if not path.is_file():  # a FIFO or device would block the reader; a dangling link has no content
-            report.failed[str(path)] = "not a regular file (or a broken link)"
-            continue
-        try:
-            digest = content_hash(path)
-        except OSError as error:
-            report.failed[str(path)] = f"cannot read: {error.strerror or error}"
-            continue
-        doc_id = document_id(path)
-        if stored.get(doc_id) == digest:
-            report.skipped[str(path)] = "unchanged"
-        else:
-            todo.append((path, doc_id, digest))
-    return todo
 
 
 def _read_ahead(pool: ThreadPoolExecutor, items: list[Any], work: Any) -> Iterator[tuple[Any, Any]]:
