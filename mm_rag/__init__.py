@@ -14,7 +14,9 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from mm_rag.embed import MediaError, OpenCLIPEmbedder, TextEmbedder, WhisperTranscriber
+    from mm_rag.context import Context, build_context
     from mm_rag.ingestion import IngestReport, ingest
+    from mm_rag.retrieval import MultimodalRetriever, Retrieved
     from mm_rag.store import MultimodalStore, SpaceConfig
 
 _LAZY = {
@@ -26,9 +28,14 @@ _LAZY = {
     "MediaError": "mm_rag.embed",
     "ingest": "mm_rag.ingestion",
     "IngestReport": "mm_rag.ingestion",
+    "MultimodalRetriever": "mm_rag.retrieval",
+    "Retrieved": "mm_rag.retrieval",
+    "Context": "mm_rag.context",
+    "build_context": "mm_rag.context",
 }
 
 __all__ = [
+    "Context",
     "FilterError",
     "Hit",
     "IngestReport",
@@ -36,14 +43,17 @@ __all__ = [
     "MMRagError",
     "MediaError",
     "Modality",
+    "MultimodalRetriever",
     "MultimodalStore",
     "OpenCLIPEmbedder",
     "Record",
+    "Retrieved",
     "SpaceConfig",
     "StoreFormatError",
     "TextEmbedder",
     "UnknownSpaceError",
     "WhisperTranscriber",
+    "build_context",
     "ingest",
     "make_id",
 ]

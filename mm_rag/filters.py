@@ -5,11 +5,14 @@ or metadata keys; values are either a plain value (equality) or a dict of operat
 
     {"modality": "image", "year": {"$gte": 2020}, "$or": [{"tags": {"$contains": "cat"}}, {"lang": "en"}]}
 
-Operators: ``$eq $ne $gt $gte $lt $lte $in $nin $exists $contains`` on a field, ``$and $or $not`` to combine.
+Operators: ``$eq $ne $gt $gte $lt $lte $in $nin $exists $contains $icontains`` on a field, ``$and $or $not`` to
+combine.
 Several keys in one dict must all hold. Semantics follow MongoDB where it has them:
 
 - a list-valued field matches a comparison when *any* element matches (so ``$in``/``$eq`` find list members);
 - ``$contains`` matches a list element equal to the value, or a substring of a string field;
+- ``$icontains`` is ``$contains`` for a string operand with both sides case-folded (``str.casefold``, so
+  Unicode-aware: "STRASSE" is found in "straße");
 - comparisons are typed: a number never equals or orders against a string, ``True`` is not ``1``;
 - a missing field fails every positive test and therefore passes ``$ne``, ``$nin`` and ``$not``.
 
@@ -20,6 +23,7 @@ filter can never change the shape of the SQL it compiles to.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,10 +32,23 @@ from mm_rag.records import RECORD_COLUMNS
 
 Filter = Mapping[str, Any]
 
-_FIELD_OPERATORS = frozenset({"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$not"})
+_FIELD_OPERATORS = frozenset(
+    {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$icontains", "$not"}
+)
 _LOGICAL_OPERATORS = frozenset({"$and", "$or", "$not"})
 _ORDER_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _NUMBER_TYPES = "('integer','real')"
+# The SQL function `$icontains` folds case with; `register_sql_functions` installs it on a connection.
+CASEFOLD_FUNCTION = "mm_rag_casefold"
+
+
+def register_sql_functions(connection: sqlite3.Connection) -> None:
+    """Install on `connection` the SQL functions that compiled filters call (case folding for `$icontains`)."""
+    connection.create_function(CASEFOLD_FUNCTION, 1, _casefold, deterministic=True)
+
+
+def _casefold(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
 
 
 def compile_filter(filter: Filter | None, table: str = "r") -> tuple[str, list[Any]]:
@@ -150,6 +167,14 @@ class _Compiler:
                 substring = f"({index} IS NULL AND {kind} = 'text' AND instr({value}, ?) > 0)"
                 return f"((typeof({index}) = 'integer' AND {element}) OR {substring})"
             return f"(typeof({index}) = 'integer' AND {element})"
+        if operator == "$icontains":
+            if not isinstance(operand, str):
+                raise FilterError(f"{where}: $icontains takes a string, got {operand!r}")
+            folded = f"{CASEFOLD_FUNCTION}({value})"
+            self.params.extend([operand.casefold(), operand.casefold()])
+            element = f"(typeof({index}) = 'integer' AND {folded} = ?)"
+            substring = f"({index} IS NULL AND instr({folded}, ?) > 0)"
+            return f"({kind} = 'text' AND ({element} OR {substring}))"
         symbol = _ORDER_SQL[operator]
         if isinstance(operand, bool) or not isinstance(operand, (int, float, str)):
             raise FilterError(f"{where}: {operator} compares numbers or strings, got {operand!r}")

@@ -13,6 +13,7 @@ It follows the semantics documented in `mm_rag.filters` (MongoDB-like):
   compare with numbers (``1 == 1.0``) and strings with strings, never across;
 - ``$contains`` holds for a list with an element equal to the operand, or for a string field of which a
   string operand is a substring;
+- ``$icontains`` is ``$contains`` with a string operand and strings compared case-folded (``str.casefold``);
 - ``$exists`` asks whether a metadata key is present (even with a null value); a record field exists when
   it is not None. A None record field still *equals* None (``{"text": None}`` finds records without text).
 """
@@ -79,6 +80,11 @@ def _operator(op: str, operand: Any, value: Any, exists: bool) -> bool:
         if isinstance(value, list):
             return any(_equal(item, operand) for item in value)
         return isinstance(value, str) and isinstance(operand, str) and operand in value
+    if op == "$icontains":
+        folded = operand.casefold()
+        if isinstance(value, list):
+            return any(isinstance(item, str) and item.casefold() == folded for item in value)
+        return isinstance(value, str) and folded in value.casefold()
     compare = _ORDER[op]
     return any(_comparable(item, operand) and compare(item, operand) for item in _values(value))
 

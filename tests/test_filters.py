@@ -138,6 +138,12 @@ CASES = [
     ({"text": {"$contains": "cat"}}, ids(0, 10)),
     ({"title": {"$contains": "at"}}, ids(0, 10)),
     ({"text": {"$contains": ""}}, {r.id for r in RECORDS if r.text is not None}),
+    # $icontains: $contains with case-folded strings
+    ({"tags": {"$icontains": "CAT"}}, ids(0, 3, 4, 5, 7)),  # "Cat" too; not the number 1 or nested ["cat"]
+    ({"tags": {"$icontains": "ca"}}, ids(3)),  # substring of the scalar "cat" only
+    ({"text": {"$icontains": "CAT"}}, ids(0, 10, 12)),
+    ({"lang": {"$icontains": "N"}}, ids(0, 1, 9, 12)),
+    ({"title": {"$not": {"$icontains": "DOG"}}}, ALL - ids(1)),
     # $exists: metadata keys (null counts as present) and record fields (None is absent)
     ({"year": {"$exists": False}}, ids(8)),
     ({"year": {"$exists": True}}, ALL - ids(8)),
@@ -197,8 +203,8 @@ def test_every_operator_is_covered_by_the_cases():
 
     for f, _ in CASES:
         walk(f)
-    assert used == {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$and",
-                    "$or", "$not"}
+    assert used == {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$icontains",
+                    "$and", "$or", "$not"}
 
 
 @pytest.mark.parametrize("f, _", CASES[::5], ids=[canonical_filter(f) for f, _ in CASES[::5]])
@@ -262,7 +268,7 @@ _numbers = st.one_of(
 # Values that are easily confused: 1 / 1.0 / True / "1", 0 / False / None / "".
 _tricky = st.sampled_from([None, True, False, 0, 1, 2, -1, 0.0, 1.0, 1.5, "", "a", "b", "ab", "1", "A"])
 _scalars = st.one_of(_tricky, st.none(), st.booleans(), _numbers, _words, _free_text)
-_OPERATORS = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$not"]
+_OPERATORS = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$icontains", "$not"]
 _METADATA_KEYS = ["a", "b", "c"]
 _FIELD_KEYS = _METADATA_KEYS + ["text", "id", "modality", "uri", "doc_id", "content_hash"]
 
@@ -314,6 +320,9 @@ def _cases(draw):
             return operators(_OPERATORS[:-1])
         if op == "$contains" and chance(50):
             return draw(st.sampled_from(strings))
+        if op == "$icontains":  # a string, often another case of one in the palette
+            word = draw(st.sampled_from(strings) if chance(70) else _free_text)
+            return word.swapcase() if chance(50) else word
         return draw(value) if chance(85) else draw(_scalars)
 
     def operators(choices):
@@ -403,6 +412,8 @@ BAD_FILTERS = [
     ({"a": {}}, "cannot compare"),
     ({"a": {"$in": [1, [2]]}}, "cannot compare"),
     ({"a": {"$contains": {"x": 1}}}, "cannot compare"),
+    ({"a": {"$icontains": 1}}, "$icontains takes a string"),
+    ({"a": {"$icontains": ["x"]}}, "$icontains takes a string"),
     ({"a": object()}, "cannot compare"),
     ({"a": 2**64}, "64-bit"),
     ({"a": {"$gt": -(2**63) - 1}}, "64-bit"),
@@ -472,6 +483,8 @@ def test_sql_looking_keys_and_values_are_taken_literally():
         assert found({"a": {"$contains": "OR 1=1"}}) == {"tricky-value"}
         assert found({"a": {"$contains": "%"}}) == {"percent"}  # no LIKE wildcards
         assert found({"a": {"$contains": "_"}}) == set()
+        assert found({"a": {"$icontains": "or 1=1"}}) == {"tricky-value"}
+        assert found({"a": {"$icontains": "%"}}) == {"percent"}
         assert found({"a.b[0]": "x"}) == {"percent"}
         assert found({"id": "plain' OR 'a'='a"}) == set()
         assert found({"1=1 OR a": {"$exists": False}}) == {r.id for r in records}
@@ -482,3 +495,21 @@ def test_sql_looking_keys_and_values_are_taken_literally():
         assert [r.id for r in s] == [r.id for r in records]
         assert s.get(["tricky-key"])[0].metadata == {SQL_KEY: "v", "a": 2}
         assert s.count("v") == len(records)
+
+
+def test_icontains_folds_unicode_case_like_python():
+    records = [
+        Record("street", "text", text="Hauptstraße 5", metadata={"city": "KÖLN", "tags": ["Ärger", "x"]}),
+        Record("other", "text", text="Main street", metadata={"city": "Bonn", "tags": ["ärgerlich"]}),
+    ]
+    with MultimodalStore() as s:
+        s.create_space("v", 2)
+        s.upsert(records, {"v": np.eye(2)})
+        for f, expected in [
+            ({"text": {"$icontains": "STRASSE"}}, {"street"}),  # ß folds to ss
+            ({"city": {"$icontains": "köln"}}, {"street"}),
+            ({"tags": {"$icontains": "ärger"}}, {"street"}),  # a list element equal once folded, not a prefix
+            ({"text": {"$icontains": "STREET"}}, {"other"}),
+        ]:
+            assert reference_ids(f, records) == expected
+            assert {h.record.id for h in s.search("v", [1.0, 1.0], k=5, filter=f)} == expected

@@ -19,6 +19,7 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 def test_public_names_are_pinned() -> None:
     assert sorted(mm_rag.__all__) == [
+        "Context",
         "FilterError",
         "Hit",
         "IngestReport",
@@ -26,14 +27,17 @@ def test_public_names_are_pinned() -> None:
         "MMRagError",
         "MediaError",
         "Modality",
+        "MultimodalRetriever",
         "MultimodalStore",
         "OpenCLIPEmbedder",
         "Record",
+        "Retrieved",
         "SpaceConfig",
         "StoreFormatError",
         "TextEmbedder",
         "UnknownSpaceError",
         "WhisperTranscriber",
+        "build_context",
         "ingest",
         "make_id",
     ]

@@ -116,6 +116,29 @@ def iter_keyframes(
             raise MediaError(f"{name}: corrupt or truncated video: {_reason(error)}") from error
 
 
+def frame_at(source: VideoSource, time: float, *, max_side: int | None = KEYFRAME_MAX_SIDE) -> Any:
+    """The frame shown at `time` seconds (the last one at or before it), as an RGB PIL image.
+
+    Raises:
+        MediaError: naming the input: unreadable, no video stream, or no frame at all.
+    """
+    av = require("av", "video decoding")
+    name = describe(source)
+    with _open(av, source, name) as container:
+        stream = _video_stream(av, container, name)
+        shown = None
+        try:
+            for frame in _seek(av, container, stream, max(0.0, time)):
+                if shown is not None and frame.time is not None and frame.time > time + 1e-6:
+                    break
+                shown = frame
+        except av.FFmpegError as error:
+            raise MediaError(f"{name}: corrupt or truncated video: {_reason(error)}") from error
+        if shown is None:
+            raise MediaError(f"{name}: no frame at {time:.2f} s")
+        return _to_image(av.video.reformatter.VideoReformatter(), shown, max_side)
+
+
 @dataclass(frozen=True, slots=True)
 class _Options:
     every: float

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mm_rag.filters import register_sql_functions
 from mm_rag.records import Record
 
 SCHEMA = """
@@ -63,6 +64,7 @@ class Catalog:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
+        register_sql_functions(self._db)  # what compiled filters call
         self._db.executescript(SCHEMA)
 
     # --- transactions -----------------------------------------------------------------------------------

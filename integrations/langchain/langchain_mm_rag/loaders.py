@@ -1,0 +1,215 @@
+"""Document loaders for media: Whisper transcript windows (audio), images, and videos (keyframes + speech).
+
+Every loader lays its records out with mm-rag's own functions (the ones `mm_rag.ingest` uses), so a Document
+loaded here has the id, ``doc_id`` and metadata that ingesting the same file would give, and converts them
+with `record_to_document`: media Documents carry ``modality``, ``uri``, ``doc_id`` and ``source``;
+time-based ones numeric ``start``/``end`` seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from langchain_core.document_loaders import BaseBlobParser, BaseLoader, Blob
+from langchain_core.documents import Document
+from mm_rag.embed.media import load_image
+from mm_rag.embed.transcript import (
+    DEFAULT_MAX_CHARS,
+    DEFAULT_OVERLAP_SECONDS,
+    DEFAULT_WINDOW_SECONDS,
+    Transcript,
+    transcript_records,
+    transcript_windows,
+)
+from mm_rag.embed.video import SCENE_THRESHOLD, keyframe_records, sample_keyframes, video_audio
+from mm_rag.embed.whisper import WhisperTranscriber
+from mm_rag.errors import InvalidInputError
+from mm_rag.ingestion.discover import content_hash, document_id
+from mm_rag.records import Record, make_id
+
+from langchain_mm_rag._convert import record_to_document
+
+PathLike = str | os.PathLike[str]
+
+
+class WhisperSegmentParser(BaseBlobParser):
+    """Parses an audio (or video) blob into one Document per transcript window.
+
+    Args:
+        transcriber: A `WhisperTranscriber` (or anything with ``transcribe(path_or_bytes) -> Transcript``);
+            None builds a `WhisperTranscriber` from `transcriber_kwargs`.
+        window_seconds, overlap_seconds, max_chars: How segments group into windows (see
+            `mm_rag.embed.transcript.transcript_windows`).
+
+    Each Document's page_content is the window's text; its metadata holds numeric ``start``/``end`` seconds,
+    ``language``, ``confidence``, ``source``, ``modality`` (``"audio"``), ``uri`` and ``doc_id`` (the path).
+    """
+
+    def __init__(
+        self,
+        transcriber: Any | None = None,
+        *,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        **transcriber_kwargs: Any,
+    ) -> None:
+        if transcriber is not None and transcriber_kwargs:
+            raise InvalidInputError("pass a transcriber or its constructor arguments, not both")
+        self.transcriber = transcriber if transcriber is not None else WhisperTranscriber(**transcriber_kwargs)
+        self.window_seconds, self.overlap_seconds, self.max_chars = window_seconds, overlap_seconds, max_chars
+
+    def lazy_parse(self, blob: Blob) -> Iterator[Document]:
+        """Transcribe the blob (its file when it has a path, else its bytes) and yield its windows."""
+        path = Path(blob.path) if isinstance(blob.path, (str, os.PathLike)) else None
+        if path is not None:
+            digest, doc_id, uri, transcript = content_hash(path), document_id(path), str(path), self.transcriber.transcribe(path)
+        else:
+            data = blob.as_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            doc_id, uri, transcript = digest, None, self.transcriber.transcribe(data)
+        yield from self.documents(transcript, content_hash=digest, doc_id=doc_id, uri=uri, source=blob.source)
+
+    def documents(
+        self, transcript: Transcript, *, content_hash: str, doc_id: str, uri: str | None, source: str | None,
+        modality: str = "audio",
+    ) -> list[Document]:  # fmt: skip
+        """The window Documents of a transcript (shared with `VideoLoader` for soundtracks)."""
+        windows = transcript_windows(transcript.segments, self.window_seconds, self.overlap_seconds, self.max_chars)
+        records = transcript_records(
+            windows,
+            content_hash=content_hash,
+            doc_id=doc_id,
+            uri=uri,
+            modality=modality,  # type: ignore[arg-type]
+            language=transcript.language,
+            metadata={"source": source} if source else None,
+        )
+        return [record_to_document(record) for record in records]
+
+
+class WhisperSegmentLoader(BaseLoader):
+    """Loads audio files as transcript-window Documents (a `WhisperSegmentParser` over each file).
+
+    Args:
+        file_path: One audio/video file or several.
+        transcriber, window_seconds, overlap_seconds, max_chars, **transcriber_kwargs: As for
+            `WhisperSegmentParser`.
+    """
+
+    def __init__(self, file_path: PathLike | Sequence[PathLike], transcriber: Any | None = None, **options: Any) -> None:
+        self.paths = _paths(file_path)
+        self.parser = WhisperSegmentParser(transcriber, **options)
+
+    def lazy_load(self) -> Iterator[Document]:
+        """One file after another, window by window."""
+        for path in self.paths:
+            yield from self.parser.lazy_parse(Blob.from_path(path))
+
+
+class ImageLoader(BaseLoader):
+    """Loads image files as image Documents, ready for `MMRagVectorStore.add_documents` with CLIP embeddings.
+
+    Each Document has empty page_content (or the caption given for its path) and metadata ``modality``
+    (``"image"``), ``uri`` and ``source`` (the path), ``doc_id``, ``mime_type``, ``width``, ``height`` and
+    ``file_name``; its id is the one `mm_rag.ingest` gives the same file.
+
+    Raises:
+        mm_rag.MediaError: on loading, naming a file that is not a readable image.
+    """
+
+    def __init__(self, file_path: PathLike | Sequence[PathLike], *, captions: dict[str, str] | None = None) -> None:
+        self.paths = _paths(file_path)
+        self.captions = {str(Path(key)): value for key, value in (captions or {}).items()}
+
+    def lazy_load(self) -> Iterator[Document]:
+        """One Document per image, decoded once to check it and read its size."""
+        from PIL import Image
+
+        for path in self.paths:
+            image = load_image(path)  # raises MediaError naming the file
+            width, height = image.info["source_size"]
+            with Image.open(path) as opened:
+                mime_type = Image.MIME.get(opened.format or "", "image/*")
+            digest, doc_id = content_hash(path), document_id(path)
+            metadata = {"width": width, "height": height, "file_name": path.name, "mime_type": mime_type,
+                        "source": str(path)}  # fmt: skip
+            record = Record(make_id(digest, doc_id), "image", self.captions.get(str(path)), str(path), metadata, doc_id, digest)
+            yield record_to_document(record)
+
+
+class VideoLoader(BaseLoader):
+    """Loads videos as keyframe Documents and transcript-window Documents that share ``doc_id`` and a clock.
+
+    Args:
+        file_path: One video or several.
+        transcriber: Transcribes the soundtrack into windows (``modality: "video"``, numeric ``start``/``end``);
+            None loads keyframes only.
+        frames_dir: Where to write each keyframe as a JPEG; its path goes into the keyframe Document's
+            ``frame_uri``, so `MMRagVectorStore` can embed the frame and the agent tool can show it. Without
+            it, keyframe Documents only describe the frames (time, scene change).
+        every_seconds, scene_threshold: Keyframe sampling (see `mm_rag.embed.video.iter_keyframes`).
+        window_seconds, overlap_seconds, max_chars: Transcript windows, as for `WhisperSegmentParser`.
+
+    Keyframe Documents have empty page_content and metadata ``modality`` (``"video"``), ``uri``, ``doc_id``,
+    ``source``, ``start``/``end`` (the frame's span), ``frame_time``, ``scene_change`` and ``mime_type``.
+    """
+
+    def __init__(
+        self,
+        file_path: PathLike | Sequence[PathLike],
+        *,
+        transcriber: Any | None = None,
+        frames_dir: PathLike | None = None,
+        every_seconds: float = 2.0,
+        scene_threshold: float | None = SCENE_THRESHOLD,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
+        self.paths = _paths(file_path)
+        self.frames_dir = None if frames_dir is None else Path(frames_dir)
+        self.every_seconds, self.scene_threshold = every_seconds, scene_threshold
+        self.transcripts = (
+            None
+            if transcriber is None
+            else WhisperSegmentParser(
+                transcriber, window_seconds=window_seconds, overlap_seconds=overlap_seconds, max_chars=max_chars
+            )
+        )
+
+    def lazy_load(self) -> Iterator[Document]:
+        """Per video: its keyframes in time order, then its transcript windows."""
+        for path in self.paths:
+            digest, doc_id, uri = content_hash(path), document_id(path), str(path)
+            keyframes = sample_keyframes(path, self.every_seconds, self.scene_threshold)
+            records = keyframe_records(keyframes, doc_id=doc_id, uri=uri, metadata={"file_name": path.name, "source": uri})
+            for keyframe, record in zip(keyframes, records):
+                document = record_to_document(record)
+                if self.frames_dir is not None:
+                    document.metadata["frame_uri"] = _save_frame(self.frames_dir, keyframe.image, record.id)
+                yield document
+            if self.transcripts is not None:
+                audio = video_audio(path)
+                if audio is not None:
+                    transcript = self.transcripts.transcriber.transcribe(audio)
+                    yield from self.transcripts.documents(
+                        transcript, content_hash=digest, doc_id=doc_id, uri=uri, source=uri, modality="video"
+                    )
+
+
+def _save_frame(folder: Path, image: Any, name: str) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{name}.jpg"
+    image.save(target, format="JPEG", quality=90)
+    return str(target)
+
+
+def _paths(file_path: PathLike | Sequence[PathLike]) -> list[Path]:
+    if isinstance(file_path, (str, os.PathLike)):
+        return [Path(file_path)]
+    return [Path(path) for path in file_path]

@@ -1,0 +1,308 @@
+"""`MultimodalRetriever`: one query (text, image or voice clip) across every space, fused into one ranked list.
+
+Each space is searched once per modality with that modality's own ``k`` and the caller's filter, so a
+modality with few records is never crowded out by one with many, and a filter restricts every space alike.
+Lists are then fused: reciprocal-rank fusion by default (ranks only, so a cosine of 0.3 in the CLIP space and
+0.6 in the text space need not be compared), or weighted fusion of scores normalised per space. A record
+reached through several spaces appears once, carrying the evidence of each list that found it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from mm_rag.errors import InvalidInputError
+from mm_rag.filters import Filter
+from mm_rag.records import MODALITIES, Modality, Record
+
+Fusion = Literal["rrf", "weighted"]
+QueryForm = Literal["text", "image"]
+
+# The constant of reciprocal-rank fusion (Cormack et al., 2009): damps the weight of the very first ranks.
+RRF_K = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One ranked list that found a result.
+
+    Attributes:
+        space: The store space searched.
+        query: What was embedded for that search: the ``"text"`` of the query or the query ``"image"``.
+        rank: 0-based rank of the record in that list.
+        score: The space's raw similarity (cosine for cosine spaces; higher is better).
+    """
+
+    space: str
+    query: QueryForm
+    rank: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Retrieved:
+    """A fused result: the record, its fused score, and the evidence of every list that found it.
+
+    Attributes:
+        record: The stored record.
+        score: Fused score, higher is better; comparable only within one retrieval.
+        evidence: The lists that found the record, best first.
+    """
+
+    record: Record
+    score: float
+    evidence: tuple[Evidence, ...]
+
+    @property
+    def modality(self) -> Modality:
+        return self.record.modality
+
+    @property
+    def source(self) -> str | None:
+        """Where the content comes from: the media path/URL, else the source document."""
+        return self.record.uri or self.record.doc_id
+
+    @property
+    def start(self) -> float | None:
+        """Start of the time range in seconds (audio and video), if any."""
+        return _seconds(self.record.metadata.get("start"))
+
+    @property
+    def end(self) -> float | None:
+        return _seconds(self.record.metadata.get("end"))
+
+    def explain(self) -> str:
+        """Which space and rank produced this result, e.g. ``"text space #1 (0.612); clip space #3 (0.284)"``."""
+        return "; ".join(
+            f"{e.space} space #{e.rank + 1} ({e.score:.3f}{', by image' if e.query == 'image' else ''})"
+            for e in self.evidence
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (for the command line and the HTTP service)."""
+        record = self.record
+        return {
+            "id": record.id,
+            "modality": record.modality,
+            "score": self.score,
+            "text": record.text,
+            "source": self.source,
+            "uri": record.uri,
+            "doc_id": record.doc_id,
+            "start": self.start,
+            "end": self.end,
+            "metadata": record.metadata,
+            "explanation": self.explain(),
+            "evidence": [{"space": e.space, "query": e.query, "rank": e.rank, "score": e.score} for e in self.evidence],
+        }
+
+
+@dataclass
+class MultimodalRetriever:
+    """Retrieves aligned images, transcript moments and passages for a text, image or spoken query.
+
+    Args:
+        store: The store to search (filled by `mm_rag.ingest` or by hand).
+        clip: The image+text embedder of the store's CLIP space: text queries reach images and keyframes
+            through it, and image queries need it.
+        text: The text embedder of the store's text space (passages and transcripts).
+        transcriber: Turns a spoken query (`audio=`) into text; needed only for voice queries.
+        text_k, image_k, audio_k, video_k: Results kept per modality (0 leaves a modality out).
+        fusion: ``"rrf"`` (reciprocal-rank fusion) or ``"weighted"`` (scores min-max normalised per space).
+        weights: Weight of each space in the fusion (default 1 for every space).
+        diversity: None, or the MMR trade-off λ in [0, 1] (1: relevance only) to reorder results for variety.
+        filter: A filter (see `mm_rag.filters`) applied in every space to every query.
+    """
+
+    store: Any
+    clip: Any | None = None
+    text: Any | None = None
+    transcriber: Any | None = None
+    text_k: int = 5
+    image_k: int = 5
+    audio_k: int = 3
+    video_k: int = 3
+    fusion: Fusion = "rrf"
+    weights: Mapping[str, float] = field(default_factory=dict)
+    diversity: float | None = None
+    filter: Filter | None = None
+
+    def __post_init__(self) -> None:
+        if self.clip is None and self.text is None:
+            raise InvalidInputError("MultimodalRetriever: give at least one embedder (clip= and/or text=)")
+        if self.fusion not in ("rrf", "weighted"):
+            raise InvalidInputError(f"MultimodalRetriever: unknown fusion {self.fusion!r}; expected 'rrf' or 'weighted'")
+        for name in ("text_k", "image_k", "audio_k", "video_k"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidInputError(f"MultimodalRetriever: {name} must be a non-negative integer, got {value!r}")
+        if self.diversity is not None and not 0.0 <= self.diversity <= 1.0:
+            raise InvalidInputError(f"MultimodalRetriever: diversity must be in [0, 1], got {self.diversity!r}")
+
+    def retrieve(
+        self,
+        query: str | None = None,
+        *,
+        image: Any = None,
+        audio: Any = None,
+        filter: Filter | None = None,
+        k: Mapping[Modality, int] | None = None,
+    ) -> list[Retrieved]:
+        """Search every relevant space and return the fused results, best first.
+
+        Args:
+            query: The question or description, as text.
+            image: A query image (path, bytes or PIL image), searched in the CLIP space.
+            audio: A spoken query (path, bytes or samples), transcribed first and then searched as text
+                (joined to `query` when both are given).
+            filter: Restricts every space, combined with the retriever's own filter.
+            k: Per-modality counts overriding the retriever's, e.g. ``{"image": 10, "text": 0}``.
+
+        Raises:
+            InvalidInputError: no query, an empty one, a voice query without a transcriber (or without speech),
+                an image query without a CLIP embedder, or a bad `k`.
+        """
+        counts = self._counts(k)
+        text_query = self._text_query(query, audio)
+        filters = [f for f in (self.filter, filter) if f]
+        lists = self._ranked_lists(text_query, image, counts, filters)
+        fused = self._fuse(lists, counts)
+        if self.diversity is not None and len(fused) > 2:
+            fused = self._diversify(fused, self.diversity)
+        return fused
+
+    __call__ = retrieve
+
+    # --- queries ----------------------------------------------------------------------------------------
+    def _counts(self, override: Mapping[Modality, int] | None) -> dict[Modality, int]:
+        counts: dict[Modality, int] = {"text": self.text_k, "image": self.image_k, "audio": self.audio_k, "video": self.video_k}
+        for modality, value in (override or {}).items():
+            if modality not in MODALITIES:
+                raise InvalidInputError(f"retrieve: unknown modality {modality!r} in k; expected one of {sorted(MODALITIES)}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidInputError(f"retrieve: k[{modality!r}] must be a non-negative integer, got {value!r}")
+            counts[modality] = value
+        return counts
+
+    def _text_query(self, query: str | None, audio: Any) -> str | None:
+        if query is not None and not isinstance(query, str):
+            raise InvalidInputError(f"retrieve: query must be text, got {type(query).__name__}")
+        parts = [query.strip()] if query and query.strip() else []
+        if audio is not None:
+            if self.transcriber is None:
+                raise InvalidInputError("retrieve: a spoken query needs a transcriber (transcriber=)")
+            heard = self.transcriber.transcribe(audio).text.strip()
+            if not heard:
+                raise InvalidInputError("retrieve: no speech found in the audio query")
+            parts.append(heard)
+        if query is not None and not parts:
+            raise InvalidInputError("retrieve: the query is empty")
+        return " ".join(parts) or None
+
+    def _ranked_lists(
+        self, text_query: str | None, image: Any, counts: dict[Modality, int], filters: list[Filter]
+    ) -> list[tuple[str, QueryForm, Modality, list[Any]]]:
+        """Every (space, query form, modality) search, each with the modality's own k and the filters."""
+        if text_query is None and image is None:
+            raise InvalidInputError("retrieve: give a query, an image or an audio clip")
+        searches: list[tuple[str, QueryForm, np.ndarray]] = []
+        spaces = self.store.spaces
+        if text_query is not None:
+            if self.text is not None and self.text.space in spaces:
+                embed_query = getattr(self.text, "embed_query", None)
+                vector = embed_query(text_query) if embed_query else self.text.embed_texts([text_query])[0]
+                searches.append((self.text.space, "text", vector))
+            if self.clip is not None and self.clip.space in spaces:
+                searches.append((self.clip.space, "text", self.clip.embed_texts([text_query])[0]))
+        if image is not None:
+            if self.clip is None:
+                raise InvalidInputError("retrieve: an image query needs a CLIP embedder (clip=)")
+            if self.clip.space in spaces:
+                searches.append((self.clip.space, "image", self.clip.embed_images([image])[0]))
+        lists = []
+        for space, form, vector in searches:
+            for modality, k in counts.items():
+                if k:
+                    condition = {"$and": [*filters, {"modality": modality}]}
+                    lists.append((space, form, modality, self.store.search(space, vector, k, filter=condition)))
+        return lists
+
+    # --- fusion -----------------------------------------------------------------------------------------
+    def _fuse(self, lists: list[tuple[str, QueryForm, Modality, list[Any]]], counts: dict[Modality, int]) -> list[Retrieved]:
+        normalised = self._normalised_scores(lists) if self.fusion == "weighted" else None
+        scores: dict[str, float] = {}
+        evidence: dict[str, list[Evidence]] = {}
+        records: dict[str, Record] = {}
+        for index, (space, form, _, hits) in enumerate(lists):
+            weight = float(self.weights.get(space, 1.0))
+            for hit in hits:
+                key = hit.record.id
+                contribution = 1.0 / (RRF_K + hit.rank + 1) if normalised is None else normalised[index][hit.rank]
+                scores[key] = scores.get(key, 0.0) + weight * contribution
+                evidence.setdefault(key, []).append(Evidence(space, form, hit.rank, hit.score))
+                records[key] = hit.record
+        ranked = sorted(scores, key=lambda key: (-scores[key], key))
+        kept: dict[str, int] = dict.fromkeys(counts, 0)
+        results = []
+        for key in ranked:  # a record found in two spaces is one result; each modality keeps its own k
+            modality = records[key].modality
+            if kept[modality] < counts[modality]:
+                kept[modality] += 1
+                found = tuple(sorted(evidence[key], key=lambda e: (e.rank, -e.score)))
+                results.append(Retrieved(records[key], scores[key], found))
+        return results
+
+    @staticmethod
+    def _normalised_scores(lists: list[tuple[str, QueryForm, Modality, list[Any]]]) -> list[list[float]]:
+        """Scores min-max normalised per (space, query form) across its modalities: all one space's scores are
+        comparable with each other (the same embedding), never with another space's."""
+        bounds: dict[tuple[str, str], tuple[float, float]] = {}
+        for space, form, _, hits in lists:
+            for hit in hits:
+                low, high = bounds.get((space, form), (hit.score, hit.score))
+                bounds[(space, form)] = (min(low, hit.score), max(high, hit.score))
+        normalised = []
+        for space, form, _, hits in lists:
+            low, high = bounds.get((space, form), (0.0, 0.0))
+            normalised.append([1.0 if high == low else (hit.score - low) / (high - low) for hit in hits])
+        return normalised
+
+    def _diversify(self, results: list[Retrieved], trade_off: float) -> list[Retrieved]:
+        """Maximal marginal relevance over the fused list, with similarities from one space (CLIP's when
+        present: it holds every modality)."""
+        space = self.clip.space if self.clip is not None and self.clip.space in self.store.spaces else self.text.space
+        ids = [r.record.id for r in results]
+        stored = self.store.vectors(space, ids)
+        dim = self.store.spaces[space].dim
+        vectors = np.stack([stored.get(i, np.zeros(dim, dtype=np.float32)) for i in ids])
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        top = max(r.score for r in results)
+        relevance = np.array([r.score / top for r in results]) if top > 0 else np.ones(len(results))
+        chosen = mmr_order(relevance, vectors @ vectors.T, trade_off)
+        return [results[i] for i in chosen]
+
+
+def mmr_order(relevance: np.ndarray, similarity: np.ndarray, trade_off: float, limit: int | None = None) -> list[int]:
+    """Indices in maximal-marginal-relevance order: each next item maximises
+    ``trade_off * relevance - (1 - trade_off) * max similarity to the items already chosen``."""
+    count = len(relevance) if limit is None else min(limit, len(relevance))
+    chosen: list[int] = []
+    closest = np.full(len(relevance), -np.inf)
+    available = np.ones(len(relevance), dtype=bool)
+    for _ in range(count):
+        penalty = np.where(np.isfinite(closest), closest, 0.0)
+        value = np.where(available, trade_off * relevance - (1.0 - trade_off) * penalty, -np.inf)
+        best = int(np.argmax(value))
+        chosen.append(best)
+        available[best] = False
+        closest = np.maximum(closest, similarity[best])
+    return chosen
+
+
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
