@@ -286,3 +286,22 @@ def test_text_to_image_search_through_a_store(tiny_clip, tmp_path: Path) -> None
     blue = store.search("clip", tiny_clip.embed_texts(["a blue square"])[0], k=3, filter={"shape": "square"})
     assert [hit.record.metadata["colour"] for hit in blue] == ["blue"] * 3
     store.close()
+
+
+def test_spec_rebuilds_the_same_embedder(tiny_clip, minilm_dir) -> None:
+    from mm_rag.embed.specs import embedder_from_spec, embedders_for
+    from mm_rag.embed.text import TextEmbedder
+
+    rebuilt = embedder_from_spec(tiny_clip.spec, space="pictures", device="cpu")
+    assert rebuilt.space == "pictures" and rebuilt.spec == tiny_clip.spec
+    np.testing.assert_allclose(rebuilt.embed_texts(["a red circle"]), tiny_clip.embed_texts(["a red circle"]))
+    text = TextEmbedder(minilm_dir, device="cpu")
+    assert embedder_from_spec(text.spec, space="text").spec == text.spec
+    with MultimodalStore() as store:
+        store.create_space("pictures", tiny_clip.dim, model=tiny_clip.spec)
+        store.create_space("text", 384, model=text.spec)
+        store.create_space("plain", 3)
+        clip, words = embedders_for(store, device="cpu")
+        assert (clip.space, words.space, words.model) == ("pictures", "text", str(Path(minilm_dir).resolve()))
+    with pytest.raises(InvalidInputError, match="unknown embedder kind"):
+        embedder_from_spec({"kind": "word2vec", "model": "x"}, space="s")

@@ -193,3 +193,21 @@ def test_image_records_keep_the_source_size_though_decoded_at_model_scale(tmp_pa
     assert float(stored @ tiny_clip.embed_images([folder / "wide.jpg"])[0]) > 0.9999
     assert Image.open(folder / "wide.jpg").size == (640, 480)
     store.close()
+
+
+def test_another_model_cannot_write_into_a_space_made_by_the_first(tmp_path, tiny_clip, tiny_clip_paths) -> None:
+    from fixtures.tiny_clip import draw_shape
+
+    from mm_rag import OpenCLIPEmbedder
+
+    draw_shape("red", "circle").save(tmp_path / "circle.png")
+    store = MultimodalStore()
+    ingest(tmp_path, store, clip=tiny_clip)
+    assert store.spaces[tiny_clip.space].model == tiny_clip.spec
+    untrained = OpenCLIPEmbedder(tiny_clip_paths.config, None, device="cpu")  # same shape, other weights
+    (tmp_path / "square.png").write_bytes((tmp_path / "circle.png").read_bytes()[:-1] + b"\0")
+    before = list(store)
+    with pytest.raises(InvalidInputError, match="holds vectors of the model"):
+        ingest(tmp_path, store, clip=untrained)
+    assert list(store) == before
+    store.close()

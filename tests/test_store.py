@@ -352,11 +352,27 @@ def test_info(store):
     store.upsert(recs(40), {"a": vecs(40, 8), "h": vecs(40, 8)})
     info = store.info()
     assert info["path"] == str(store.path) and info["records"] == 40
-    assert info["spaces"]["a"] == {"dim": 8, "metric": "l2", "index": "auto", "built": "Flat", "vectors": 40,
-                                   "trained": True, "memory_mapped": False}
+    assert info["spaces"]["a"] == {"dim": 8, "metric": "l2", "index": "auto", "model": None, "built": "Flat",
+                                   "vectors": 40, "trained": True, "memory_mapped": False}
     assert info["spaces"]["h"]["built"] == "HNSW32" and info["spaces"]["h"]["vectors"] == 40
     assert info["spaces"]["p"]["vectors"] == 0 and info["spaces"]["p"]["trained"] is False
     json.dumps(info)  # plain data
+
+
+def test_a_space_records_its_model_and_refuses_another(tmp_path):
+    clip = {"kind": "open_clip", "model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}
+    with MultimodalStore(tmp_path / "s") as store:
+        store.create_space("clip", 8)
+        store.upsert(recs(3), {"clip": vecs(3, 8)})
+        store.create_space("clip", 8, model=clip)  # a space made before models were recorded adopts one
+        assert store.spaces["clip"].model == clip
+        store.create_space("clip", 8, model=clip)  # the same model again is fine
+        with pytest.raises(InvalidInputError, match="holds vectors of the model"):
+            store.create_space("clip", 8, model=clip | {"pretrained": "openai"})
+        store.save()
+    with MultimodalStore.open(tmp_path / "s") as reopened:
+        assert reopened.spaces["clip"].model == clip and reopened.count("clip") == 3
+        assert json.loads((tmp_path / "s" / "mmrag.json").read_text())["spaces"]["clip"]["model"] == clip
 
 
 # --- search --------------------------------------------------------------------------------------------

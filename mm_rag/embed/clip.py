@@ -65,6 +65,13 @@ class OpenCLIPEmbedder:
         self.max_image_pixels = max_image_pixels
 
     @property
+    def spec(self) -> dict[str, Any]:
+        """What makes its vectors, as JSON data (recorded with a store's space; `embedder_from_spec` rebuilds it)."""
+        model = str(self._config_file.resolve()) if self._config_file else self.model_name
+        pretrained = str(self.pretrained.resolve()) if isinstance(self.pretrained, Path) else self.pretrained
+        return {"kind": "open_clip", "model": model, "pretrained": pretrained}
+
+    @property
     def dim(self) -> int:
         """Output dimension, read from the model configuration (no model load needed)."""
         return int(self._config["embed_dim"])

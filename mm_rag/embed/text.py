@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,6 +48,13 @@ class TextEmbedder:
         self.space = space
         self.cache_dir = cache_dir
         self.query_prompt = query_prompt
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What makes its vectors, as JSON data (recorded with a store's space; `embedder_from_spec` rebuilds it)."""
+        local = Path(self.model)
+        model = str(local.resolve()) if local.exists() else self.model
+        return {"kind": "sentence_transformers", "model": model, "query_prompt": self.query_prompt}
 
     @property
     def dim(self) -> int:

@@ -100,8 +100,8 @@ def ingest(
     files, problems = discover(paths, include, exclude)
     report.failed.update(problems)
     for embedder in (clip, text):
-        if embedder is not None:
-            store.create_space(embedder.space, embedder.dim)
+        if embedder is not None:  # the space records its model: another model's vectors are refused
+            store.create_space(embedder.space, embedder.dim, model=getattr(embedder, "spec", None))
     stored = store.documents()
     if prune:
         present = {document_id(path) for path in files}

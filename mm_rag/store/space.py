@@ -35,6 +35,8 @@ class SpaceConfig:
         index: ``"auto"`` for the size/memory rule, or any Faiss ``index_factory`` string (``"HNSW32"``,
             ``"IVF1024,Flat"``, ``"OPQ64,IVF4096,PQ64"``…).
         memory_budget: Bytes the index may use; the ``"auto"`` rule moves to compressed codes beyond it.
+        model: The embedder whose vectors the space holds, as its `spec` (``{"kind": "open_clip", "model": …}``),
+            when known: searches rebuild the same embedder from it, and vectors of another model are refused.
     """
 
     name: str
@@ -42,6 +44,7 @@ class SpaceConfig:
     metric: str = "cosine"
     index: str = "auto"
     memory_budget: int = indexing.DEFAULT_MEMORY_BUDGET
+    model: dict[str, Any] | None = None
 
     def validate(self) -> None:
         if not isinstance(self.name, str) or not self.name.replace("_", "").replace("-", "").isalnum():

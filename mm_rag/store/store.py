@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -130,19 +131,30 @@ class MultimodalStore:
         metric: str = "cosine",
         index: str = "auto",
         memory_budget: int = indexing.DEFAULT_MEMORY_BUDGET,
+        model: dict[str, Any] | None = None,
     ) -> SpaceConfig:
         """Create an embedding space, or return the existing one when its configuration is the same.
 
-        See `SpaceConfig` for the arguments. Raises `InvalidInputError` for a bad configuration or one that
-        differs from an existing space of the same name.
+        See `SpaceConfig` for the arguments. A `model` given for an existing space that records none is
+        adopted. Raises `InvalidInputError` for a bad configuration, or one that differs from an existing
+        space of the same name (another model's vectors would silently mix with its own).
         """
-        config = SpaceConfig(name, dim, metric, index, memory_budget)
+        config = SpaceConfig(name, dim, metric, index, memory_budget, model)
         config.validate()
         with self._lock.writing():
             existing = self._spaces.get(name)
             if existing is not None:
-                if existing.config != config:
+                recorded = existing.config.model
+                if dataclasses.replace(existing.config, model=None) != dataclasses.replace(config, model=None):
                     raise InvalidInputError(f"space {name!r} exists as {existing.config}, not {config}")
+                if model is not None and recorded is not None and model != recorded:
+                    raise InvalidInputError(
+                        f"space {name!r} holds vectors of the model {recorded}, not of {model}:"
+                        " use that model, or another space"
+                    )
+                if model is not None and recorded is None:
+                    existing.config = config
+                    self._changed(name)
                 return existing.config
             self._spaces[name] = Space(config)
             self._changed(name)
@@ -171,6 +183,7 @@ class MultimodalStore:
                         "dim": s.config.dim,
                         "metric": s.config.metric,
                         "index": s.config.index,
+                        "model": s.config.model,
                         "built": s.spec,
                         "vectors": len(s.table),
                         "trained": s.index is not None,
@@ -397,6 +410,7 @@ class MultimodalStore:
                 "metric": space.config.metric,
                 "index": space.config.index,
                 "memory_budget": space.config.memory_budget,
+                "model": space.config.model,
                 "built": space.spec,
                 "files": files,
                 "sizes": [(spaces_dir / file).stat().st_size for file in files],
@@ -444,7 +458,7 @@ class MultimodalStore:
         shutil.move(str(staging), str(target))
 
     def _open_space(self, name: str, entry: dict[str, Any], mmap: bool | None) -> Space:
-        config = SpaceConfig(name, entry["dim"], entry["metric"], entry["index"], entry["memory_budget"])
+        config = SpaceConfig(name, entry["dim"], entry["metric"], entry["index"], entry["memory_budget"], entry.get("model"))
         directory = self.path / SPACES_DIR
         files = entry["files"]
         missing = [file for file in files if not (directory / file).is_file()]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from langchain_core.documents import Document
+
 from mm_rag.filters import compile_filter
 from mm_rag.records import MODALITIES, Record
 

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 from langchain_core.documents import Document
+
 from mm_rag.errors import InvalidInputError
 
 # A callable filter is applied to this many candidates per k at first, widening by the same factor.

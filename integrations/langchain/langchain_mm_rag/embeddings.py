@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
+
 from mm_rag.embed.clip import OpenCLIPEmbedder
 from mm_rag.embed.text import TextEmbedder
 from mm_rag.errors import InvalidInputError
@@ -91,7 +92,9 @@ def _wrap(embedder: Any, kind: type, kwargs: dict[str, Any]) -> Any:
     if embedder is None:
         return kind(**kwargs)
     if kwargs:
-        raise InvalidInputError(f"pass either an {kind.__name__} or its constructor arguments, not both: {sorted(kwargs)}")
+        raise InvalidInputError(
+            f"pass either an {kind.__name__} or its constructor arguments, not both: {sorted(kwargs)}"
+        )
     if not isinstance(embedder, kind):
         raise InvalidInputError(f"expected an {kind.__name__}, got {type(embedder).__name__}")
     return embedder

@@ -16,6 +16,8 @@ from typing import Any
 
 from langchain_core.document_loaders import BaseBlobParser, BaseLoader, Blob
 from langchain_core.documents import Document
+
+from langchain_mm_rag._convert import record_to_document
 from mm_rag.embed.media import load_image
 from mm_rag.embed.transcript import (
     DEFAULT_MAX_CHARS,
@@ -30,8 +32,6 @@ from mm_rag.embed.whisper import WhisperTranscriber
 from mm_rag.errors import InvalidInputError
 from mm_rag.ingestion.discover import content_hash, document_id
 from mm_rag.records import Record, make_id
-
-from langchain_mm_rag._convert import record_to_document
 
 PathLike = str | os.PathLike[str]
 
@@ -67,7 +67,12 @@ class WhisperSegmentParser(BaseBlobParser):
         """Transcribe the blob (its file when it has a path, else its bytes) and yield its windows."""
         path = Path(blob.path) if isinstance(blob.path, (str, os.PathLike)) else None
         if path is not None:
-            digest, doc_id, uri, transcript = content_hash(path), document_id(path), str(path), self.transcriber.transcribe(path)
+            digest, doc_id, uri, transcript = (
+                content_hash(path),
+                document_id(path),
+                str(path),
+                self.transcriber.transcribe(path),
+            )
         else:
             data = blob.as_bytes()
             digest = hashlib.sha256(data).hexdigest()
@@ -101,7 +106,9 @@ class WhisperSegmentLoader(BaseLoader):
             `WhisperSegmentParser`.
     """
 
-    def __init__(self, file_path: PathLike | Sequence[PathLike], transcriber: Any | None = None, **options: Any) -> None:
+    def __init__(
+        self, file_path: PathLike | Sequence[PathLike], transcriber: Any | None = None, **options: Any
+    ) -> None:
         self.paths = _paths(file_path)
         self.parser = WhisperSegmentParser(transcriber, **options)
 
@@ -138,7 +145,9 @@ class ImageLoader(BaseLoader):
             digest, doc_id = content_hash(path), document_id(path)
             metadata = {"width": width, "height": height, "file_name": path.name, "mime_type": mime_type,
                         "source": str(path)}  # fmt: skip
-            record = Record(make_id(digest, doc_id), "image", self.captions.get(str(path)), str(path), metadata, doc_id, digest)
+            record = Record(
+                make_id(digest, doc_id), "image", self.captions.get(str(path)), str(path), metadata, doc_id, digest
+            )
             yield record_to_document(record)
 
 
@@ -187,7 +196,9 @@ class VideoLoader(BaseLoader):
         for path in self.paths:
             digest, doc_id, uri = content_hash(path), document_id(path), str(path)
             keyframes = sample_keyframes(path, self.every_seconds, self.scene_threshold)
-            records = keyframe_records(keyframes, doc_id=doc_id, uri=uri, metadata={"file_name": path.name, "source": uri})
+            records = keyframe_records(
+                keyframes, doc_id=doc_id, uri=uri, metadata={"file_name": path.name, "source": uri}
+            )
             for keyframe, record in zip(keyframes, records):
                 document = record_to_document(record)
                 if self.frames_dir is not None:

@@ -8,11 +8,11 @@ from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, Callba
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables.config import run_in_executor
-from mm_rag.errors import InvalidInputError
 from pydantic import ConfigDict
 
 from langchain_mm_rag._convert import FilterLike
 from langchain_mm_rag.vectorstores import MMRagVectorStore
+from mm_rag.errors import InvalidInputError
 
 SearchType = Literal["similarity", "mmr", "similarity_score_threshold"]
 
@@ -60,7 +60,9 @@ class MMRagRetriever(BaseRetriever):
                 query, k, filter=filter, score_threshold=threshold
             )
             return [document for document, _ in pairs]
-        raise InvalidInputError(f"unknown search_type {search_type!r}; expected similarity, mmr or similarity_score_threshold")
+        raise InvalidInputError(
+            f"unknown search_type {search_type!r}; expected similarity, mmr or similarity_score_threshold"
+        )
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any

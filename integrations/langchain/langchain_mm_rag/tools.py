@@ -12,11 +12,11 @@ from langchain_core.callbacks import CallbackManagerForToolRun
 from langchain_core.documents import Document
 from langchain_core.messages.content import create_image_block, create_text_block
 from langchain_core.tools import BaseTool
-from mm_rag.embed.media import MediaError, load_image
 from pydantic import BaseModel, ConfigDict, Field
 
 from langchain_mm_rag._convert import FilterLike
 from langchain_mm_rag.vectorstores import MMRagVectorStore
+from mm_rag.embed.media import MediaError, load_image
 
 DEFAULT_NAME = "multimodal_search"
 DEFAULT_DESCRIPTION = (

@@ -12,9 +12,6 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
-from mm_rag.errors import InvalidInputError
-from mm_rag.records import Record
-from mm_rag.store import MultimodalStore
 
 from langchain_mm_rag._convert import FilterLike, document_to_record, prepare_filter, record_to_document
 from langchain_mm_rag._search import (
@@ -25,6 +22,9 @@ from langchain_mm_rag._search import (
     similarity_relevance,
 )
 from langchain_mm_rag.embeddings import ImageInput, MMRagEmbeddings
+from mm_rag.errors import InvalidInputError
+from mm_rag.records import Record
+from mm_rag.store import MultimodalStore
 
 DEFAULT_SPACE = "langchain"
 
@@ -111,7 +111,10 @@ class MMRagVectorStore(VectorStore):
         """Embed and upsert texts with optional metadata and ids (None ids get new UUIDs). Returns the ids."""
         texts = list(texts)
         check_lengths("metadatas", metadatas, len(texts))
-        documents = [Document(page_content=text, metadata=dict(metadatas[i]) if metadatas else {}) for i, text in enumerate(texts)]
+        documents = [
+            Document(page_content=text, metadata=dict(metadatas[i]) if metadatas else {})
+            for i, text in enumerate(texts)
+        ]
         return self.add_documents(documents, ids=ids)
 
     def add_embeddings(
@@ -123,7 +126,10 @@ class MMRagVectorStore(VectorStore):
         """Upsert texts with vectors computed elsewhere (same dimension as the space). Returns the ids."""
         pairs = list(text_embeddings)
         check_lengths("metadatas", metadatas, len(pairs))
-        documents = [Document(page_content=text, metadata=dict(metadatas[i]) if metadatas else {}) for i, (text, _) in enumerate(pairs)]
+        documents = [
+            Document(page_content=text, metadata=dict(metadatas[i]) if metadatas else {})
+            for i, (text, _) in enumerate(pairs)
+        ]
         records = [document_to_record(document, id) for document, id in zip(documents, _ids(ids, [None] * len(pairs)))]
         return self._upsert(records, [vector for _, vector in pairs])
 
@@ -142,7 +148,9 @@ class MMRagVectorStore(VectorStore):
             Record(id, "image", uri=uri, metadata=dict(metadatas[i]) if metadatas else {})
             for i, (uri, id) in enumerate(zip(uris, _ids(ids, [None] * len(images))))
         ]
-        return self._upsert(records, self._embed_images([uri or image for uri, image in zip(uris, images)]) if images else [])
+        return self._upsert(
+            records, self._embed_images([uri or image for uri, image in zip(uris, images)]) if images else []
+        )
 
     def _upsert(self, records: list[Record], vectors: Any) -> list[str]:
         """The one write path: check the vectors, create the space on first use, upsert atomically."""
@@ -153,7 +161,9 @@ class MMRagVectorStore(VectorStore):
         except (TypeError, ValueError) as error:
             raise InvalidInputError(f"embeddings are not a rectangular array of numbers: {error}") from error
         if array.ndim != 2 or array.shape[0] != len(records) or array.shape[1] == 0:
-            raise InvalidInputError(f"expected one vector per item ({len(records)}), got an array of shape {array.shape}")
+            raise InvalidInputError(
+                f"expected one vector per item ({len(records)}), got an array of shape {array.shape}"
+            )
         if self.space not in self.store.spaces:
             dim = self._embedding.dim if isinstance(self._embedding, MMRagEmbeddings) else int(array.shape[1])
             self.store.create_space(self.space, dim, self._metric)
@@ -184,7 +194,9 @@ class MMRagVectorStore(VectorStore):
     def _embed_images(self, images: list[Any]) -> list[Sequence[float]]:
         embed_image = getattr(self._embedding, "embed_image", None)
         if embed_image is None:
-            raise InvalidInputError(f"{type(self._embedding).__name__} has no embed_image: use OpenCLIPEmbeddings for images")
+            raise InvalidInputError(
+                f"{type(self._embedding).__name__} has no embed_image: use OpenCLIPEmbeddings for images"
+            )
         return embed_image(images)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:

@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 from langchain_core.document_loaders import Blob
-from mm_rag import MediaError, WhisperTranscriber
-
 from langchain_mm_rag import (
     ImageLoader,
     MMRagVectorStore,
@@ -20,6 +18,8 @@ from langchain_mm_rag import (
     WhisperSegmentParser,
     create_multimodal_retriever_tool,
 )
+
+from mm_rag import MediaError, WhisperTranscriber
 
 SLACK = 0.5  # seconds between a window's start/end and where its sentence is audible
 
@@ -34,6 +34,7 @@ def sentence_windows(spoken_sentences, transcriber) -> list[Any]:
     return WhisperSegmentLoader(spoken_sentences.path, transcriber, window_seconds=4.0, overlap_seconds=0.0).load()
 
 
+@pytest.mark.slow  # real Whisper (and MiniLM) models
 def test_one_window_per_sentence_with_numeric_times(sentence_windows, spoken_sentences) -> None:
     assert len(sentence_windows) == len(spoken_sentences.sentences) == 3
     for document, (first, last), sentence in zip(sentence_windows, spoken_sentences.spans, spoken_sentences.sentences):
@@ -46,6 +47,7 @@ def test_one_window_per_sentence_with_numeric_times(sentence_windows, spoken_sen
         assert sentence.split()[1].lower() in document.page_content.lower() and document.id
 
 
+@pytest.mark.slow  # real Whisper (and MiniLM) models
 def test_the_parser_reads_bytes_blobs_the_same_way(spoken_sentences, transcriber, sentence_windows) -> None:
     data = spoken_sentences.path.read_bytes()
     parser = WhisperSegmentParser(transcriber, window_seconds=4.0, overlap_seconds=0.0)
@@ -55,6 +57,7 @@ def test_the_parser_reads_bytes_blobs_the_same_way(spoken_sentences, transcriber
     assert all(d.metadata["doc_id"] == hashlib.sha256(data).hexdigest() and "uri" not in d.metadata for d in documents)
 
 
+@pytest.mark.slow  # real Whisper (and MiniLM) models
 def test_a_spoken_question_finds_its_window(sentence_windows, spoken_sentences, minilm_dir: Path) -> None:
     store = MMRagVectorStore(embedding=TextEmbeddings(model=str(minilm_dir), device="cpu"))
     store.add_documents(sentence_windows)
@@ -86,6 +89,7 @@ def test_image_loader_names_a_broken_file(bad_corpus) -> None:
         ImageLoader(path).load()
 
 
+@pytest.mark.slow  # real Whisper (and MiniLM) models
 def test_video_loader_links_keyframes_and_speech(media_corpus, transcriber, tiny_clip, tmp_path: Path) -> None:
     video = media_corpus["video"].path
     documents = VideoLoader(video, transcriber=transcriber, frames_dir=tmp_path / "frames", window_seconds=10.0).load()

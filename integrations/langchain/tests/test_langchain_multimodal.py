@@ -11,9 +11,6 @@ import pytest
 from fixtures.tiny_clip import CLASSES, caption, draw_shape, held_out_images
 from langchain_core.documents import Document
 from langchain_core.messages import ToolMessage
-from mm_rag import MultimodalStore, ingest
-from PIL import Image
-
 from langchain_mm_rag import (
     ImageLoader,
     MMRagVectorStore,
@@ -21,6 +18,9 @@ from langchain_mm_rag import (
     OpenCLIPEmbeddings,
     create_multimodal_retriever_tool,
 )
+from PIL import Image
+
+from mm_rag import MultimodalStore, ingest
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +72,16 @@ def test_an_image_query_finds_its_caption_and_images_of_its_colour(shapes_store,
     for colour, shape in CLASSES:
         query = tmp_path / f"query-{colour}-{shape}.png"
         draw_shape(colour, shape, seed=5_000_000).save(query)  # a drawing the store does not hold
-        captions = shapes_store.similarity_search_by_image(query, k=1, filter={"modality": "text", "colour": {"$exists": True}})
+        captions = shapes_store.similarity_search_by_image(
+            query, k=1, filter={"modality": "text", "colour": {"$exists": True}}
+        )
         assert captions[0].page_content == caption(colour, shape)  # image → text across the shared space
         images = shapes_store.similarity_search_by_image(query, k=2, filter={"modality": "image"})
         assert [d.metadata["colour"] for d in images] == [colour, colour]
     stored = shape_files[("yellow", "cross")][1]
-    best, score = shapes_store.similarity_search_with_score_by_vector(shapes_store.embeddings.embed_image([stored])[0], k=1)[0]
+    best, score = shapes_store.similarity_search_with_score_by_vector(
+        shapes_store.embeddings.embed_image([stored])[0], k=1
+    )[0]
     assert best.metadata["uri"] == str(stored) and score == pytest.approx(1.0, abs=1e-5)
     assert shapes_store.similarity_search_by_image(_png(draw_shape("red", "cross")), k=1)[0].metadata["colour"] == "red"
 
@@ -123,7 +127,9 @@ def test_a_store_filled_by_ingest_is_searchable(clip: OpenCLIPEmbeddings, shape_
     assert "garden" in text[0].page_content and text[0].metadata["uri"].endswith("notes.txt")
     vectorstore.add_texts(["added through LangChain"], ids=["lc"])
     vectorstore.save()
-    assert MMRagVectorStore.load(tmp_path / "store", clip).get_by_ids(["lc"])[0].page_content == "added through LangChain"
+    assert (
+        MMRagVectorStore.load(tmp_path / "store", clip).get_by_ids(["lc"])[0].page_content == "added through LangChain"
+    )
 
 
 def test_the_tool_answers_with_cited_text_and_valid_image_blocks(clip: OpenCLIPEmbeddings, tmp_path: Path) -> None:

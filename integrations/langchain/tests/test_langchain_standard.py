@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
+from langchain_mm_rag import MMRagRetriever, MMRagVectorStore, OpenCLIPEmbeddings, TextEmbeddings
 from langchain_tests.integration_tests import (
     EmbeddingsIntegrationTests,
     RetrieversIntegrationTests,
@@ -16,13 +17,13 @@ from langchain_tests.integration_tests import (
 )
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
-from langchain_mm_rag import MMRagRetriever, MMRagVectorStore, OpenCLIPEmbeddings, TextEmbeddings
-
 # The suites' async tests carry no marker of their own and strict-mode pytest-asyncio needs one; the module-wide
 # mark also reaches their sync tests, where pytest-asyncio only warns that it does nothing.
 pytestmark = [
     pytest.mark.asyncio,
-    pytest.mark.filterwarnings("ignore:The test <Function .* is marked with '@pytest.mark.asyncio':pytest.PytestWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:The test <Function .* is marked with '@pytest.mark.asyncio':pytest.PytestWarning"
+    ),
 ]
 
 
@@ -59,10 +60,12 @@ class _MiniLM:
         return {"model": str(self.model_dir), "device": "cpu"}
 
 
+@pytest.mark.slow  # the real all-MiniLM-L6-v2
 class TestTextEmbeddingsUnit(_MiniLM, EmbeddingsUnitTests):
     pass
 
 
+@pytest.mark.slow  # the real all-MiniLM-L6-v2
 class TestTextEmbeddingsIntegration(_MiniLM, EmbeddingsIntegrationTests):
     pass
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import langchain_mm_rag
 import numpy as np
 import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
-from mm_rag import FilterError, InvalidInputError, MultimodalStore, Record
-
-import langchain_mm_rag
 from langchain_mm_rag import IncompatibleSpaceError, MMRagRetriever, MMRagVectorStore
 from langchain_mm_rag._convert import document_to_record, record_to_document, translate_filter
+
+from mm_rag import FilterError, InvalidInputError, MultimodalStore, Record
 
 
 @pytest.fixture
@@ -53,7 +53,9 @@ def test_plain_text_documents_round_trip_without_extra_metadata() -> None:
 
 
 def test_media_fields_are_lifted_into_the_record_and_shown_again() -> None:
-    document = Document(page_content="", metadata={"modality": "video", "uri": "a.mp4", "doc_id": "a", "start": 1.5, "end": 3.0})
+    document = Document(
+        page_content="", metadata={"modality": "video", "uri": "a.mp4", "doc_id": "a", "start": 1.5, "end": 3.0}
+    )
     record = document_to_record(document, "k")
     assert (record.modality, record.uri, record.doc_id, record.text) == ("video", "a.mp4", "a", None)
     assert record.metadata == {"start": 1.5, "end": 3.0}
@@ -116,7 +118,10 @@ def test_a_bad_filter_is_refused_even_before_the_first_add(fake) -> None:
     ("filter", "expected"),
     [
         ({"colour": {"$neq": "red"}}, lambda n: n % 3 != 0),
-        ({"$or": [{"colour": "red"}, {"$and": [{"even": True}, {"n": {"$gte": 50}}]}]}, lambda n: n % 3 == 0 or (n % 2 == 0 and n >= 50)),
+        (
+            {"$or": [{"colour": "red"}, {"$and": [{"even": True}, {"n": {"$gte": 50}}]}]},
+            lambda n: n % 3 == 0 or (n % 2 == 0 and n >= 50),
+        ),
         ({"tags": {"$contains": "five"}, "n": {"$lt": 40}}, lambda n: n % 5 == 0 and n < 40),
         ({"$not": {"n": {"$in": list(range(5, 60))}}}, lambda n: n < 5),
         (lambda d: d.metadata["n"] % 7 == 0, lambda n: n % 7 == 0),
@@ -167,9 +172,17 @@ class AxisEmbedding(Embeddings):
 def geometric() -> MMRagVectorStore:
     """Vectors at known angles to the query (the x axis): near 0°, twin 2°, other 10°, side 40°, far 180°."""
     store = MMRagVectorStore(embedding=AxisEmbedding())
+
     def at(degrees: float) -> list[float]:
         return [math.cos(math.radians(degrees)), math.sin(math.radians(degrees)), 0.0]
-    rows = {"near": (at(0), "a"), "twin": (at(2), "a"), "side": (at(40), "b"), "far": (at(180), "b"), "other": (at(10), "c")}
+
+    rows = {
+        "near": (at(0), "a"),
+        "twin": (at(2), "a"),
+        "side": (at(40), "b"),
+        "far": (at(180), "b"),
+        "other": (at(10), "c"),
+    }
     store.add_embeddings([(name, vector) for name, (vector, _) in rows.items()],
                          [{"group": group} for _, group in rows.values()], ids=list(rows))  # fmt: skip
     return store
@@ -185,7 +198,9 @@ def test_mmr_prefers_diversity_and_reports_similarity_scores(geometric) -> None:
     assert [d.id for d, _ in diverse] == ["near", "far", "side"]
     for document, score in diverse:
         assert isinstance(score, float)
-        assert score == pytest.approx(float(np.dot(query, geometric.store.vectors(geometric.space, [document.id])[document.id])), abs=1e-5)
+        assert score == pytest.approx(
+            float(np.dot(query, geometric.store.vectors(geometric.space, [document.id])[document.id])), abs=1e-5
+        )
 
 
 def test_mmr_chooses_among_filtered_candidates_only(geometric) -> None:
@@ -201,9 +216,18 @@ def test_relevance_scores_are_python_floats_in_the_unit_interval(geometric) -> N
     pairs = geometric._similarity_search_with_relevance_scores("q", k=5)  # the base class's path
     assert len(pairs) == 5 and all(type(s) is float and 0.0 <= s <= 1.0 for _, s in pairs)
     relevance = geometric._select_relevance_score_fn()
-    assert relevance(1.0) == 1.0 and relevance(-1.0) == 0.0 and relevance(0.0) == 0.5 and type(relevance(np.float32(0.2))) is float
-    retriever = geometric.as_retriever(search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.95, "k": 5})
+    assert (
+        relevance(1.0) == 1.0
+        and relevance(-1.0) == 0.0
+        and relevance(0.0) == 0.5
+        and type(relevance(np.float32(0.2))) is float
+    )
+    retriever = geometric.as_retriever(
+        search_type="similarity_score_threshold", search_kwargs={"score_threshold": 0.95, "k": 5}
+    )
     assert {d.id for d in retriever.invoke("q")} == {"near", "twin", "other"}  # cos 10° → 0.992; cos 40° → 0.883
+    plain = geometric.as_retriever(search_kwargs={"k": 2, "filter": {"group": {"$in": ["b", "c"]}}})
+    assert [d.id for d in plain.invoke("q")] == ["other", "side"]
 
 
 def test_l2_spaces_map_distances_into_the_unit_interval(fake) -> None:
@@ -250,13 +274,15 @@ def test_an_existing_space_must_fit_the_embedding(tiny_clip) -> None:
         MMRagVectorStore(embedding=DeterministicFakeEmbedding(size=32), store=store, space="clip", metric="l2")
 
 
-
-
 @pytest.mark.asyncio
 async def test_async_variants_share_the_sync_implementation(numbered) -> None:
     filter = {"colour": {"$neq": "green"}}
-    assert await numbered.asimilarity_search("document", k=5, filter=filter) == numbered.similarity_search("document", k=5, filter=filter)
-    assert await numbered.amax_marginal_relevance_search("document", k=3, filter=filter) == numbered.max_marginal_relevance_search("document", k=3, filter=filter)
+    assert await numbered.asimilarity_search("document", k=5, filter=filter) == numbered.similarity_search(
+        "document", k=5, filter=filter
+    )
+    assert await numbered.amax_marginal_relevance_search(
+        "document", k=3, filter=filter
+    ) == numbered.max_marginal_relevance_search("document", k=3, filter=filter)
     retriever = MMRagRetriever(vectorstore=numbered, k=3, filter=lambda d: d.metadata["n"] > 50)
     found = await retriever.ainvoke("document")
     assert len(found) == 3 and all(d.metadata["n"] > 50 for d in found)

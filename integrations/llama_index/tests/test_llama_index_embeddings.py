@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -57,7 +58,7 @@ def test_clip_text_batches_are_one_embedder_call_each(clip, tiny_clip, monkeypat
     assert counter.calls == [4, 4, 2]
     assert all(is_unit_float_list(vector, tiny_clip.dim) for vector in vectors)
     np.testing.assert_allclose(vectors, tiny_clip.embed_texts(texts), atol=1e-5)
-    assert clip.get_query_embedding("a red circle") == pytest.approx(vectors[0][:0] + clip.get_text_embedding("a red circle"))
+    assert clip.get_query_embedding("a red circle") == pytest.approx(clip.get_text_embedding("a red circle"), abs=1e-6)
     assert counter.calls[-2:] == [1, 1]
 
 
@@ -73,7 +74,7 @@ def test_clip_image_batches_are_one_embedder_call_each(clip, tiny_clip, tmp_path
     assert counter.calls == [4, 2]
     assert all(is_unit_float_list(vector, tiny_clip.dim) for vector in vectors)
     np.testing.assert_allclose(vectors, tiny_clip.embed_images(paths), atol=1e-5)
-    inline = io.BytesIO(open(paths[0], "rb").read())  # an ImageNode with inline data resolves to a BytesIO
+    inline = io.BytesIO(Path(paths[0]).read_bytes())  # an ImageNode with inline data resolves to a BytesIO
     assert clip.get_image_embedding(inline) == pytest.approx(vectors[0], abs=1e-5)
 
 
@@ -92,13 +93,16 @@ def test_clip_async_variants_match(clip, tmp_path):
     texts, query, image, images = asyncio.run(run())
     assert texts[0] == pytest.approx(clip.get_text_embedding("a yellow triangle"), abs=1e-5)
     assert query == pytest.approx(texts[0], abs=1e-5)
-    assert image == pytest.approx(images[0], abs=1e-5) == pytest.approx(clip.get_image_embedding(str(path)), abs=1e-5)
+    assert image == pytest.approx(images[0], abs=1e-5)
+    assert image == pytest.approx(clip.get_image_embedding(str(path)), abs=1e-5)
 
 
 def test_clip_from_model_paths(tiny_clip_paths, tiny_clip):
     built = OpenCLIPEmbedding(model_name=tiny_clip_paths.config, pretrained=tiny_clip_paths.checkpoint, device="cpu")
     assert built.model_name == tiny_clip.model_name and built.pretrained == str(tiny_clip_paths.checkpoint)
-    assert built.get_text_embedding("a red circle") == pytest.approx(tiny_clip.embed_texts(["a red circle"])[0].tolist(), abs=1e-5)
+    assert built.get_text_embedding("a red circle") == pytest.approx(
+        tiny_clip.embed_texts(["a red circle"])[0].tolist(), abs=1e-5
+    )
     with pytest.raises(InvalidInputError, match="OpenCLIPEmbedder"):
         OpenCLIPEmbedding(TextEmbedder("x"))
     with pytest.raises(InvalidInputError, match="unknown open_clip model"):

@@ -20,6 +20,7 @@ from llama_index.core.readers.base import BaseReader
 from llama_index.core.schema import Document, ImageDocument
 
 from mm_rag import InvalidInputError, Record, WhisperTranscriber, make_id
+from mm_rag._optional import require
 from mm_rag.embed.media import load_image
 from mm_rag.embed.transcript import (
     DEFAULT_MAX_CHARS,
@@ -227,7 +228,7 @@ def _base_metadata(path: Path, extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _image_mimetype(path: Path) -> str | None:
-    from PIL import Image
+    Image = require("PIL.Image", "image reading")
 
     with Image.open(path) as opened:  # the format the content has, whatever the file is called
         return Image.MIME.get(opened.format or "") or mimetypes.guess_type(path.name)[0]

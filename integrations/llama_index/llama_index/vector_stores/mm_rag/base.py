@@ -8,9 +8,8 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import fsspec
 import numpy as np
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 from llama_index.core.schema import BaseNode
@@ -29,6 +28,9 @@ from llama_index.vector_stores.mm_rag._mmr import DEFAULT_MMR_THRESHOLD, DEFAULT
 
 from mm_rag import Hit, InvalidInputError, MMRagError, MultimodalStore
 from mm_rag.store.durable import write_atomically
+
+if TYPE_CHECKING:
+    import fsspec
 
 DEFAULT_SPACE = "llama_index"
 _SUPPORTED_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR)

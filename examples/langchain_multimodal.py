@@ -1,0 +1,77 @@
+"""LangChain + mm-rag: images and text in one CLIP space, filtered and MMR search, search by image, an agent tool.
+
+Draws a few coloured shapes, stores them with captioned notes in an `MMRagVectorStore`, searches them with text
+and with an image, runs the multimodal retrieval tool an agent would call, then saves and reloads the store.
+Nothing is downloaded: pass a local open_clip model (config JSON + checkpoint), or use weights already cached.
+
+Run: python examples/langchain_multimodal.py [--model CONFIG.json --pretrained WEIGHTS.safetensors] [--store DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from langchain_mm_rag import MMRagVectorStore, OpenCLIPEmbeddings, create_multimodal_retriever_tool
+from PIL import Image, ImageDraw
+
+COLOURS = {"red": (215, 35, 35), "green": (40, 165, 55), "blue": (35, 70, 215), "yellow": (230, 205, 35)}
+
+
+def draw(colour: str, shape: str, path: Path) -> Path:
+    """A 64-pixel drawing of one coloured circle or square on grey."""
+    image = Image.new("RGB", (64, 64), (128, 128, 128))
+    box = (14, 14, 50, 50)
+    pen = ImageDraw.Draw(image)
+    (pen.ellipse if shape == "circle" else pen.rectangle)(box, fill=COLOURS[colour])
+    image.save(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="ViT-B-32", help="open_clip architecture name or config JSON path")
+    parser.add_argument("--pretrained", default="laion2b_s34b_b79k", help="pretrained tag or checkpoint path")
+    parser.add_argument("--store", type=Path, help="where to save the store (default: a temporary folder)")
+    args = parser.parse_args()
+
+    clip = OpenCLIPEmbeddings(model=args.model, pretrained=args.pretrained, device="cpu")
+    images = Path(tempfile.mkdtemp(prefix="mm-rag-shapes-"))
+    shapes = [(colour, shape) for colour in COLOURS for shape in ("circle", "square")]
+    paths = [draw(colour, shape, images / f"{colour}-{shape}.png") for colour, shape in shapes]
+
+    store = MMRagVectorStore(embedding=clip)  # a temporary store; the "clip" space is created on first add
+    store.add_images(paths, [{"colour": colour, "shape": shape} for colour, shape in shapes])
+    store.add_texts(
+        ["a note about a red circle", "a memo on blue squares", "minutes of the budget meeting"],
+        [{"kind": "note", "source": name} for name in ("notes.txt", "memo.txt", "minutes.txt")],
+    )
+
+    print("text → image:")
+    for document, score in store.similarity_search_with_score("a red circle", k=3, filter={"modality": "image"}):
+        print(f"  {score:+.3f}  {Path(document.metadata['uri']).name}")
+
+    print("diverse (MMR) among everything but the notes:")
+    for document in store.max_marginal_relevance_search("a blue square", k=3, filter={"kind": {"$neq": "note"}}):
+        print(f"  {document.metadata.get('uri', document.page_content)}")
+
+    print("image → notes:")
+    for document in store.similarity_search_by_image(paths[0], k=2, filter={"kind": "note"}):
+        print(f"  {document.page_content!r} ({document.metadata['source']})")
+
+    tool = create_multimodal_retriever_tool(store, k=3)
+    message = tool.invoke({"type": "tool_call", "name": tool.name, "id": "call-1", "args": {"query": "a green circle"}})
+    print("agent tool:", [block["type"] for block in message.content], f"+ {len(message.artifact)} documents")
+    for block in message.content:
+        if block["type"] == "text":
+            print("  " + block["text"])
+
+    target = args.store or Path(tempfile.mkdtemp(prefix="mm-rag-langchain-")) / "store"
+    store.save(target)
+    reopened = MMRagVectorStore.load(target, clip)
+    print(f"saved to {target}; reopened with {reopened.store.count()} records")
+
+
+if __name__ == "__main__":
+    main()
