@@ -88,6 +88,13 @@ class OpenCLIPEmbedder:
         width, height = (size, size) if isinstance(size, int) else (size[1], size[0])
         return int(width), int(height)
 
+    @property
+    def logit_scale(self) -> float:
+        """The temperature CLIP learned for turning cosine similarities into logits (about 100; loads the model)."""
+        model = self._loaded()[0]
+        scale = getattr(model, "logit_scale", None)
+        return float(scale.exp().item()) if scale is not None else 100.0
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """One normalised row per text; texts over the context length are truncated, not rejected."""
         _check_texts(texts)
@@ -124,6 +131,17 @@ class OpenCLIPEmbedder:
         return encode_in_batches(
             images, encode, dim=self.dim, batch_size=self.batch_size, prepare=prepare, progress=progress
         )
+
+    def load(self) -> OpenCLIPEmbedder:
+        """Load the model now instead of at the first embedding, and return self.
+
+        Lets an application find out at start-up that weights are missing (e.g. offline and not cached).
+
+        Raises:
+            InvalidInputError: the weights cannot be loaded (unknown tag, download impossible, bad checkpoint).
+        """
+        self._loaded()
+        return self
 
     def _loaded(self) -> tuple[Any, Any, Any, str, str]:
         device = pick_device(self.device)
