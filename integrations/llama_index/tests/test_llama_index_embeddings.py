@@ -109,6 +109,7 @@ def test_clip_from_model_paths(tiny_clip_paths, tiny_clip):
         OpenCLIPEmbedding(model_name="No-Such-Model")
 
 
+@pytest.mark.slow  # a real model
 def test_text_embedding_batches_and_query_prompt(minilm, minilm_dir, monkeypatch):
     counter = Counting(minilm.embedder.embed_texts)
     monkeypatch.setattr(minilm.embedder, "embed_texts", counter)
@@ -141,6 +142,7 @@ QUESTIONS = {
 }
 
 
+@pytest.mark.slow  # a real model
 def test_vector_store_index_finds_semantic_neighbours_and_reloads(minilm, tmp_path):
     documents = [Document(text=text, metadata={"topic": topic}, id_=f"doc-{topic}") for topic, text in TOPICS.items()]
     store = MMRagVectorStore(space="minilm")

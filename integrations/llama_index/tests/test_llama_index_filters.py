@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from llama_index.core.schema import TextNode
 from llama_index.core.vector_stores.types import (
     FilterCondition,
@@ -250,3 +252,45 @@ def test_unknown_condition_is_refused(store):
     filters = MetadataFilters.model_construct(filters=[_f("year", F.GT, 0)], condition="xor")
     with pytest.raises(FilterError, match="unsupported filter condition"):
         found(store, filters)
+
+
+# --- random nested filters against the plain-Python expectation -----------------------------------------------
+_STRINGS = ["cat", "dog", "Cat", "", "2020", "Straße", "STRASSE", "og", "a"]
+_NUMBERS = [2020, 2019, 0, 2, 2023, 1.5, -1.0, 2022.0]
+
+
+@st.composite
+def _random_filters(draw, depth: int = 0) -> MetadataFilters:
+    def leaf() -> MetadataFilter:
+        operator = draw(st.sampled_from(list(FilterOperator)))
+        key = draw(st.sampled_from(["year", "tags", "title", "score", "missing"]))
+        strings, numbers = st.sampled_from(_STRINGS), st.sampled_from(_NUMBERS)
+        if operator == F.IS_EMPTY:
+            value = None
+        elif operator in (F.TEXT_MATCH, F.TEXT_MATCH_INSENSITIVE):
+            value = draw(strings)
+        elif operator in (F.IN, F.NIN, F.ANY, F.ALL):
+            value = draw(
+                st.lists(strings, max_size=3) | st.lists(st.sampled_from([2020, 2019, 0, 2, 2023]), max_size=3)
+            )
+        else:
+            value = draw(strings | numbers)
+        return MetadataFilter(key=key, value=value, operator=operator)
+
+    items = [
+        draw(_random_filters(depth + 1)) if depth < 2 and draw(st.integers(0, 3)) == 0 else leaf()
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+    return MetadataFilters(filters=items, condition=draw(st.sampled_from(list(FilterCondition))))
+
+
+def test_random_nested_filters_match_plain_python(store):
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+    @given(filters=_random_filters())
+    def check(filters: MetadataFilters) -> None:
+        wanted = {node_id for node_id in IDS if expected(filters, METADATA[node_id])}
+        assert set(found(store, filters)) == wanted
+        assert len(found(store, filters, k=3)) == min(3, len(wanted))
+
+    check()

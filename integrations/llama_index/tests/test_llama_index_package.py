@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REPO = PACKAGE_ROOT.parents[1]
 PUBLIC = {
@@ -58,6 +60,7 @@ def test_source_files_stay_small():
         assert len(path.read_text().splitlines()) <= 400, path
 
 
+@pytest.mark.slow  # a real model
 def test_example_runs_offline(tiny_clip_paths, tmp_path):
     result = subprocess.run(
         [

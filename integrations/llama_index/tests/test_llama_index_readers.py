@@ -8,6 +8,7 @@ import re
 
 import pytest
 from fixtures.mediagen import Scene, write_image, write_video
+from fsspec.implementations.memory import MemoryFileSystem
 from llama_index.core import SimpleDirectoryReader
 from llama_index.core.schema import Document, ImageDocument, MetadataMode
 from llama_index.readers.mm_rag import ImageReader, VideoReader, WhisperReader
@@ -42,6 +43,7 @@ def check_sentences(documents: list[Document], spoken) -> None:
         assert abs(start - first) <= SLACK and abs(end - last) <= SLACK, (document.text, start, end, first, last)
 
 
+@pytest.mark.slow  # a real model
 def test_whisper_reader_windows_match_the_spoken_sentences(transcriber, spoken_sentences):
     reader = WhisperReader(transcriber, window_seconds=4.0, overlap_seconds=0.0)
     documents = reader.load_data(spoken_sentences.path, extra_info={"speaker": "espeak"})
@@ -59,6 +61,7 @@ def test_whisper_reader_windows_match_the_spoken_sentences(transcriber, spoken_s
     assert len(whole) == 1 and overlap(" ".join(spoken_sentences.sentences), whole[0].text) >= 0.6
 
 
+@pytest.mark.slow  # a real model
 def test_video_reader_links_keyframes_and_transcript(transcriber, spoken_sentences):
     video = spoken_sentences.variants["mp4"]
     documents = VideoReader(transcriber, every_seconds=5.0, window_seconds=4.0, overlap_seconds=0.0).load_data(video)
@@ -131,3 +134,5 @@ def test_bad_media_raise_media_errors_naming_the_file(tmp_path, transcriber):
         WhisperReader(transcriber).load_data(broken)
     with pytest.raises(InvalidInputError, match="window_seconds"):
         WhisperReader(transcriber, window_seconds=0)
+    with pytest.raises(InvalidInputError, match="local files only"):
+        ImageReader().load_data("memory://x.png", fs=MemoryFileSystem())

@@ -218,8 +218,11 @@ class VideoReader(BaseReader):
 
 
 def _local_file(file: FilePath, fs: Any) -> Path:
-    if fs is not None and not ({"file", "local"} & set([fs.protocol] if isinstance(fs.protocol, str) else fs.protocol)):
-        raise InvalidInputError(f"mm-rag readers read local files only, not from {type(fs).__name__}")
+    """`file` as an absolute path; refuses an fsspec filesystem other than the local one."""
+    protocol = "file" if fs is None else getattr(fs, "protocol", None)
+    protocols = {protocol} if isinstance(protocol, str) else set(protocol or ())
+    if not protocols & {"file", "local"}:
+        raise InvalidInputError(f"mm-rag readers read local files only, not from {type(fs).__name__} ({protocol!r})")
     return Path(file).absolute()
 
 
