@@ -1,7 +1,7 @@
 """LangChain + mm-rag: images and text in one CLIP space, filtered and MMR search, search by image, an agent tool.
 
 Draws a few coloured shapes, stores them with captioned notes in an `MMRagVectorStore`, searches them with text
-and with an image, runs the multimodal retrieval tool an agent would call, then saves and reloads the store.
+and with an image, runs the multimodal retrieval tool an agent would call, then saves the store and reopens it, rebuilding the model from what the store recorded.
 Nothing is downloaded: pass a local open_clip model (config JSON + checkpoint), or use weights already cached.
 
 Run: python examples/langchain_multimodal.py [--model CONFIG.json --pretrained WEIGHTS.safetensors] [--store DIR]
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+import textwrap
 from pathlib import Path
 
 from langchain_mm_rag import MMRagVectorStore, OpenCLIPEmbeddings, create_multimodal_retriever_tool
@@ -65,12 +66,15 @@ def main() -> None:
     print("agent tool:", [block["type"] for block in message.content], f"+ {len(message.artifact)} documents")
     for block in message.content:
         if block["type"] == "text":
-            print("  " + block["text"])
+            print(textwrap.indent(block["text"], "  "))
 
     target = args.store or Path(tempfile.mkdtemp(prefix="mm-rag-langchain-")) / "store"
     store.save(target)
-    reopened = MMRagVectorStore.load(target, clip)
-    print(f"saved to {target}; reopened with {reopened.store.count()} records")
+    reopened = MMRagVectorStore.load(target, device="cpu")  # the space recorded its CLIP model: rebuilt from it
+    again = reopened.similarity_search("a red circle", k=1, filter={"modality": "image"})[0]
+    print(
+        f"saved to {target}; reopened with {reopened.store.count()} records; best red circle: {again.metadata['uri']}"
+    )
 
 
 if __name__ == "__main__":

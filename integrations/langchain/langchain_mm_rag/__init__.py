@@ -1,11 +1,12 @@
 """LangChain integration of mm-rag: a multimodal vector store, CLIP/text embeddings, Whisper/image/video
 loaders, a retriever, and a retrieval tool for agents that answers with text and images."""
 
+from langchain_mm_rag._spaces import IncompatibleSpaceError
 from langchain_mm_rag.embeddings import MMRagEmbeddings, OpenCLIPEmbeddings, TextEmbeddings
 from langchain_mm_rag.loaders import ImageLoader, VideoLoader, WhisperSegmentLoader, WhisperSegmentParser
 from langchain_mm_rag.retrievers import MMRagRetriever
 from langchain_mm_rag.tools import MultimodalSearchTool, create_multimodal_retriever_tool
-from langchain_mm_rag.vectorstores import IncompatibleSpaceError, MMRagVectorStore
+from langchain_mm_rag.vectorstores import MMRagVectorStore
 
 __all__ = [
     "ImageLoader",

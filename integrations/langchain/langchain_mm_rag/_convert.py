@@ -76,3 +76,32 @@ def prepare_filter(filter: FilterLike) -> Mapping[str, Any] | Callable[[Document
     translated = translate_filter(filter)
     compile_filter(translated)  # raises FilterError naming the problem
     return translated
+
+
+def picture_source(document: Document) -> str | tuple[str, float] | None:
+    """The picture a Document stands for: an image's ``uri``, a saved keyframe's ``frame_uri``, or (video, time)
+    for a keyframe without text; None for everything embedded by its text."""
+    metadata = document.metadata
+    uri, modality = metadata.get("uri"), metadata.get("modality")
+    if modality == "image" and isinstance(uri, str):
+        return uri
+    if modality == "video" and isinstance(metadata.get("frame_uri"), str):
+        return metadata["frame_uri"]
+    frame_time = metadata.get("frame_time")
+    if (
+        modality == "video"
+        and isinstance(uri, str)
+        and isinstance(frame_time, (int, float))
+        and not document.page_content
+    ):
+        return uri, float(frame_time)
+    return None
+
+
+def picture_of(source: str | tuple[str, float]) -> Any:
+    """A path as it is; a (video, time) pair decoded into that frame (an RGB PIL image)."""
+    if isinstance(source, str):
+        return source
+    from mm_rag.embed.video import frame_at
+
+    return frame_at(*source)

@@ -59,7 +59,7 @@ class OpenCLIPEmbeddings(MMRagEmbeddings):
         return self.embed_documents([_text(text)])[0]
 
     def embed_image(self, uris: Sequence[ImageInput]) -> list[list[float]]:
-        """One vector per image, given as a path (or the file's bytes), in order.
+        """One vector per image, given as a path (or the file's bytes, or a PIL image), in order.
 
         Raises:
             mm_rag.MediaError: naming the first image that cannot be read or decoded.
@@ -110,3 +110,22 @@ def _text(text: Any) -> str:
     if not isinstance(text, str):
         raise InvalidInputError(f"embed_query: expected a string, got {type(text).__name__}")
     return text
+
+
+# The embedder kind a space records (`spec["kind"]`) → the adapter that wraps it.
+_ADAPTERS: dict[str, type[MMRagEmbeddings]] = {"open_clip": OpenCLIPEmbeddings, "sentence_transformers": TextEmbeddings}
+
+
+def embeddings_from_spec(spec: Any, *, space: str, **options: Any) -> MMRagEmbeddings:
+    """The adapter around the embedder a store space recorded (`SpaceConfig.model`), rebuilt writing to `space`.
+
+    Raises:
+        InvalidInputError: the space records no model, or one of a kind without an adapter here.
+    """
+    from mm_rag.embed.specs import embedder_from_spec
+
+    if not isinstance(spec, dict) or spec.get("kind") not in _ADAPTERS:
+        raise InvalidInputError(
+            f"space {space!r} records no model to rebuild ({spec!r}); pass the embedding it was built with"
+        )
+    return _ADAPTERS[spec["kind"]](embedder_from_spec(spec, space=space, **options))

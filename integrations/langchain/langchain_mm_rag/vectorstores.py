@@ -13,7 +13,14 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
 
-from langchain_mm_rag._convert import FilterLike, document_to_record, prepare_filter, record_to_document
+from langchain_mm_rag._convert import (
+    FilterLike,
+    document_to_record,
+    picture_of,
+    picture_source,
+    prepare_filter,
+    record_to_document,
+)
 from langchain_mm_rag._search import (
     check_lengths,
     distance_relevance,
@@ -21,16 +28,11 @@ from langchain_mm_rag._search import (
     mmr_order,
     similarity_relevance,
 )
-from langchain_mm_rag.embeddings import ImageInput, MMRagEmbeddings
+from langchain_mm_rag._spaces import check_space, default_space, model_spec, only_space
+from langchain_mm_rag.embeddings import ImageInput, MMRagEmbeddings, embeddings_from_spec
 from mm_rag.errors import InvalidInputError
 from mm_rag.records import Record
 from mm_rag.store import MultimodalStore
-
-DEFAULT_SPACE = "langchain"
-
-
-class IncompatibleSpaceError(InvalidInputError):
-    """The store's space does not fit the embedding (another dimension or metric)."""
 
 
 class MMRagVectorStore(VectorStore):
@@ -45,12 +47,16 @@ class MMRagVectorStore(VectorStore):
         metric: ``"cosine"``, ``"ip"`` or ``"l2"`` for a new space (default cosine); checked against an
             existing one.
 
-    The space is created on the first add, with the adapter's declared dimension or else the width of the
-    first vectors. Documents map onto records as `langchain_mm_rag._convert` describes (``Document.id`` is
-    the record id; media Documents carry ``modality``/``uri``/``doc_id``/``start``/``end`` in metadata).
+    Raises:
+        IncompatibleSpaceError: the space exists with another dimension, metric or recorded model.
 
-    Filters are mm-rag's filter language (``$eq $ne $gt $gte $lt $lte $in $nin $exists $contains $and $or
-    $not``; ``$neq`` is accepted for ``$ne``), or a callable ``Document -> bool`` applied exactly. Keys
+    The space is created on the first add, with the adapter's declared dimension (and its model `spec`,
+    recorded with the space, so `load` can rebuild it) or else the width of the first vectors. Documents map
+    onto records as `langchain_mm_rag._convert` describes (``Document.id`` is the record id; media Documents
+    carry ``modality``/``uri``/``doc_id``/``start``/``end`` in metadata).
+
+    Filters are mm-rag's filter language (``$eq $ne $gt $gte $lt $lte $in $nin $exists $contains $icontains
+    $and $or $not``; ``$neq`` is accepted for ``$ne``), or a callable ``Document -> bool`` applied exactly. Keys
     ``id``, ``modality``, ``text``, ``uri``, ``doc_id`` address the record fields (``text`` is page_content);
     every other key a metadata field. Scores of ``*_with_score`` are mm-rag's: higher is better (cosine
     similarity for cosine spaces); ``similarity_search_with_relevance_scores`` maps them into [0, 1].
@@ -69,18 +75,11 @@ class MMRagVectorStore(VectorStore):
             raise InvalidInputError("MMRagVectorStore: pass a store or a path, not both")
         self._embedding = embedding
         self.store = store if store is not None else MultimodalStore(path)
-        self.space = space or _default_space(embedding, self.store)
-        self._metric = metric or "cosine"
+        self.space = space or default_space(embedding, self.store)
         existing = self.store.spaces.get(self.space)
         if existing is not None:
-            if metric is not None and existing.metric != metric:
-                raise IncompatibleSpaceError(f"space {self.space!r} uses metric {existing.metric!r}, not {metric!r}")
-            self._metric = existing.metric
-            if isinstance(embedding, MMRagEmbeddings) and embedding.dim != existing.dim:
-                raise IncompatibleSpaceError(
-                    f"space {self.space!r} holds {existing.dim}-dimensional vectors but {embedding!r} makes"
-                    f" {embedding.dim}-dimensional ones; use another space or the embedding the store was built with"
-                )
+            check_space(existing, embedding, metric)
+        self._metric = existing.metric if existing is not None else metric or "cosine"
 
     @property
     def embeddings(self) -> Embeddings:
@@ -92,8 +91,9 @@ class MMRagVectorStore(VectorStore):
         """Embed and upsert `documents` (same id: replaced). Returns their ids.
 
         Ids come from the ``ids`` keyword, else ``Document.id``, else a new UUID. A Document whose metadata
-        says ``modality: "image"`` with a ``uri`` (or a video keyframe with a ``frame_uri``) is embedded as
-        that image when the embedding has ``embed_image``; every other one by its page_content.
+        says ``modality: "image"`` with a ``uri``, or a video keyframe (``frame_uri``, or ``uri`` and
+        ``frame_time`` without text), is embedded as that picture when the embedding has ``embed_image``;
+        every other one by its page_content.
         """
         documents = list(documents)
         ids = _ids(kwargs.get("ids"), [document.id for document in documents])
@@ -164,15 +164,21 @@ class MMRagVectorStore(VectorStore):
             raise InvalidInputError(
                 f"expected one vector per item ({len(records)}), got an array of shape {array.shape}"
             )
-        if self.space not in self.store.spaces:
+        created = self.space not in self.store.spaces
+        if created:
             dim = self._embedding.dim if isinstance(self._embedding, MMRagEmbeddings) else int(array.shape[1])
-            self.store.create_space(self.space, dim, self._metric)
-        self.store.upsert(records, {self.space: array})
+            self.store.create_space(self.space, dim, self._metric, model=model_spec(self._embedding))
+        try:
+            self.store.upsert(records, {self.space: array})
+        except InvalidInputError:
+            if created:  # a refused first batch leaves no empty space behind
+                self.store.drop_space(self.space)
+            raise
         return [record.id for record in records]
 
     def _embed_documents(self, documents: list[Document]) -> list[Sequence[float]]:
         """Vectors in order: images (one batch) through ``embed_image``, the rest (one batch) as texts."""
-        visual = {i: source for i, document in enumerate(documents) if (source := _image_source(document))}
+        visual = {i: source for i, document in enumerate(documents) if (source := picture_source(document))}
         if visual and not hasattr(self._embedding, "embed_image"):
             blank = [i for i in visual if not documents[i].page_content]
             if blank:
@@ -183,7 +189,7 @@ class MMRagVectorStore(VectorStore):
             visual = {}
         vectors: list[Sequence[float]] = [[] for _ in documents]
         if visual:
-            for i, vector in zip(visual, self._embed_images(list(visual.values()))):
+            for i, vector in zip(visual, self._embed_images([picture_of(source) for source in visual.values()])):
                 vectors[i] = vector
         texts = [i for i in range(len(documents)) if i not in visual]
         if texts:
@@ -333,16 +339,32 @@ class MMRagVectorStore(VectorStore):
         self.store.save(path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], embedding: Embeddings, *, space: str | None = None) -> Self:
-        """Open the store saved at `path` (it must exist) with `embedding` for queries."""
-        return cls(embedding, store=MultimodalStore.open(path), space=space)
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        embedding: Embeddings | None = None,
+        *,
+        space: str | None = None,
+        **embedder_options: Any,
+    ) -> Self:
+        """Open the store saved at `path` (it must exist).
 
+        Without `embedding`, the embedder the space recorded when it was created by `OpenCLIPEmbeddings`,
+        `TextEmbeddings` or `mm_rag.ingest` is rebuilt (`embedder_options`, e.g. ``device="cpu"``, go to its
+        constructor); `space` may be left out when the store has one space.
 
-def _default_space(embedding: Embeddings, store: MultimodalStore) -> str:
-    if isinstance(embedding, MMRagEmbeddings):
-        return embedding.space
-    spaces = list(store.spaces)
-    return spaces[0] if len(spaces) == 1 else DEFAULT_SPACE
+        Raises:
+            mm_rag.StoreFormatError: no store at `path`.
+            mm_rag.InvalidInputError: no `embedding` and no recorded model to rebuild (or several spaces).
+        """
+        store = MultimodalStore.open(path)
+        if embedding is None:
+            name = space or only_space(store)
+            if name not in store.spaces:
+                raise InvalidInputError(f"the store at {path} has no space {name!r}; it has {sorted(store.spaces)}")
+            embedding = embeddings_from_spec(store.spaces[name].model, space=name, **embedder_options)
+            space = name
+        return cls(embedding, store=store, space=space)
 
 
 def _ids(given: Sequence[str | None] | None, own: Sequence[str | None]) -> list[str]:
@@ -351,12 +373,3 @@ def _ids(given: Sequence[str | None] | None, own: Sequence[str | None]) -> list[
         check_lengths("ids", given, len(own))
         own = given
     return [id if id else str(uuid.uuid4()) for id in own]
-
-
-def _image_source(document: Document) -> str | None:
-    metadata = document.metadata
-    if metadata.get("modality") == "image" and isinstance(metadata.get("uri"), str):
-        return metadata["uri"]
-    if metadata.get("modality") == "video" and isinstance(metadata.get("frame_uri"), str):
-        return metadata["frame_uri"]
-    return None

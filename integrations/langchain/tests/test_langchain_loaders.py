@@ -112,12 +112,20 @@ def test_video_loader_links_keyframes_and_speech(media_corpus, transcriber, tiny
     assert store.store.vectors("clip", [frame.id])[frame.id].tolist() == pytest.approx(
         store.embeddings.embed_image([frame.metadata["frame_uri"]])[0], abs=1e-5
     )
-    message = create_multimodal_retriever_tool(store, k=len(documents)).invoke(
+    message = create_multimodal_retriever_tool(store, k=len(documents), max_images=len(documents)).invoke(
         {"type": "tool_call", "name": "multimodal_search", "id": "1", "args": {"query": "the green scene"}}
     )
     assert sum(block["type"] == "image" for block in message.content) == len(keyframes)
 
 
-def test_video_loader_without_transcriber_or_frames(media_corpus) -> None:
-    documents = VideoLoader(media_corpus["silent_video"].path, every_seconds=1.0).load()
-    assert documents and all(not d.page_content and "frame_uri" not in d.metadata for d in documents)
+def test_keyframes_without_saved_frames_are_embedded_from_the_video(media_corpus, tiny_clip) -> None:
+    from mm_rag.embed.video import frame_at
+
+    video = media_corpus["silent_video"].path
+    documents = VideoLoader(video, every_seconds=1.0).load()
+    assert len(documents) >= 3 and all(not d.page_content and "frame_uri" not in d.metadata for d in documents)
+    store = MMRagVectorStore(embedding=OpenCLIPEmbeddings(tiny_clip))
+    store.add_documents(documents)
+    last = documents[-1]
+    expected = store.embeddings.embed_image([frame_at(video, last.metadata["frame_time"])])[0]
+    assert store.store.vectors("clip", [last.id])[last.id].tolist() == pytest.approx(expected, abs=1e-5)

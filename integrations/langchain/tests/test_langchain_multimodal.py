@@ -13,6 +13,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import ToolMessage
 from langchain_mm_rag import (
     ImageLoader,
+    IncompatibleSpaceError,
     MMRagVectorStore,
     MultimodalSearchTool,
     OpenCLIPEmbeddings,
@@ -20,7 +21,7 @@ from langchain_mm_rag import (
 )
 from PIL import Image
 
-from mm_rag import MultimodalStore, ingest
+from mm_rag import InvalidInputError, MultimodalStore, ingest
 
 
 @pytest.fixture(scope="module")
@@ -127,36 +128,64 @@ def test_a_store_filled_by_ingest_is_searchable(clip: OpenCLIPEmbeddings, shape_
     assert "garden" in text[0].page_content and text[0].metadata["uri"].endswith("notes.txt")
     vectorstore.add_texts(["added through LangChain"], ids=["lc"])
     vectorstore.save()
+    rebuilt = MMRagVectorStore.load(tmp_path / "store", device="cpu")  # the model ingest recorded for "clip"
+    assert isinstance(rebuilt.embeddings, OpenCLIPEmbeddings) and rebuilt.space == "clip"
+    assert rebuilt.similarity_search("a blue square", k=1, filter={"modality": "image"})[0].id == found[0].id
     assert (
         MMRagVectorStore.load(tmp_path / "store", clip).get_by_ids(["lc"])[0].page_content == "added through LangChain"
     )
 
 
+def test_the_space_records_the_model_and_load_rebuilds_it(clip: OpenCLIPEmbeddings, tmp_path: Path) -> None:
+    store = MMRagVectorStore(embedding=clip, path=tmp_path / "store")
+    store.add_texts(["a red circle", "a green square"], ids=["c", "s"])
+    assert store.store.spaces["clip"].model == clip.embedder.spec
+    store.save()
+    loaded = MMRagVectorStore.load(tmp_path / "store", device="cpu")
+    assert loaded.embeddings.embedder.spec == clip.embedder.spec and loaded.embeddings.embedder.device == "cpu"
+    assert [d.id for d in loaded.similarity_search("a green square", k=2)] == ["s", "c"]
+
+
+def test_a_space_of_another_model_is_refused(clip: OpenCLIPEmbeddings, tmp_path: Path) -> None:
+    store = MultimodalStore()
+    store.create_space("clip", 64, model={"kind": "open_clip", "model": "ViT-B-32", "pretrained": "openai"})
+    with pytest.raises(IncompatibleSpaceError, match="ViT-B-32"):
+        MMRagVectorStore(embedding=clip, store=store)
+    with pytest.raises(InvalidInputError, match="records no model"):
+        MMRagVectorStore.load(_saved_store_without_model(tmp_path / "plain"), device="cpu")
+
+
+def _saved_store_without_model(target: Path) -> Path:
+    with MultimodalStore() as store:
+        store.create_space("vectors", 3)
+        store.save(target)
+    return target
+
+
 def test_the_tool_answers_with_cited_text_and_valid_image_blocks(clip: OpenCLIPEmbeddings, tmp_path: Path) -> None:
     store = MMRagVectorStore(embedding=clip)
-    big = tmp_path / "big-red-circle.jpg"
+    big = tmp_path / "big-red-circle.png"
     draw_shape("red", "circle", size=(900, 600), seed=11).save(big)
-    store.add_images([big], [{"source": str(big)}], ids=["photo"])
-    store.add_documents([
-        Document(page_content="a red circle is drawn on the board", metadata={"modality": "audio", "uri": "talk.wav",
-                 "source": "talk.wav", "start": 61.5, "end": 64.25}, id="talk"),
-    ])  # fmt: skip
-    tool = create_multimodal_retriever_tool(store, "shapes", "Find shapes.", k=2)
-    assert isinstance(tool, MultimodalSearchTool) and tool.name == "shapes"
+    store.add_images([big], ids=["photo"])
+    talk = {"modality": "audio", "uri": "talk.wav", "start": 61.5, "end": 64.0}
+    store.add_documents([Document(page_content="a red circle is drawn on the board", metadata=talk, id="talk")])
+    store.add_texts(["red circles are round"], [{"source": "notes.md"}], ids=["note"])
+    tool = create_multimodal_retriever_tool(store, "shapes", "Find shapes.", k=3)
+    assert isinstance(tool, MultimodalSearchTool) and tool.name == "shapes" and tool.description == "Find shapes."
     message = tool.invoke({"type": "tool_call", "name": "shapes", "id": "call-1", "args": {"query": "a red circle"}})
     assert isinstance(message, ToolMessage) and message.tool_call_id == "call-1"
-    assert [d.id for d in message.artifact] == [d.id for d in store.similarity_search("a red circle", k=2)]
-    assert {d.id for d in message.artifact} == {"photo", "talk"}
-    kinds = [block["type"] for block in message.content]
-    assert sorted(kinds) == ["image", "text", "text"]
-    texts = [block["text"] for block in message.content if block["type"] == "text"]
-    assert any("talk.wav, 1:01.50–1:04.25" in text and "board" in text for text in texts)
-    assert any("big-red-circle.jpg" in text for text in texts)
-    image = next(block for block in message.content if block["type"] == "image")
-    assert image["mime_type"] == "image/jpeg"
+    assert [d.id for d in message.artifact] == [d.id for d in store.similarity_search("a red circle", k=3)]
+    assert {d.id for d in message.artifact} == {"photo", "talk", "note"}
+    assert [block["type"] for block in message.content] == ["text", "image"]
+    text = message.content[0]["text"]
+    assert f"image {big}" in text and "audio transcript talk.wav 01:01.5-01:04.0: a red circle is drawn" in text
+    assert "text notes.md: red circles are round" in text  # LangChain's `source` metadata is cited
+    assert text.startswith("[1] ") and "\n[2] " in text and "\n[3] " in text
+    image = message.content[1]
+    assert image["mime_type"] == "image/jpeg" and set(image) >= {"type", "base64", "mime_type"}
     decoded = Image.open(io.BytesIO(base64.b64decode(image["base64"])))
     decoded.load()
-    assert decoded.format == "JPEG" and max(decoded.size) == 512 and decoded.size == (512, 341)
+    assert decoded.format == "JPEG" and decoded.size == (512, 341)  # downscaled to a 512-pixel longest side
 
 
 def test_the_tool_reports_a_missing_image_and_no_results(clip: OpenCLIPEmbeddings, tmp_path: Path) -> None:
@@ -164,13 +193,12 @@ def test_the_tool_reports_a_missing_image_and_no_results(clip: OpenCLIPEmbedding
     gone = tmp_path / "gone.png"
     draw_shape("green", "cross").save(gone)
     store.add_images([gone])
-    tool = MultimodalSearchTool(vectorstore=store, filter={"modality": "image"})
+    tool = MultimodalSearchTool(vectorstore=store, filter={"modality": "image"}, max_image_side=16)
     content, artifact = tool._run("a green cross")
-    assert len(artifact) == 1 and content[1]["type"] == "image" and content[1]["mime_type"] == "image/png"
+    assert len(artifact) == 1 and [block["type"] for block in content] == ["text", "image"]
     gone.unlink()
     content = tool.invoke({"query": "x"})  # called without a tool call id: the content alone
-    assert [block["type"] for block in content] == ["text", "text"] and "image not available" in content[1]["text"]
-    assert "gone.png" in content[1]["text"]
+    assert [block["type"] for block in content] == ["text"] and "picture unavailable" in content[0]["text"]
     content, artifact = MultimodalSearchTool(vectorstore=store, filter={"modality": "video"})._run("anything")
     assert artifact == [] and [(block["type"], block["text"]) for block in content] == [("text", "No results.")]
 

@@ -108,6 +108,14 @@ def test_wrong_dimension_and_bad_filters_fail_clearly_and_change_nothing(numbere
     assert numbered.store.count() == before and numbered.get_by_ids(["short"]) == []
 
 
+def test_a_refused_first_batch_leaves_no_space_behind(fake) -> None:
+    store = MMRagVectorStore(embedding=fake)
+    with pytest.raises(InvalidInputError, match="more than once"):
+        store.add_texts(["a", "b"], ids=["same", "same"])
+    assert store.store.spaces == {} and store.store.count() == 0
+    assert store.add_texts(["a"], ids=["a"]) == ["a"]
+
+
 def test_a_bad_filter_is_refused_even_before_the_first_add(fake) -> None:
     with pytest.raises(FilterError):
         MMRagVectorStore(embedding=fake).similarity_search("q", filter={"a": {"$regex": "x"}})
