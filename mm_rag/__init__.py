@@ -13,8 +13,8 @@ from mm_rag.records import Hit, Modality, Record, make_id
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from mm_rag.embed import MediaError, OpenCLIPEmbedder, TextEmbedder, WhisperTranscriber
     from mm_rag.context import Context, build_context
+    from mm_rag.embed import MediaError, OpenCLIPEmbedder, TextEmbedder, WhisperTranscriber
     from mm_rag.ingestion import IngestReport, ingest
     from mm_rag.retrieval import MultimodalRetriever, Retrieved
     from mm_rag.store import MultimodalStore, SpaceConfig

@@ -17,6 +17,7 @@ import numpy as np
 
 from mm_rag.errors import InvalidInputError
 from mm_rag.filters import Filter
+from mm_rag.mmr import mmr_order
 from mm_rag.records import MODALITIES, Modality, Record
 
 Fusion = Literal["rrf", "weighted"]
@@ -284,23 +285,6 @@ class MultimodalRetriever:
         relevance = np.array([r.score / top for r in results]) if top > 0 else np.ones(len(results))
         chosen = mmr_order(relevance, vectors @ vectors.T, trade_off)
         return [results[i] for i in chosen]
-
-
-def mmr_order(relevance: np.ndarray, similarity: np.ndarray, trade_off: float, limit: int | None = None) -> list[int]:
-    """Indices in maximal-marginal-relevance order: each next item maximises
-    ``trade_off * relevance - (1 - trade_off) * max similarity to the items already chosen``."""
-    count = len(relevance) if limit is None else min(limit, len(relevance))
-    chosen: list[int] = []
-    closest = np.full(len(relevance), -np.inf)
-    available = np.ones(len(relevance), dtype=bool)
-    for _ in range(count):
-        penalty = np.where(np.isfinite(closest), closest, 0.0)
-        value = np.where(available, trade_off * relevance - (1.0 - trade_off) * penalty, -np.inf)
-        best = int(np.argmax(value))
-        chosen.append(best)
-        available[best] = False
-        closest = np.maximum(closest, similarity[best])
-    return chosen
 
 
 def _seconds(value: Any) -> float | None:

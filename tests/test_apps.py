@@ -9,7 +9,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -50,7 +50,7 @@ def scripted_langchain_model(reply: str):
     class Scripted(BaseChatModel):
         """A real LangChain chat model that answers `reply` and keeps what it was sent."""
 
-        seen: list[Any] = []
+        seen: ClassVar[list[Any]] = []
 
         @property
         def _llm_type(self) -> str:
@@ -68,7 +68,7 @@ def scripted_llama_index_model(reply: str):
     from llama_index.core.llms import CustomLLM
 
     class Scripted(CustomLLM):
-        seen: list[Any] = []
+        seen: ClassVar[list[Any]] = []
 
         @property
         def metadata(self) -> LLMMetadata:
@@ -120,10 +120,10 @@ def test_answer_through_a_llama_index_llm(collection, tiny_clip) -> None:
 
 
 class _Endpoint(BaseHTTPRequestHandler):
-    requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+    requests: ClassVar[list[tuple[dict[str, str], dict[str, Any]]]] = []
     status = 200
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         _Endpoint.requests.append((dict(self.headers), body))
         reply = {"choices": [{"message": {"role": "assistant", "content": "Green [3]."}}]}
@@ -227,7 +227,7 @@ def test_zero_shot_labels_of_an_image_a_record_and_a_text(collection, tiny_clip)
     assert sum(p for _, p in scores) == pytest.approx(1.0)
     stored = store.get(["img-green"])[0]
     assert label(stored, labels, tiny_clip, store=store)[0][0] == "a green triangle"
-    assert label("red circle", ["{} thing".format(x) for x in ("red circle", "blue square")], tiny_clip)[0][0] == "red circle thing"
+    assert label("red circle", [f"{x} thing" for x in ("red circle", "blue square")], tiny_clip)[0][0] == "red circle thing"
     with pytest.raises(InvalidInputError, match="two labels"):
         label(stored, ["only one"], tiny_clip, store=store)
     with pytest.raises(InvalidInputError, match="store"):

@@ -1,10 +1,9 @@
-"""Search helpers of the vector store that need no store: exact callable filters, MMR, relevance scores."""
+"""Search helpers of the vector store that need no store: exact callable filters, relevance scores."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
 from langchain_core.documents import Document
 
 from mm_rag.errors import InvalidInputError
@@ -31,34 +30,6 @@ def filter_exactly(
         if len(kept) >= k or wanted >= available:
             return kept[:k]
         wanted = min(wanted * WIDEN_FACTOR, available)
-
-
-def mmr_order(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float) -> list[int]:
-    """Maximal marginal relevance: indices of up to `k` rows of `candidates`, in the order picked.
-
-    Each pick maximises ``lambda_mult * sim(query, c) - (1 - lambda_mult) * max sim(c, picked)`` with cosine
-    similarity, so ``lambda_mult=1`` is plain similarity order and ``0`` favours diversity only.
-    """
-    if not 0.0 <= lambda_mult <= 1.0:
-        raise InvalidInputError(f"lambda_mult must be in [0, 1], got {lambda_mult!r}")
-    if not len(candidates) or k < 1:
-        return []
-    rows = _normalised(np.asarray(candidates, dtype=np.float64))
-    relevance = rows @ _normalised(np.asarray(query, dtype=np.float64)[None, :])[0]
-    picked: list[int] = [int(np.argmax(relevance))]
-    redundancy = rows @ rows[picked[0]]
-    while len(picked) < min(k, len(rows)):
-        gain = lambda_mult * relevance - (1.0 - lambda_mult) * redundancy
-        gain[picked] = -np.inf
-        choice = int(np.argmax(gain))
-        picked.append(choice)
-        redundancy = np.maximum(redundancy, rows @ rows[choice])
-    return picked
-
-
-def _normalised(rows: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
 
 
 def similarity_relevance(score: float) -> float:

@@ -25,12 +25,12 @@ from langchain_mm_rag._search import (
     check_lengths,
     distance_relevance,
     filter_exactly,
-    mmr_order,
     similarity_relevance,
 )
 from langchain_mm_rag._spaces import check_space, default_space, model_spec, only_space
 from langchain_mm_rag.embeddings import ImageInput, MMRagEmbeddings, embeddings_from_spec
 from mm_rag.errors import InvalidInputError
+from mm_rag.mmr import mmr_select
 from mm_rag.records import Record
 from mm_rag.store import MultimodalStore
 
@@ -290,7 +290,7 @@ class MMRagVectorStore(VectorStore):
             return []
         stored = self.store.vectors(self.space, [document.id for document, _ in candidates])
         matrix = np.stack([stored[document.id] for document, _ in candidates])
-        order = mmr_order(np.asarray(embedding, dtype=np.float32), matrix, k, lambda_mult)
+        order = mmr_select(np.asarray(embedding, dtype=np.float32), matrix, k, lambda_mult)
         return [candidates[i] for i in order]
 
     def max_marginal_relevance_search_by_vector(

@@ -24,15 +24,17 @@ from llama_index.core.vector_stores.types import (
 from llama_index.vector_stores.mm_rag import _persist
 from llama_index.vector_stores.mm_rag._convert import node_to_record, record_to_node
 from llama_index.vector_stores.mm_rag._filters import MMRagFilter, translate_filters
-from llama_index.vector_stores.mm_rag._mmr import DEFAULT_MMR_THRESHOLD, DEFAULT_PREFETCH_FACTOR, select_diverse
 
 from mm_rag import Hit, InvalidInputError, MMRagError, MultimodalStore
+from mm_rag.mmr import mmr_select
 from mm_rag.store.durable import write_atomically
 
 if TYPE_CHECKING:
     import fsspec
 
 DEFAULT_SPACE = "llama_index"
+DEFAULT_MMR_THRESHOLD = 0.5
+DEFAULT_PREFETCH_FACTOR = 4.0  # candidates fetched per result before MMR picks
 _SUPPORTED_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR)
 
 
@@ -225,7 +227,7 @@ class MMRagVectorStore(BasePydanticVectorStore):
         if not candidates:
             return []
         matrix = np.stack([stored[hit.record.id] for hit in candidates])
-        return [candidates[index] for index in select_diverse(vector, matrix, k, threshold)]
+        return [candidates[index] for index in mmr_select(vector, matrix, k, threshold)]
 
     def _where(
         self, filters: MetadataFilters | None, node_ids: list[str] | None, doc_ids: list[str] | None
