@@ -2,6 +2,7 @@
 loaders, a retriever, and a retrieval tool for agents that answers with text and images."""
 
 from langchain_mm_rag._spaces import IncompatibleSpaceError
+from langchain_mm_rag.context import documents_to_context
 from langchain_mm_rag.embeddings import MMRagEmbeddings, OpenCLIPEmbeddings, TextEmbeddings
 from langchain_mm_rag.loaders import ImageLoader, VideoLoader, WhisperSegmentLoader, WhisperSegmentParser
 from langchain_mm_rag.retrievers import MMRagRetriever
@@ -21,4 +22,5 @@ __all__ = [
     "WhisperSegmentLoader",
     "WhisperSegmentParser",
     "create_multimodal_retriever_tool",
+    "documents_to_context",
 ]

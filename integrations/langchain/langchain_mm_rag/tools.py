@@ -1,12 +1,12 @@
 """A retrieval tool for agents that answers with text passages and the images found, as content blocks.
 
-The content is built by mm-rag's own `build_context` (the same citations, time ranges, token budget and
-downscaled pictures every mm-rag front end gives), spoken as LangChain standard content blocks.
+The content is built by mm-rag's own `build_context` through `documents_to_context` (the same citations, time
+ranges, token budget and downscaled pictures every mm-rag front end gives), spoken as LangChain standard content
+blocks.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForToolRun
@@ -15,11 +15,10 @@ from langchain_core.messages.content import create_text_block
 from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
-from langchain_mm_rag._convert import FilterLike, document_to_record
+from langchain_mm_rag._convert import FilterLike
+from langchain_mm_rag.context import documents_to_context
 from langchain_mm_rag.vectorstores import MMRagVectorStore
-from mm_rag.context import DEFAULT_MAX_IMAGE_SIDE, DEFAULT_MAX_IMAGES, DEFAULT_MAX_TOKENS, build_context
-from mm_rag.records import Record
-from mm_rag.retrieval import Evidence, Retrieved
+from mm_rag.context import DEFAULT_MAX_IMAGE_SIDE, DEFAULT_MAX_IMAGES, DEFAULT_MAX_TOKENS
 
 DEFAULT_NAME = "multimodal_search"
 DEFAULT_DESCRIPTION = (
@@ -62,15 +61,16 @@ class MultimodalSearchTool(BaseTool):
         pairs = self.vectorstore.similarity_search_with_score(query, self.k, self.filter)
         if not pairs:
             return [dict(create_text_block("No results."))], []
-        space = self.vectorstore.space
-        results = [
-            Retrieved(_cited_record(document), score, (Evidence(space, "text", rank, score),))
-            for rank, (document, score) in enumerate(pairs)
-        ]
-        context = build_context(
-            results, max_tokens=self.max_tokens, max_images=self.max_images, max_image_side=self.max_image_side
+        documents = [document for document, _ in pairs]
+        context = documents_to_context(
+            documents,
+            scores=[score for _, score in pairs],
+            space=self.vectorstore.space,
+            max_tokens=self.max_tokens,
+            max_images=self.max_images,
+            max_image_side=self.max_image_side,
         )
-        return context.to_langchain(), [document for document, _ in pairs]
+        return context.to_langchain(), documents
 
 
 def create_multimodal_retriever_tool(
@@ -86,12 +86,3 @@ def create_multimodal_retriever_tool(
     return MultimodalSearchTool(
         name=name, description=description, vectorstore=vectorstore, k=k, filter=filter, **options
     )
-
-
-def _cited_record(document: Document) -> Record:
-    """The record `build_context` cites: LangChain's metadata ``source`` stands in for a missing uri/doc_id."""
-    record = document_to_record(document, str(document.id))
-    source = document.metadata.get("source")
-    if record.uri is None and record.doc_id is None and isinstance(source, str) and source:
-        return dataclasses.replace(record, doc_id=source)
-    return record

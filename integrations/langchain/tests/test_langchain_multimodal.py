@@ -18,6 +18,7 @@ from langchain_mm_rag import (
     MultimodalSearchTool,
     OpenCLIPEmbeddings,
     create_multimodal_retriever_tool,
+    documents_to_context,
 )
 from PIL import Image
 
@@ -201,6 +202,25 @@ def test_the_tool_reports_a_missing_image_and_no_results(clip: OpenCLIPEmbedding
     assert [block["type"] for block in content] == ["text"] and "picture unavailable" in content[0]["text"]
     content, artifact = MultimodalSearchTool(vectorstore=store, filter={"modality": "video"})._run("anything")
     assert artifact == [] and [(block["type"], block["text"]) for block in content] == [("text", "No results.")]
+
+
+def test_documents_to_context_cites_any_documents_and_attaches_their_pictures(tmp_path: Path) -> None:
+    picture = tmp_path / "circle.png"
+    draw_shape("red", "circle", size=128).save(picture)
+    documents = [
+        Document(page_content="red circles are round", metadata={"source": "notes.md"}),  # no id: numbered
+        Document(page_content="", metadata={"modality": "image", "uri": str(picture)}, id="pic"),
+    ]
+    context = documents_to_context(documents, scores=[0.9, 0.8], max_image_side=32)
+    assert context.text == f"[1] text notes.md: red circles are round\n[2] image {picture}"
+    assert [citation.id for citation in context.citations] == ["result-1", "pic"]
+    [image] = context.images
+    assert image.citation == 2 and image.mime_type == "image/jpeg"
+    assert Image.open(io.BytesIO(base64.b64decode(image.data))).size == (32, 32)
+    assert [block["type"] for block in context.to_langchain()] == ["text", "image"]
+    assert documents_to_context([]).text == "" and documents_to_context(documents, max_images=0).images == []
+    with pytest.raises(InvalidInputError, match="2 documents but 1 scores"):
+        documents_to_context(documents, scores=[0.5])
 
 
 def _png(image: Any) -> bytes:
