@@ -70,6 +70,8 @@ def _holds(operator: FilterOperator, field: Any, value: Any) -> bool:
     if operator == F.NIN:
         return not _holds(F.IN, field, value)
     if operator == F.ALL:
+        if not wanted:  # a positive test still: the field must hold a value (LlamaIndex's semantics too)
+            return field is not _MISSING and not any(item is None for item in _values(field))
         return all(any(_same(item, choice) for item in items) for choice in wanted)
     if operator in (F.CONTAINS, F.TEXT_MATCH, F.TEXT_MATCH_INSENSITIVE):
         fold = (lambda s: s.casefold()) if operator == F.TEXT_MATCH_INSENSITIVE else (lambda s: s)
@@ -92,6 +94,8 @@ def expected(filters: MetadataFilters, metadata: dict[str, Any]) -> bool:
         else _holds(item.operator, metadata.get(item.key, _MISSING), item.value)
         for item in filters.filters
     ]
+    if not results:  # a group without filters restricts nothing, whatever its condition (as in LlamaIndex)
+        return True
     if filters.condition == FilterCondition.OR:
         return any(results)
     if filters.condition == FilterCondition.NOT:

@@ -6,12 +6,14 @@ in SQL before ranking and a search returns ``min(k, matches)`` hits. Semantics (
 - ``==``, ``>``, ``in``… on a list field hold when any element passes; comparisons are typed (a number
   never equals a string); a missing field fails every positive test and passes ``!=`` and ``nin``;
 - ``any``: the field (or one of its elements) equals one of the values; ``all``: every value is the field or
-  one of its elements; ``contains``: a list element equals the value, or a string field contains it;
+  one of its elements (``all`` of no values: the field holds a non-null value); ``contains``: a list element
+  equals the value, or a string field contains it;
 - ``text_match``: a string field contains the value (case-sensitive); ``text_match_insensitive`` the same
   ignoring case (Unicode case folding); on a list field, an element equals it (ignoring case);
 - ``is_empty``: the field holds nothing but nulls and empty strings: missing, ``None``, ``""``, ``[]``,
   ``[None, ""]``… (an object or a list of lists holds no comparable value either, so it counts as empty);
-- condition ``not`` holds when none of its filters does.
+- condition ``not`` holds when none of its filters does;
+- a group without filters holds for every node, whatever its condition (``or`` too), as in LlamaIndex.
 """
 
 from __future__ import annotations
@@ -49,14 +51,16 @@ def translate_filters(filters: MetadataFilters | None) -> MMRagFilter | None:
 
 def _group(filters: MetadataFilters, where: str) -> MMRagFilter:
     condition = filters.condition or FilterCondition.AND
+    if condition not in (FilterCondition.AND, FilterCondition.OR, FilterCondition.NOT):
+        raise FilterError(f"{where}: unsupported filter condition {condition!r}; expected and, or or not")
     parts = [_translate(item, f"{where}[{index}]") for index, item in enumerate(filters.filters)]
+    if not parts:  # no filters restrict nothing, whatever the condition (as in LlamaIndex's SimpleVectorStore)
+        return ALWAYS
     if condition == FilterCondition.AND:
         return _all(parts)
     if condition == FilterCondition.OR:
         return _any(parts)
-    if condition == FilterCondition.NOT:
-        return {"$not": _any(parts)}
-    raise FilterError(f"{where}: unsupported filter condition {condition!r}; expected and, or or not")
+    return {"$not": _any(parts)}
 
 
 def _translate(item: MetadataFilter | MetadataFilters, where: str) -> MMRagFilter:
@@ -111,6 +115,12 @@ def _is_empty(key: str, value: Any, where: str) -> MMRagFilter:
     return {"$not": {"$or": [{key: test} for test in _HAS_CONTENT]}}
 
 
+def _every(key: str, values: list[Any]) -> MMRagFilter:
+    if not values:  # still a positive test: a missing or null field fails it (as in LlamaIndex)
+        return {"$and": [{key: {"$exists": True}}, {"$not": {key: {"$eq": None}}}]}
+    return _all([{key: {"$eq": item}} for item in values])
+
+
 _Builder = Callable[[str, Any, str], MMRagFilter]
 _OPERATORS: dict[FilterOperator, _Builder] = {
     FilterOperator.EQ: lambda key, value, where: {key: {"$eq": value}},
@@ -122,7 +132,7 @@ _OPERATORS: dict[FilterOperator, _Builder] = {
     FilterOperator.IN: lambda key, value, where: {key: {"$in": _values(value)}},
     FilterOperator.NIN: lambda key, value, where: {key: {"$nin": _values(value)}},
     FilterOperator.ANY: lambda key, value, where: {key: {"$in": _values(value)}},
-    FilterOperator.ALL: lambda key, value, where: _all([{key: {"$eq": item}} for item in _values(value)]),
+    FilterOperator.ALL: lambda key, value, where: _every(key, _values(value)),
     FilterOperator.CONTAINS: lambda key, value, where: {key: {"$contains": value}},
     FilterOperator.TEXT_MATCH: lambda key, value, where: {key: {"$contains": _text(value, where)}},
     FilterOperator.TEXT_MATCH_INSENSITIVE: lambda key, value, where: {key: {"$icontains": _text(value, where)}},

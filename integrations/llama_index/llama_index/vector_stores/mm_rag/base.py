@@ -97,17 +97,20 @@ class MMRagVectorStore(BasePydanticVectorStore):
 
     # --- writes ---------------------------------------------------------------------------------------------
     def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
-        """Store `nodes` with their embeddings, replacing nodes with the same ids; returns the node ids.
+        """Store `nodes` with their embeddings, replacing nodes with the same ids (an id repeated in `nodes`: the
+        last one wins, as in LlamaIndex's `SimpleVectorStore`); returns the node ids.
 
         Raises:
             InvalidInputError: a node without an embedding (named), embeddings of different or wrong
                 dimension, non-finite values, or metadata that is not JSON-serialisable. Nothing is stored then.
         """
         nodes = list(nodes)
-        if not nodes:
+        ids = [node.node_id for node in nodes]
+        if not ids:
             return []
-        records = [node_to_record(node) for node in nodes]
-        vectors = _embeddings(nodes)
+        latest = list({node.node_id: node for node in nodes}.values())  # one record per id: the last node given
+        records = [node_to_record(node) for node in latest]
+        vectors = _embeddings(latest)
         created = self.space not in self._store.spaces
         if created:
             self._store.create_space(self.space, vectors.shape[1], self.metric)
@@ -117,7 +120,7 @@ class MMRagVectorStore(BasePydanticVectorStore):
             if created:  # leave the store as it was: without the space the failed batch would have made
                 self._store.drop_space(self.space)
             raise
-        return [node.node_id for node in nodes]
+        return ids
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every node of the source document `ref_doc_id`."""
