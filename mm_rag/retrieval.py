@@ -2,9 +2,10 @@
 
 Each space is searched once per modality with that modality's own ``k`` and the caller's filter, so a
 modality with few records is never crowded out by one with many, and a filter restricts every space alike.
-Lists are then fused: reciprocal-rank fusion by default (ranks only, so a cosine of 0.3 in the CLIP space and
-0.6 in the text space need not be compared), or weighted fusion of scores normalised per space. A record
-reached through several spaces appears once, carrying the evidence of each list that found it.
+The hits of each space are then ranked together where their scores are comparable (see `_rankings`) and the
+rankings fused: reciprocal-rank fusion by default (ranks only, so a cosine of 0.3 in the CLIP space and 0.6
+in the text space need not be compared), or weighted fusion of scores min-max normalised per ranking. A
+record reached through several rankings appears once, carrying the evidence of each.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ class MultimodalRetriever:
         text: The text embedder of the store's text space (passages and transcripts).
         transcriber: Turns a spoken query (`audio=`) into text; needed only for voice queries.
         text_k, image_k, audio_k, video_k: Results kept per modality (0 leaves a modality out).
-        fusion: ``"rrf"`` (reciprocal-rank fusion) or ``"weighted"`` (scores min-max normalised per space).
+        fusion: ``"rrf"`` (reciprocal-rank fusion) or ``"weighted"`` (scores min-max normalised per ranking).
         weights: Weight of each space in the fusion (default 1 for every space).
         diversity: None, or the MMR trade-off λ in [0, 1] (1: relevance only) to reorder results for variety.
         filter: A filter (see `mm_rag.filters`) applied in every space to every query.
@@ -234,19 +235,24 @@ class MultimodalRetriever:
 
     # --- fusion -----------------------------------------------------------------------------------------
     def _fuse(self, lists: list[tuple[str, QueryForm, Modality, list[Any]]], counts: dict[Modality, int]) -> list[Retrieved]:
-        normalised = self._normalised_scores(lists) if self.fusion == "weighted" else None
         scores: dict[str, float] = {}
         evidence: dict[str, list[Evidence]] = {}
         records: dict[str, Record] = {}
-        for index, (space, form, _, hits) in enumerate(lists):
+        for (space, form, _), hits in _rankings(lists).items():
             weight = float(self.weights.get(space, 1.0))
-            for hit in hits:
+            low, high = hits[-1].score, hits[0].score
+            for rank, hit in enumerate(hits):
                 key = hit.record.id
-                contribution = 1.0 / (RRF_K + hit.rank + 1) if normalised is None else normalised[index][hit.rank]
+                if self.fusion == "rrf":
+                    contribution = 1.0 / (RRF_K + rank + 1)
+                else:  # min-max within the ranking, where scores are comparable
+                    contribution = 1.0 if high == low else (hit.score - low) / (high - low)
                 scores[key] = scores.get(key, 0.0) + weight * contribution
-                evidence.setdefault(key, []).append(Evidence(space, form, hit.rank, hit.score))
+                evidence.setdefault(key, []).append(Evidence(space, form, rank, hit.score))
                 records[key] = hit.record
-        ranked = sorted(scores, key=lambda key: (-scores[key], key))
+        # Equal fused scores (say, two first places in different rankings) go to the closer match by raw score.
+        best = {key: max(e.score for e in found) for key, found in evidence.items()}
+        ranked = sorted(scores, key=lambda key: (-scores[key], -best[key], key))
         kept: dict[str, int] = dict.fromkeys(counts, 0)
         results = []
         for key in ranked:  # a record found in two spaces is one result; each modality keeps its own k
@@ -256,21 +262,6 @@ class MultimodalRetriever:
                 found = tuple(sorted(evidence[key], key=lambda e: (e.rank, -e.score)))
                 results.append(Retrieved(records[key], scores[key], found))
         return results
-
-    @staticmethod
-    def _normalised_scores(lists: list[tuple[str, QueryForm, Modality, list[Any]]]) -> list[list[float]]:
-        """Scores min-max normalised per (space, query form) across its modalities: all one space's scores are
-        comparable with each other (the same embedding), never with another space's."""
-        bounds: dict[tuple[str, str], tuple[float, float]] = {}
-        for space, form, _, hits in lists:
-            for hit in hits:
-                low, high = bounds.get((space, form), (hit.score, hit.score))
-                bounds[(space, form)] = (min(low, hit.score), max(high, hit.score))
-        normalised = []
-        for space, form, _, hits in lists:
-            low, high = bounds.get((space, form), (0.0, 0.0))
-            normalised.append([1.0 if high == low else (hit.score - low) / (high - low) for hit in hits])
-        return normalised
 
     def _diversify(self, results: list[Retrieved], trade_off: float) -> list[Retrieved]:
         """Maximal marginal relevance over the fused list, with similarities from one space (CLIP's when
@@ -285,6 +276,24 @@ class MultimodalRetriever:
         relevance = np.array([r.score / top for r in results]) if top > 0 else np.ones(len(results))
         chosen = mmr_order(relevance, vectors @ vectors.T, trade_off)
         return [results[i] for i in chosen]
+
+
+def _rankings(lists: list[tuple[str, QueryForm, Modality, list[Any]]]) -> dict[tuple[str, str, str], list[Any]]:
+    """Merge the per-modality lists into one ranking per (space, query form, embedded kind), by score.
+
+    Scores are comparable within a space for one kind of embedded content: in a text space every record is
+    text (passages and transcripts alike), so a transcript moment at 0.82 outranks a passage at 0.40. In a
+    CLIP space, text-to-image similarities run far below text-to-text ones (the modality gap), so pictures
+    (images, keyframes) and texts are ranked apart and meet only in the fusion.
+    """
+    rankings: dict[tuple[str, str, str], list[Any]] = {}
+    for space, form, _, hits in lists:
+        for hit in hits:
+            kind = "picture" if hit.record.modality in ("image", "video") and not hit.record.text else "text"
+            rankings.setdefault((space, form, kind), []).append(hit)
+    for hits in rankings.values():
+        hits.sort(key=lambda hit: -hit.score)
+    return rankings
 
 
 def _seconds(value: Any) -> float | None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -119,52 +116,25 @@ def test_answer_through_a_llama_index_llm(collection, tiny_clip) -> None:
     assert all(r.modality == "image" for r in result.results)
 
 
-class _Endpoint(BaseHTTPRequestHandler):
-    requests: ClassVar[list[tuple[dict[str, str], dict[str, Any]]]] = []
-    status = 200
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _Endpoint.requests.append((dict(self.headers), body))
-        reply = {"choices": [{"message": {"role": "assistant", "content": "Green [3]."}}]}
-        data = json.dumps(reply if self.status == 200 else {"error": "overloaded"}).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def endpoint():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    _Endpoint.requests, _Endpoint.status = [], 200
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
-
-
-def test_answer_through_an_openai_compatible_endpoint_from_the_environment(collection, tiny_clip, endpoint, monkeypatch) -> None:
+def test_answer_through_an_openai_compatible_endpoint_from_the_environment(
+    collection, tiny_clip, chat_endpoint, monkeypatch
+) -> None:
     store, _ = collection
-    monkeypatch.setenv(ENV_BASE_URL, endpoint)
+    chat_endpoint.reply = "Green [3]."
+    monkeypatch.setenv(ENV_BASE_URL, chat_endpoint.url)
     monkeypatch.setenv(ENV_MODEL, "local-vlm")
     monkeypatch.setenv(ENV_API_KEY, "secret")
     result = answer("which is green?", MultimodalRetriever(store, clip=tiny_clip))
     assert result.text == "Green [3]."
-    ((headers, body),) = _Endpoint.requests
+    ((headers, body),) = chat_endpoint.requests
     assert headers["Authorization"] == "Bearer secret" and body["model"] == "local-vlm"
     system, user = body["messages"]
     assert system["role"] == "system"
     kinds = [part["type"] for part in user["content"]]
     assert kinds[0] == "text" and kinds[-1] == "text" and "image_url" in kinds
-    _Endpoint.status = 503
+    chat_endpoint.status = 503
     with pytest.raises(LLMError, match="503"):
-        answer("again?", MultimodalRetriever(store, clip=tiny_clip), OpenAIChat(endpoint, "local-vlm"))
+        answer("again?", MultimodalRetriever(store, clip=tiny_clip), OpenAIChat(chat_endpoint.url, "local-vlm"))
 
 
 def test_without_any_llm_configured_the_error_says_what_to_set(collection, tiny_clip, monkeypatch) -> None:

@@ -305,3 +305,11 @@ def test_spec_rebuilds_the_same_embedder(tiny_clip, minilm_dir) -> None:
         assert (clip.space, words.space, words.model) == ("pictures", "text", str(Path(minilm_dir).resolve()))
     with pytest.raises(InvalidInputError, match="unknown embedder kind"):
         embedder_from_spec({"kind": "word2vec", "model": "x"}, space="s")
+
+
+def test_load_loads_the_model_now_and_returns_the_embedder(tiny_clip_paths) -> None:
+    embedder = OpenCLIPEmbedder(tiny_clip_paths.config, tiny_clip_paths.checkpoint, device="cpu", space="loaded")
+    assert embedder.load() is embedder
+    assert any(key[:2] == ("open_clip", str(tiny_clip_paths.config.resolve())) for key in base._MODELS)
+    with pytest.raises(InvalidInputError, match="unknown pretrained tag 'laion9000'"):  # at load, not at first use
+        OpenCLIPEmbedder("ViT-B-32", "laion9000", device="cpu").load()

@@ -63,17 +63,32 @@ def test_make_id_is_stable_and_locator_sensitive() -> None:
     assert mm_rag.make_id("abc", "page=1") != mm_rag.make_id("abc", "page=2")
 
 
-def test_cli_help_demo_and_info(tmp_path: Path) -> None:
-    help_text = run(str(MM_RAG), "--help")
-    assert help_text.returncode == 0 and "demo" in help_text.stdout and "info" in help_text.stdout
+def test_demo_ingests_the_example_media_and_answers_without_clip_weights(tmp_path: Path) -> None:
+    """The README's main job, as run here: no model hub, so no CLIP weights; it says so and goes on."""
     store = tmp_path / "store"
-    demo = run(str(MM_RAG), "demo", "--store", str(store), "--count", "500")
+    demo = run(str(MM_RAG), "demo", "--store", str(store))
     assert demo.returncode == 0, demo.stderr
-    assert "added 500 records" in demo.stdout and "reopened" in demo.stdout
+    out = demo.stdout
+    assert "clip model (images and video keyframes): not available here, continuing without it" in out
+    assert "5 added, 0 updated, 4 skipped, 0 failed" in out  # the 4 pictures wait for a CLIP model
+    fireworks = out.split('"When do the fireworks start?"')[1].splitlines()[1]
+    assert "audio audio/planning-meeting.ogg" in fireworks and "Saturday" in fireworks  # the spoken moment, timed
+    maps = out.split('"Which room has the old maps?"')[1].splitlines()[1]
+    assert "museum" in maps
     info = run(str(MM_RAG), "info", str(store))
     assert info.returncode == 0, info.stderr
-    described = json.loads(info.stdout)
-    assert described["records"] == 500 - 10 and described["spaces"]["clip"]["vectors"] == 490
+    assert json.loads(info.stdout)["spaces"]["text"]["vectors"] == 8
+
+
+def test_demo_with_clip_weights_searches_pictures_too(tmp_path: Path, tiny_clip_paths) -> None:
+    demo = run(str(MM_RAG), "demo", "--clip-model", str(tiny_clip_paths.config),
+               "--clip-pretrained", str(tiny_clip_paths.checkpoint))  # fmt: skip
+    assert demo.returncode == 0, demo.stderr
+    assert "not available" not in demo.stdout and "9 added" in demo.stdout
+    red = demo.stdout.split('pictures of "a red circle"')[1].splitlines()[1]
+    assert "images/red-circle.jpg" in red
+    by_image = demo.stdout.split("query by image blue-square.jpg")[1].splitlines()[1]
+    assert "images/blue-square.jpg" in by_image
 
 
 def test_cli_reports_user_mistakes_without_traceback(tmp_path: Path) -> None:

@@ -90,14 +90,30 @@ def test_rrf_sums_reciprocal_ranks_and_a_record_found_twice_appears_once(store) 
     assert "text space #2" in both.explain() and "clip space #2" in both.explain()
 
 
+def test_comparable_scores_rank_together_and_the_modality_gap_is_kept_apart(store) -> None:
+    # Text space: a transcript moment (0.9) and a passage (0.5) are both text: one ranking, by score.
+    fill(store, "text", [(Record("passage", "text", text="p"), unit(1, 1.7)),
+                         (Record("moment", "audio", text="m", metadata={"start": 1, "end": 2}), unit(1, 0.5))])  # fmt: skip
+    text = TableEmbedder("text", {"q": unit(1, 0)})
+    assert ids(MultimodalRetriever(store, text=text).retrieve("q")) == ["moment", "passage"]
+    # CLIP space: a caption close to the query (0.9) and a picture far below it (0.3, the modality gap) each
+    # lead their own ranking, so both get first-rank credit.
+    store.create_space("clip", 2)
+    store.upsert([Record("caption", "text", text="c"), Record("picture", "image")],
+                 {"clip": [unit(1, 0.5), unit(1, 3.2)]})  # fmt: skip
+    clip = TableEmbedder("clip", {"q": unit(1, 0)})
+    results = MultimodalRetriever(store, clip=clip).retrieve("q", k={"text": 1, "image": 1, "audio": 0})
+    assert {r.record.id: r.evidence[0].rank for r in results} == {"caption": 0, "picture": 0}
+
+
 def test_weights_and_weighted_fusion_change_the_order(store) -> None:
-    fill(store, "text", [(Record("a", "text"), unit(1, 0)), (Record("b", "text"), unit(1, 1))])
+    fill(store, "text", [(Record("a", "text"), unit(1, 0.2)), (Record("b", "text"), unit(1, 1))])
     store.create_space("clip", 2)
     store.upsert([Record("c", "text")], {"clip": [unit(0, 1)]})
     text = TableEmbedder("text", {"q": unit(1, 0)})
     clip = TableEmbedder("clip", {"q": unit(0, 1)})
     default = MultimodalRetriever(store, clip=clip, text=text)
-    assert ids(default.retrieve("q"))[:2] in (["a", "c"], ["c", "a"])  # tie in RRF, broken by id
+    assert ids(default.retrieve("q")) == ["c", "a", "b"]  # a tie of first places goes to the closer raw match
     assert ids(MultimodalRetriever(store, clip=clip, text=text, weights={"clip": 2.0}).retrieve("q"))[0] == "c"
     weighted = MultimodalRetriever(store, clip=clip, text=text, fusion="weighted").retrieve("q")
     # min-max per space: a → 1, b → 0 in the text space; c alone in the CLIP space → 1

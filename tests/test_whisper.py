@@ -296,3 +296,13 @@ def test_converted_checkpoint_matches_ctranslate2(spoken_sentences, whisper_ct2_
     expected = reference.generate(features, [[tokenizer.sot, tokenizer.no_timestamps]], beam_size=1)[0]
     options = whisper.DecodingOptions(language="en", without_timestamps=True, fp16=False)
     assert whisper.decode(model, mel, options).tokens == expected.sequences_ids[0]
+
+
+def test_load_loads_the_model_now_and_returns_the_transcriber(whisper_ct2_dir: Path) -> None:
+    from mm_rag.embed import base
+
+    transcriber = WhisperTranscriber(whisper_ct2_dir, backend="faster", device="cpu")
+    assert transcriber.load() is transcriber
+    assert any(key[:2] == ("whisper-faster", str(whisper_ct2_dir)) for key in base._MODELS)
+    with pytest.raises(InvalidInputError, match="cannot load faster-whisper model 'tiny.xx'"):  # no audio needed
+        WhisperTranscriber("tiny.xx", backend="faster").load()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,6 +91,15 @@ class TextEmbedder:
             prompt=prompt,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def load(self) -> TextEmbedder:
+        """Load the model now instead of at the first embedding, and return self.
+
+        Raises:
+            InvalidInputError: the model cannot be loaded (unknown name, offline and not cached, bad folder).
+        """
+        self._loaded()
+        return self
 
     def _loaded(self) -> Any:
         device = pick_device(self.device)

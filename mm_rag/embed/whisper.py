@@ -142,20 +142,38 @@ class WhisperTranscriber:
         fp16 = self.compute_type == "float16" or (self.compute_type == "default" and device.startswith("cuda"))
         if fp16 and not device.startswith("cuda"):
             raise InvalidInputError(f"compute_type 'float16' needs a cuda device with openai-whisper, not {device!r}")
-        key = ("whisper-openai", str(self.model), device, self.download_root)
-        model, lock = shared_model(key, lambda: (self._load_openai(device), threading.Lock()))
+        model, lock = self._openai_model(device)
         # transcribe() installs key/value-cache hooks on the model: one call at a time per shared model.
         with lock:
             result = model.transcribe(audio, language=self.language, beam_size=self.beam_size, fp16=fp16, verbose=None)
         return list(result.get("segments", [])), result.get("language")
 
     def _run_faster(self, audio: np.ndarray) -> tuple[list[Any], str | None]:
+        model = self._faster_model()
+        segments, info = model.transcribe(audio, language=self.language, beam_size=self.beam_size)
+        return list(segments), info.language
+
+    def load(self) -> WhisperTranscriber:
+        """Load the model now instead of at the first transcription, and return self.
+
+        Raises:
+            InvalidInputError: the model cannot be loaded (unknown name, offline and not cached, bad file).
+        """
+        if self.backend == "openai":
+            self._openai_model(self._openai_device())
+        else:
+            self._faster_model()
+        return self
+
+    def _openai_model(self, device: str) -> tuple[Any, threading.Lock]:
+        key = ("whisper-openai", str(self.model), device, self.download_root)
+        return shared_model(key, lambda: (self._load_openai(device), threading.Lock()))
+
+    def _faster_model(self) -> Any:
         device, index = self._faster_device()
         threads = self.cpu_threads or _cores()
         key = ("whisper-faster", str(self.model), device, index, self.compute_type, threads, self.download_root)
-        model = shared_model(key, lambda: self._load_faster(device, index, threads))
-        segments, info = model.transcribe(audio, language=self.language, beam_size=self.beam_size)
-        return list(segments), info.language
+        return shared_model(key, lambda: self._load_faster(device, index, threads))
 
     def _openai_device(self) -> str:
         if self.device == "auto":  # openai-whisper's sparse alignment buffer does not move to mps

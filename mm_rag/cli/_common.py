@@ -1,0 +1,109 @@
+"""Helpers shared by the commands: options, opening stores, loading models, messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from mm_rag.embed.loading import LoadedModels, ModelChoice
+    from mm_rag.store import MultimodalStore
+
+EXIT_USAGE = 2  # a mistake of the user: bad option, missing store, malformed filter, unreadable file
+
+# Options shared by several commands (the model options also suit future commands that embed or transcribe).
+StoreOption = Annotated[Path, typer.Option("--store", "-s", help="Store directory.", show_default=False)]
+ClipModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--clip-model",
+        help="open_clip architecture name or model config .json (default: the store's, else ViT-B-32).",
+        show_default=False,
+    ),
+]
+ClipPretrainedOption = Annotated[
+    str | None,
+    typer.Option(
+        "--clip-pretrained",
+        help="Pretrained tag or local checkpoint of the CLIP model (default: the store's, else laion2b_s34b_b79k).",
+        show_default=False,
+    ),
+]
+TextModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--text-model",
+        help="sentence-transformers model name or folder (default: the store's, else all-MiniLM-L6-v2).",
+        show_default=False,
+    ),
+]
+WhisperModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--whisper-model",
+        help="Whisper model name (tiny.en, base…) or local model path (default: tiny.en).",
+        show_default=False,
+    ),
+]
+NoClipOption = Annotated[bool, typer.Option("--no-clip", help="Leave images and video keyframes out.")]
+NoTextOption = Annotated[bool, typer.Option("--no-text", help="Use no text embedder (texts still reach CLIP).")]
+NoAudioOption = Annotated[bool, typer.Option("--no-audio", help="Do not transcribe audio and video soundtracks.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="Device for every model: auto, cpu, cuda[:N] or mps.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+def error_line(message: str) -> None:
+    """Print ``error: <message>`` on stderr, on one line."""
+    from mm_rag.embed.loading import one_line
+
+    typer.echo(f"error: {one_line(message, limit=2000)}", err=True)
+
+
+def fail(message: str) -> NoReturn:
+    """End the command with ``error: <message>`` and exit status 2."""
+    error_line(message)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def open_store(path: Path) -> MultimodalStore:
+    """The existing store at `path` (a missing or damaged one raises `StoreFormatError`: exit status 2)."""
+    from mm_rag.store import MultimodalStore
+
+    return MultimodalStore.open(path)
+
+
+def parse_filter(text: str | None) -> dict[str, Any] | None:
+    """The ``--filter`` JSON as a dict (None when not given); malformed JSON raises `FilterError`."""
+    from mm_rag.errors import FilterError
+
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply for the parser
+        raise FilterError(f"--filter is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise FilterError(f'--filter must be a JSON object such as \'{{"modality": "image"}}\', got {text!r}')
+    return value
+
+
+def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool = False) -> LoadedModels:
+    """`mm_rag.embed.loading.load_models`, printing one ``note:`` line per model that could not load."""
+    from mm_rag.embed import loading
+
+    loaded = loading.load_models(store, choice, recorded_only=recorded_only)
+    for role, reason in loaded.unavailable.items():
+        typer.echo(f"note: {loading.ROLES[role]} are left out, the {role} model cannot load: {reason}", err=True)
+    return loaded
+
+
+def clock(seconds: float | None) -> str:
+    """``mm:ss`` (``h:mm:ss`` past an hour) for a time in seconds; empty for None."""
+    if seconds is None:
+        return ""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"

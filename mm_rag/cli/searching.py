@@ -1,0 +1,131 @@
+"""`mm-rag search`: a text, image or spoken query against a store, with the models it records."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mm_rag.cli._common import (
+    DeviceOption,
+    JsonOption,
+    StoreOption,
+    WhisperModelOption,
+    clock,
+    fail,
+    load_models,
+    open_store,
+    parse_filter,
+)
+
+if TYPE_CHECKING:
+    from mm_rag.retrieval import Retrieved
+
+SNIPPET_CHARS = 80
+
+
+class Fusion(str, Enum):
+    """How the ranked lists of the spaces are fused."""
+
+    rrf = "rrf"
+    weighted = "weighted"
+
+
+def _count_option(name: str, what: str) -> Any:
+    return typer.Option(name, min=0, help=f"Results kept among {what} (0 leaves them out).")
+
+
+def search(
+    store: StoreOption,
+    query: Annotated[str | None, typer.Argument(help="The question or description.", show_default=False)] = None,
+    image: Annotated[
+        Path | None,
+        typer.Option(
+            "--image", exists=True, dir_okay=False, help="Query image (searched in the CLIP space).", show_default=False
+        ),
+    ] = None,
+    audio: Annotated[
+        Path | None,
+        typer.Option(
+            "--audio", exists=True, dir_okay=False, help="Spoken query, transcribed first.", show_default=False
+        ),
+    ] = None,
+    filter: Annotated[
+        str | None,
+        typer.Option(
+            "--filter",
+            help='Metadata filter as JSON, e.g. \'{"modality": "image"}\' or \'{"year": {"$gte": 2020}}\'.',
+            show_default=False,
+        ),
+    ] = None,
+    text_k: Annotated[int, _count_option("--text-k", "text passages")] = 5,
+    image_k: Annotated[int, _count_option("--image-k", "images")] = 5,
+    audio_k: Annotated[int, _count_option("--audio-k", "audio transcript moments")] = 3,
+    video_k: Annotated[int, _count_option("--video-k", "video moments and keyframes")] = 3,
+    fusion: Annotated[
+        Fusion, typer.Option("--fusion", help="rrf: reciprocal-rank fusion; weighted: scores.")
+    ] = Fusion.rrf,
+    whisper_model: WhisperModelOption = None,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Search a store with text, an image (--image) or a voice clip (--audio); results of every modality, fused.
+
+    The embedders are those recorded in the store. Each line shows rank, modality, fused score, source, the
+    time range (audio and video) and a snippet of the text.
+    """
+    from mm_rag.embed.audio import SAMPLE_RATE, load_audio
+    from mm_rag.embed.loading import ModelChoice
+    from mm_rag.embed.media import load_image
+    from mm_rag.filters import compile_filter
+    from mm_rag.retrieval import MultimodalRetriever
+
+    conditions = parse_filter(filter)
+    compile_filter(conditions)  # a malformed filter, image or clip fails before any model loads
+    query_image = None if image is None else load_image(image)
+    query_audio = None if audio is None else load_audio(audio, SAMPLE_RATE)
+    choice = ModelChoice(whisper_model=whisper_model, audio=audio is not None, device=device)
+    with open_store(store) as opened:
+        models = load_models(opened, choice, recorded_only=True)
+        if models.embedders == 0:
+            fail("no embedder could be loaded for this store" + ("" if models.unavailable else " (is it empty?)"))
+        retriever = MultimodalRetriever(
+            opened,
+            clip=models.clip,
+            text=models.text,
+            transcriber=models.transcriber,
+            text_k=text_k,
+            image_k=image_k,
+            audio_k=audio_k,
+            video_k=video_k,
+            fusion=fusion.value,
+        )
+        results = retriever.retrieve(query, image=query_image, audio=query_audio, filter=conditions)
+    if json_output:
+        typer.echo(json.dumps([result.to_dict() for result in results], indent=2, ensure_ascii=False))
+    elif not results:
+        typer.echo("no results")
+    else:
+        for rank, result in enumerate(results, 1):
+            typer.echo(_line(rank, result))
+
+
+def _line(rank: int, result: Retrieved) -> str:
+    """``rank. modality score source [mm:ss-mm:ss] "snippet"``."""
+    parts = [f"{rank:>2}.", f"{result.modality:<5}", f"{result.score:.4f}", result.source or result.record.id]
+    if result.start is not None:
+        parts.append(f"[{clock(result.start)}-{clock(result.end if result.end is not None else result.start)}]")
+    text = " ".join((result.record.text or "").split())
+    if text:
+        parts.append(
+            json.dumps(text if len(text) <= SNIPPET_CHARS else text[: SNIPPET_CHARS - 1] + "…", ensure_ascii=False)
+        )
+    return "  ".join(parts)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `search` to `app`."""
+    app.command()(search)

@@ -1,0 +1,153 @@
+"""Choosing and loading the models of a store for an application (the command line, the HTTP service).
+
+The models a store was filled with are recorded with its spaces (`SpaceConfig.model`) and are used unless
+the caller names others; missing ones fall back to the library defaults. Every model is loaded at once, so a
+missing download shows up at start-up, and a model that cannot load is reported, not raised: the
+application goes on with the modalities that can run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from mm_rag.embed.clip import DEFAULT_MODEL, DEFAULT_PRETRAINED, OpenCLIPEmbedder
+from mm_rag.embed.specs import embedder_from_spec
+from mm_rag.embed.text import DEFAULT_TEXT_MODEL, TextEmbedder
+from mm_rag.embed.whisper import DEFAULT_WHISPER_MODEL, WhisperTranscriber
+from mm_rag.errors import MMRagError
+
+# What each model does, for messages about a model that could not load.
+ROLES: dict[str, str] = {
+    "clip": "images and video keyframes",
+    "text": "text passages and transcripts",
+    "audio": "audio and video soundtracks",
+}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which models to use. A None model means: the one the store records, else the library default.
+
+    Attributes:
+        clip_model, clip_pretrained: open_clip architecture (name or config JSON) and weights (tag or file).
+        text_model: sentence-transformers model name or folder.
+        whisper_model: Whisper model name or local path.
+        clip, text, audio: False leaves that model out.
+        device: Device of every model (``"auto"``, ``"cpu"``, ``"cuda[:N]"``…).
+    """
+
+    clip_model: str | None = None
+    clip_pretrained: str | None = None
+    text_model: str | None = None
+    whisper_model: str | None = None
+    clip: bool = True
+    text: bool = True
+    audio: bool = True
+    device: str = "auto"
+
+
+@dataclass
+class LoadedModels:
+    """The models that loaded, and for each one that did not, why (one line).
+
+    Attributes:
+        clip: The image+text embedder, or None.
+        text: The text embedder, or None.
+        transcriber: The speech-to-text model, or None.
+        unavailable: ``"clip"``, ``"text"`` or ``"audio"`` → the reason it could not load.
+    """
+
+    clip: OpenCLIPEmbedder | None = None
+    text: TextEmbedder | None = None
+    transcriber: WhisperTranscriber | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def embedders(self) -> int:
+        """How many embedders loaded (0, 1 or 2); ingestion and search need at least one."""
+        return (self.clip is not None) + (self.text is not None)
+
+
+def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool = False) -> LoadedModels:
+    """Build and load the models `choice` asks for, preferring those recorded in `store`'s spaces.
+
+    Args:
+        store: A `MultimodalStore` whose spaces may record their models, or None.
+        choice: Which models; None names fall back to the store's, then to the defaults.
+        recorded_only: Build an embedder only when the caller names it or the store records one (for search,
+            where a space without vectors needs no model); the transcriber is built whenever `choice.audio`.
+
+    Returns:
+        `LoadedModels`; a model that could not be built or loaded is None there, with its reason.
+    """
+    loaded = LoadedModels()
+    recorded = _recorded_specs(store)
+    if choice.clip:
+        explicit = choice.clip_model is not None or choice.clip_pretrained is not None
+        if explicit or "clip" in recorded or not recorded_only:
+            loaded.clip = _attempt(loaded, "clip", lambda: _clip(choice, None if explicit else recorded.get("clip")))
+    if choice.text:
+        explicit = choice.text_model is not None
+        if explicit or "text" in recorded or not recorded_only:
+            loaded.text = _attempt(loaded, "text", lambda: _text(choice, None if explicit else recorded.get("text")))
+    if choice.audio:
+        model = choice.whisper_model or DEFAULT_WHISPER_MODEL
+        loaded.transcriber = _attempt(loaded, "audio", lambda: WhisperTranscriber(model, device=choice.device).load())
+    return loaded
+
+
+def _recorded_specs(store: Any | None) -> dict[str, tuple[str, dict[str, Any]]]:
+    """``"clip"``/``"text"`` → (space name, recorded model spec); the first space of each kind wins."""
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    for name, config in (store.spaces if store is not None else {}).items():
+        if isinstance(config.model, dict):
+            role = "clip" if config.model.get("kind") == "open_clip" else "text"
+            found.setdefault(role, (name, config.model))
+    return found
+
+
+def _clip(choice: ModelChoice, recorded: tuple[str, dict[str, Any]] | None) -> OpenCLIPEmbedder:
+    if recorded is not None:
+        space, spec = recorded
+        return embedder_from_spec(spec, space=space, device=choice.device).load()
+    model = choice.clip_model or DEFAULT_MODEL
+    pretrained = choice.clip_pretrained or DEFAULT_PRETRAINED
+    return OpenCLIPEmbedder(model, pretrained, device=choice.device).load()
+
+
+def _text(choice: ModelChoice, recorded: tuple[str, dict[str, Any]] | None) -> TextEmbedder:
+    if recorded is not None:
+        space, spec = recorded
+        return embedder_from_spec(spec, space=space, device=choice.device).load()
+    return TextEmbedder(choice.text_model or DEFAULT_TEXT_MODEL, device=choice.device).load()
+
+
+def _attempt(loaded: LoadedModels, role: str, build: Any) -> Any:
+    try:
+        with _quiet_logging():
+            return build()
+    except MMRagError as error:  # ours: unknown names, missing files, offline downloads, missing extras
+        loaded.unavailable[role] = one_line(str(error))
+        return None
+
+
+def one_line(message: str, limit: int = 1000) -> str:
+    """`message` with its whitespace collapsed onto one line, shortened to `limit` characters."""
+    flat = " ".join(message.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+@contextlib.contextmanager
+def _quiet_logging() -> Iterator[None]:
+    """Silence log records while loading: open_clip logs a failed download on the root logger before raising
+    the error we report anyway, which would print the same problem twice."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(previous)

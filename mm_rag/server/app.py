@@ -1,0 +1,295 @@
+"""The FastAPI application: routes, error mapping, and building it from a store directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile as StarletteUpload
+from starlette.responses import JSONResponse
+
+from mm_rag import __version__
+from mm_rag.embed.media import MediaError
+from mm_rag.errors import FilterError, MMRagError
+from mm_rag.records import Modality
+from mm_rag.retrieval import Retrieved
+from mm_rag.server.schemas import (
+    MAX_K,
+    DeleteResponse,
+    ErrorResponse,
+    HealthResponse,
+    IngestPathRequest,
+    IngestResponse,
+    RecordOut,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+)
+from mm_rag.server.security import BodyLimit, api_key_guard
+from mm_rag.server.service import Service
+from mm_rag.store import MultimodalStore
+
+DEFAULT_MAX_UPLOAD_BYTES = 100 * 2**20
+MAX_UPLOAD_FILES = 100
+logger = logging.getLogger("mm_rag.server")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Malformed input (filter, query, parameters)."},
+    401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
+    413: {"model": ErrorResponse, "description": "Request body over the size limit."},
+}
+_INGEST_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                "required": ["files"],
+            }
+        },
+        "application/json": {"schema": IngestPathRequest.model_json_schema()},
+    },
+}
+
+
+def create_app(
+    store: MultimodalStore,
+    *,
+    clip: Any | None = None,
+    text: Any | None = None,
+    transcriber: Any | None = None,
+    api_key: str | None = None,
+    ingest_root: str | os.PathLike[str] | None = None,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    uploads_dir: str | os.PathLike[str] | None = None,
+    close_store_on_shutdown: bool = False,
+) -> FastAPI:
+    """The HTTP service over `store`, searching and ingesting with the given models.
+
+    Args:
+        store: The store; it stays the caller's unless `close_store_on_shutdown`.
+        clip, text, transcriber: The models (at least one embedder); see `MultimodalRetriever`.
+        api_key: When set, every endpoint but ``/health`` needs it (``X-API-Key`` or ``Authorization: Bearer``).
+        ingest_root: Folder inside which ``POST /ingest`` may read server-side paths; None refuses all.
+        max_upload_bytes: Largest request body accepted (413 beyond it, refused while reading).
+        uploads_dir: Where uploaded files are kept (default: ``uploads/`` in the store directory).
+        close_store_on_shutdown: Close the store when the application shuts down.
+
+    Raises:
+        InvalidInputError: no embedder given.
+    """
+    service = Service(
+        store, clip=clip, text=text, transcriber=transcriber, ingest_root=ingest_root, uploads_dir=uploads_dir
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if close_store_on_shutdown:
+            store.close()
+
+    app = FastAPI(
+        title="mm-rag",
+        version=__version__,
+        summary="Multimodal retrieval: search and fill a store of images, transcribed audio/video and text.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes)
+    app.state.service = service
+    _add_error_handlers(app)
+    guarded = [Depends(api_key_guard(api_key))]
+
+    @app.get("/health", response_model=HealthResponse, tags=["service"])
+    def health() -> HealthResponse:
+        """Status, record count, spaces and models (open even with an API key, and then without model paths)."""
+        return service.health(detailed=api_key is None)
+
+    @app.post("/search", response_model=SearchResponse, responses=_ERRORS, dependencies=guarded, tags=["search"])
+    def search(request: SearchRequest) -> SearchResponse:
+        """Search with text: every space is searched and the lists of each modality fused."""
+        counts: dict[Modality, int | None] = {
+            "text": request.text_k,
+            "image": request.image_k,
+            "audio": request.audio_k,
+            "video": request.video_k,
+        }
+        found = service.search(request.query, filter=request.filter, counts=counts, fusion=request.fusion)
+        return _results(found)
+
+    @app.post(
+        "/search/media",
+        response_model=SearchResponse,
+        responses={**_ERRORS, 422: {"model": ErrorResponse, "description": "An upload that cannot be decoded."}},
+        dependencies=guarded,
+        tags=["search"],
+    )
+    def search_media(
+        image: Annotated[UploadFile | None, File(description="A query image (searched in the CLIP space).")] = None,
+        audio: Annotated[UploadFile | None, File(description="A spoken query, transcribed first.")] = None,
+        query: Annotated[str | None, Form(max_length=10_000, description="Text joined to the query.")] = None,
+        filter: Annotated[str | None, Form(description="Metadata filter as JSON text.")] = None,
+        text_k: Annotated[int | None, Form(ge=0, le=MAX_K)] = None,
+        image_k: Annotated[int | None, Form(ge=0, le=MAX_K)] = None,
+        audio_k: Annotated[int | None, Form(ge=0, le=MAX_K)] = None,
+        video_k: Annotated[int | None, Form(ge=0, le=MAX_K)] = None,
+        fusion: Annotated[Literal["rrf", "weighted"], Form()] = "rrf",
+    ) -> SearchResponse:
+        """Search with an uploaded image and/or voice clip (multipart form), optionally with text too."""
+        counts: dict[Modality, int | None] = {"text": text_k, "image": image_k, "audio": audio_k, "video": video_k}
+        found = service.search(
+            query or None,
+            image=None if image is None else image.file.read(),
+            audio=None if audio is None else audio.file.read(),
+            filter=_parse_filter(filter),
+            counts=counts,
+            fusion=fusion,
+        )
+        return _results(found)
+
+    @app.post(
+        "/ingest",
+        response_model=IngestResponse,
+        responses={
+            **_ERRORS,
+            403: {"model": ErrorResponse},
+            404: {"model": ErrorResponse},
+            415: {"model": ErrorResponse},
+        },
+        dependencies=guarded,
+        openapi_extra={"requestBody": _INGEST_BODY},
+        tags=["ingest"],
+    )
+    async def ingest(request: Request) -> IngestResponse:
+        """Ingest uploaded files (multipart, field ``files``, repeatable) or, as JSON ``{"path": …}``, a
+        server-side file or folder inside the ingest root. Bad files are reported in ``failed``."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind == "multipart/form-data":
+            form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=MAX_UPLOAD_FILES)
+            try:
+                uploads = [
+                    (value.filename, value.file)
+                    for _, value in form.multi_items()
+                    if isinstance(value, StarletteUpload)
+                ]
+                if not uploads:
+                    raise HTTPException(status_code=400, detail="no file uploaded (send them in the field 'files')")
+                return await run_in_threadpool(service.ingest_uploads, uploads)
+            finally:
+                await form.close()
+        if kind == "application/json":
+            try:
+                wanted = IngestPathRequest.model_validate_json(await request.body())
+            except ValidationError as error:
+                raise RequestValidationError(error.errors(include_url=False)) from error
+            return await run_in_threadpool(service.ingest_path, wanted)
+        raise HTTPException(
+            status_code=415, detail="send multipart/form-data (files) or application/json ({'path': …})"
+        )
+
+    @app.get(
+        "/records/{record_id:path}",
+        response_model=RecordOut,
+        responses={**_ERRORS, 404: {"model": ErrorResponse}},
+        dependencies=guarded,
+        tags=["records"],
+    )
+    def get_record(record_id: str) -> RecordOut:
+        """One stored record by id (404 when unknown)."""
+        record = service.get(record_id)
+        if record is None:
+            raise HTTPException(status_code=404, detail=f"no record with id {record_id!r}")
+        return RecordOut(
+            id=record.id,
+            modality=record.modality,
+            text=record.text,
+            uri=record.uri,
+            metadata=record.metadata,
+            doc_id=record.doc_id,
+            content_hash=record.content_hash,
+        )
+
+    @app.delete(
+        "/records/{record_id:path}",
+        response_model=DeleteResponse,
+        responses={**_ERRORS, 404: {"model": ErrorResponse}},
+        dependencies=guarded,
+        tags=["records"],
+    )
+    def delete_record(record_id: str) -> DeleteResponse:
+        """Delete one record by id, durably (404 when unknown)."""
+        deleted = service.delete(record_id)
+        if not deleted:
+            raise HTTPException(status_code=404, detail=f"no record with id {record_id!r}")
+        return DeleteResponse(deleted=deleted)
+
+    return app
+
+
+def app_from_store(
+    path: str | os.PathLike[str], *, choice: Any | None = None, create: bool = False, **options: Any
+) -> FastAPI:
+    """The service over the store at `path`, with the models its spaces record (see `load_models`).
+
+    Models that cannot load are logged and left out. The store is closed when the application shuts down.
+
+    Args:
+        choice: A `ModelChoice` (default: the store's models, else the library defaults).
+        create: Create an empty store when `path` holds none (else `StoreFormatError`).
+        options: Passed to `create_app` (api_key, ingest_root, max_upload_bytes, uploads_dir).
+    """
+    from mm_rag.embed.loading import ModelChoice, load_models
+
+    store = MultimodalStore(path) if create else MultimodalStore.open(path)
+    try:
+        models = load_models(store, choice or ModelChoice())
+        for role, reason in models.unavailable.items():
+            logger.warning("the %s model cannot load, so it is left out: %s", role, reason)
+        return create_app(
+            store,
+            clip=models.clip,
+            text=models.text,
+            transcriber=models.transcriber,
+            close_store_on_shutdown=True,
+            **options,
+        )
+    except MMRagError:
+        store.close()
+        raise
+
+
+def _results(found: list[Retrieved]) -> SearchResponse:
+    return SearchResponse(results=[SearchResult.model_validate(result.to_dict()) for result in found])
+
+
+def _parse_filter(text: str | None) -> dict[str, Any] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply for the parser
+        raise FilterError(f"filter is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise FilterError(f"filter must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Our errors are the client's input: 400, or 422 for media that cannot be decoded; never 500."""
+
+    async def media_error(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
+    async def input_error(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=400)
+
+    app.add_exception_handler(MediaError, media_error)
+    app.add_exception_handler(MMRagError, input_error)

@@ -1,0 +1,34 @@
+"""`load_models`: the models an application uses, preferring those a store records, reporting those that fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mm_rag import MultimodalStore
+from mm_rag.embed.loading import ModelChoice, load_models, one_line
+
+
+def test_named_models_load_and_missing_ones_are_reported_in_one_line(tiny_clip_paths, tmp_path: Path) -> None:
+    named = ModelChoice(clip_model=str(tiny_clip_paths.config), clip_pretrained=str(tiny_clip_paths.checkpoint),
+                        text=False, audio=False, device="cpu")  # fmt: skip
+    loaded = load_models(None, named)
+    assert loaded.clip is not None and loaded.text is None and loaded.unavailable == {} and loaded.embedders == 1
+    broken = ModelChoice(clip_pretrained="laion9000", text_model=str(tmp_path / "missing"), whisper_model="tiny.xx")
+    failed = load_models(None, broken)
+    assert failed.embedders == 0 and failed.transcriber is None
+    assert set(failed.unavailable) == {"clip", "text", "audio"}
+    assert "laion9000" in failed.unavailable["clip"] and all("\n" not in r for r in failed.unavailable.values())
+
+
+def test_the_store_records_win_unless_a_model_is_named(tiny_clip, minilm_dir: Path) -> None:
+    with MultimodalStore() as store:
+        assert load_models(store, ModelChoice(audio=False), recorded_only=True).embedders == 0  # nothing recorded
+        store.create_space("pictures", tiny_clip.dim, model=tiny_clip.spec)
+        loaded = load_models(store, ModelChoice(text_model=str(minilm_dir), audio=False, device="cpu"))
+        assert loaded.clip.space == "pictures" and loaded.clip.spec == tiny_clip.spec
+        assert loaded.text is not None and loaded.unavailable == {}
+
+
+def test_one_line_flattens_and_shortens() -> None:
+    assert one_line("a\n  b\tc") == "a b c"
+    assert one_line("x" * 50, limit=10) == "x" * 9 + "…"
