@@ -16,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "media"
 TEXT_QUESTIONS = (
     "When do the fireworks start?",
