@@ -14,9 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from fixtures.mediagen import Scene, write_video  # noqa: E402
-from fixtures.speech import speak_sentences  # noqa: E402
-from fixtures.tiny_clip import draw_shape  # noqa: E402
+from fixtures.mediagen import Scene, write_video
+from fixtures.speech import speak_sentences
+from fixtures.tiny_clip import draw_shape
 
 MEDIA = ROOT / "examples" / "media"
 MEETING = (
