@@ -25,6 +25,8 @@ EXTRAS: dict[str, str] = {
     "bs4": "docs",
     "fastapi": "server",
     "uvicorn": "server",
+    "pyarrow": "distributed",
+    "ray": "distributed",
 }
 
 

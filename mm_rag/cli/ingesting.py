@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -24,12 +25,17 @@ from mm_rag.cli._common import (
     load_models,
 )
 
+if TYPE_CHECKING:
+    from mm_rag.embed.loading import LoadedModels
+
 
 def ingest(
     paths: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
-            exists=True, help="Files and folders to ingest (folders are walked recursively).", show_default=False
+            help="Files and folders to ingest (folders are walked recursively); with --ray also file://, s3://,"
+            " gs://… URIs and prefixes.",
+            show_default=False,
         ),
     ],
     store: StoreOption,
@@ -52,12 +58,32 @@ def ingest(
         bool, typer.Option("--quiet", "-q", help="No progress bar and no summary; failures only.")
     ] = False,
     json_output: JsonOption = False,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            metavar="ADDRESS",
+            help="Ingest on Ray into embedding shards, then build or update the store from them. ADDRESS: 'local'"
+            " (a Ray instance for this command), 'auto' (the running cluster) or 'ray://host:10001'.",
+            show_default=False,
+        ),
+    ] = None,
+    shards: Annotated[
+        Path | None,
+        typer.Option(
+            "--shards", help="Embedding shards folder for --ray (default: <store>/shards).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Ingest images, audio, video and documents into a store (created when missing).
 
     Unchanged files are skipped, changed ones replaced. The models recorded in the store are used unless
     others are named; a model that cannot load (e.g. weights not downloaded) is reported in one line and its
     modality left out. Files that cannot be ingested are listed with the reason; they do not stop the run.
+
+    With `--ray ADDRESS` the files are decoded and embedded by a pool of Ray actors into resumable embedding
+    shards (`--shards`; a re-run skips finished shards); a new store is then built from the shards, an
+    existing one gets the documents it lacks or holds in an older version.
     """
     from mm_rag.embed.loading import ModelChoice
     from mm_rag.ingestion import ingest as run_ingest
@@ -73,11 +99,19 @@ def ingest(
         audio=not no_audio,
         device=device,
     )
+    _check_paths(paths, ray is not None)
+    if ray is not None and prune:
+        fail("--prune does not work with --ray (the shards record what was ingested, not what was removed)")
     opened = MultimodalStore.open(store) if (store / MANIFEST).is_file() else None
     try:
         models = load_models(opened, choice)
         if models.embedders == 0:
             fail("no embedder could be loaded (see the notes above); nothing was ingested")
+        if ray is not None:
+            _ingest_on_ray(
+                paths, store, opened, ray, shards or store / "shards", models, include, exclude, quiet, json_output
+            )
+            return
         opened = opened if opened is not None else MultimodalStore(store)
         report = run_ingest(
             paths,
@@ -98,6 +132,65 @@ def ingest(
         return
     if not quiet:
         typer.echo(report.summary())
+    for path, reason in report.failed.items():
+        typer.echo(f"failed: {path}: {reason}")
+
+
+def _check_paths(paths: list[str], uris: bool) -> None:
+    """Refuse missing local paths (and URIs, unless on Ray) before any model loads."""
+    for path in paths:
+        if "://" in path:
+            if not uris:
+                fail(f"{path}: URIs (file://, s3://, gs://…) are read with --ray only")
+        elif not os.path.lexists(path):
+            fail(f"Invalid value for 'PATHS...': Path '{path}' does not exist.")
+
+
+def _ingest_on_ray(
+    paths: list[str],
+    store: Path,
+    opened: Any,
+    address: str,
+    shards: Path,
+    models: LoadedModels,
+    include: list[str] | None,
+    exclude: list[str] | None,
+    quiet: bool,
+    json_output: bool,
+) -> None:
+    """Shards on Ray, then the store: built by `mm_rag.indexbuild` when new, else brought up to date."""
+    from mm_rag.distributed import ingest_to_shards
+    from mm_rag.distributed.update import update_store
+    from mm_rag.shards import ShardSet
+
+    report = ingest_to_shards(
+        paths,
+        shards,
+        clip=models.clip,
+        text=models.text,
+        transcriber=models.transcriber,
+        include=include,
+        exclude=exclude,
+        address=address,
+        progress=not quiet and not json_output,
+    )
+    if not ShardSet(shards).finished():
+        outcome = "no shards to build a store from"
+    elif opened is None:
+        from mm_rag.indexbuild import build_store
+
+        outcome = build_store(shards, store).summary()
+    else:
+        applied = update_store(shards, opened)
+        opened.save()
+        outcome = f"updated {store} from {len(applied)} shards"
+    if json_output:
+        result = {"shards": dataclasses.asdict(report), "store": outcome, "unavailable": models.unavailable}
+        typer.echo(json.dumps(result, indent=2))
+        return
+    if not quiet:
+        typer.echo(report.summary())
+        typer.echo(outcome)
     for path, reason in report.failed.items():
         typer.echo(f"failed: {path}: {reason}")
 

@@ -7,6 +7,8 @@ with the reason. `transcribe_into` then turns a decoded soundtrack into transcri
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import numpy as np
 
 from mm_rag.embed.media import MediaError
 from mm_rag.errors import InvalidInputError
+from mm_rag.ingestion.discover import content_hash, document_id
 from mm_rag.records import Modality, Record, make_id
 
 
@@ -51,6 +54,13 @@ class Capabilities:
     images: bool
     speech: bool
     image_size: tuple[int, int] | None = None
+
+    @classmethod
+    def of(cls, clip: Any | None, transcriber: Any | None) -> Capabilities:
+        """What an image embedder (or None) and a transcriber (or None) can handle."""
+        return cls(
+            images=clip is not None, speech=transcriber is not None, image_size=getattr(clip, "image_size", None)
+        )
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,45 @@ class Extracted:
                 self.images.append((start + offset, images[offset]))
             elif record.text:
                 self.texts.append((start + offset, record.text))
+
+
+def prepare_file(
+    path: Path,
+    options: ExtractOptions,
+    can: Capabilities,
+    transcriber: Any | None,
+    *,
+    doc_id: str | None = None,
+    unchanged: Mapping[str, str | None] | None = None,
+    transcription_lock: threading.Lock | None = None,
+) -> Extracted | Skip | Failure:
+    """Everything one file needs before its embeddings: hash, decode, transcribe. Never raises for a bad file.
+
+    Args:
+        path: The (local) file.
+        doc_id: Its document id (default: `document_id(path)`; an object-store URI for a downloaded copy).
+        unchanged: doc_id → content hash already stored: a file whose hash matches is a `Skip`.
+        transcription_lock: Held while transcribing, when threads share one transcriber.
+    """
+    if not path.is_file():  # a FIFO or device would block the reader; a dangling link has no content
+        return Failure("not a regular file (or a broken link)")
+    doc_id = document_id(path) if doc_id is None else doc_id
+    try:
+        digest = content_hash(path)
+    except OSError as error:
+        return Failure(f"cannot read: {error.strerror or error}")
+    if unchanged is not None and unchanged.get(doc_id) == digest:
+        return Skip("unchanged")
+    outcome = extract_file(path, doc_id, digest, options, can)
+    if isinstance(outcome, Extracted) and outcome.audio is not None:
+        try:
+            with transcription_lock or threading.Lock():
+                transcribe_into(outcome, transcriber, options)
+        except InvalidInputError as error:
+            return Failure(str(error))
+        if not outcome.records:  # silence: nothing to store, and nothing wrong with the file
+            return Skip("no speech found")
+    return outcome
 
 
 def extract_file(
@@ -164,7 +213,9 @@ def _video(item: Extracted, options: ExtractOptions, can: Capabilities) -> None:
     item.modality = "video"
     if can.images:
         keyframes = sample_keyframes(item.path, options.keyframe_every)
-        records = keyframe_records(keyframes, doc_id=item.doc_id, uri=str(item.path), metadata={"file_name": item.path.name})
+        records = keyframe_records(
+            keyframes, doc_id=item.doc_id, uri=str(item.path), metadata={"file_name": item.path.name}
+        )
         item.add(records, [keyframe.image for keyframe in keyframes])
     if can.speech:
         item.audio = video_audio(item.path)

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mm_rag.embed.base import Embedder, MultimodalEmbedder
 from mm_rag.errors import InvalidInputError
 from mm_rag.ingestion import extract
-from mm_rag.ingestion.discover import content_hash, discover, document_id
+from mm_rag.ingestion.discover import discover, document_id
 from mm_rag.store import MultimodalStore
 
 # Files decoded ahead of the embedders: bounds memory while keeping the models busy.
@@ -110,32 +112,14 @@ def ingest(
                 store.delete_doc(doc_id)
                 report.pruned.append(doc_id)
     writer = _Writer(store, clip, text, batch_size, report, stored)
-    capabilities = extract.Capabilities(
-        images=clip is not None, speech=transcriber is not None, image_size=getattr(clip, "image_size", None)
-    )
+    capabilities = extract.Capabilities.of(clip, transcriber)
     one_transcription = threading.Lock()
 
     def prepare(path: Path) -> extract.Extracted | extract.Skip | extract.Failure:
         """Everything a file needs before its embeddings, on a worker thread."""
-        if not path.is_file():  # a FIFO or device would block the reader; a dangling link has no content
-            return extract.Failure("not a regular file (or a broken link)")
-        doc_id = document_id(path)
-        try:
-            digest = content_hash(path)
-        except OSError as error:
-            return extract.Failure(f"cannot read: {error.strerror or error}")
-        if stored.get(doc_id) == digest:
-            return extract.Skip("unchanged")
-        outcome = extract.extract_file(path, doc_id, digest, options, capabilities)
-        if isinstance(outcome, extract.Extracted) and outcome.audio is not None:
-            try:
-                with one_transcription:
-                    extract.transcribe_into(outcome, transcriber, options)
-            except InvalidInputError as error:
-                return extract.Failure(str(error))
-            if not outcome.records:  # silence: nothing to store, and nothing wrong with the file
-                return extract.Skip("no speech found")
-        return outcome
+        return extract.prepare_file(
+            path, options, capabilities, transcriber, unchanged=stored, transcription_lock=one_transcription
+        )
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-rag-ingest") as pool:
         results = _read_ahead(pool, files, prepare)
@@ -194,25 +178,41 @@ class _Writer:
         """Embed every pending image and text in one pass per model, then store file by file."""
         batch, self.pending = self.pending, []
         self.pending_images = self.pending_texts = 0
-        images = [image for item in batch for _, image in item.images]
-        texts = [passage for item in batch for _, passage in item.texts]
-        image_vectors = self.clip.embed_images(images) if images else None
-        text_vectors: dict[str, Any] = {}
-        for embedder in (self.text, self.clip):
-            if texts and embedder is not None:
-                text_vectors[embedder.space] = embedder.embed_texts(texts)
-        image_at = text_at = 0
-        for item in batch:
-            store = self.store
-            store.delete_doc(item.doc_id)
-            if item.images:
-                rows = slice(image_at, image_at + len(item.images))
-                store.upsert([item.records[i] for i, _ in item.images], {self.clip.space: image_vectors[rows]})
-                image_at = rows.stop
-            if item.texts:
-                rows = slice(text_at, text_at + len(item.texts))
-                vectors = {space: array[rows] for space, array in text_vectors.items()}
-                store.upsert([item.records[i] for i, _ in item.texts], vectors)
-                text_at = rows.stop
+        for item, groups in embed_extracted(batch, self.clip, self.text):
+            self.store.delete_doc(item.doc_id)
+            for positions, vectors in groups:
+                self.store.upsert([item.records[i] for i in positions], vectors)
             (self.report.updated if item.doc_id in self.stored else self.report.added).append(str(item.path))
             self.report.records += len(item.images) + len(item.texts)
+
+
+def embed_extracted(
+    batch: Sequence[extract.Extracted], clip: MultimodalEmbedder | None, text: Embedder | None
+) -> list[tuple[extract.Extracted, list[tuple[list[int], dict[str, np.ndarray]]]]]:
+    """Embed the images and texts of `batch` in one pass per model, and hand each file its vectors back.
+
+    Returns, per file in order, its groups of (positions in ``item.records``, space → one vector per position):
+    images with the CLIP image tower; texts with the text embedder and the CLIP text tower. A file's records
+    outside every group (no image, no text) get no vectors and are not stored.
+    """
+    images = [image for item in batch for _, image in item.images]
+    texts = [passage for item in batch for _, passage in item.texts]
+    image_vectors = clip.embed_images(images) if images and clip is not None else None
+    text_vectors: dict[str, np.ndarray] = {}
+    for embedder in (text, clip):
+        if texts and embedder is not None:
+            text_vectors[embedder.space] = embedder.embed_texts(texts)
+    embedded = []
+    image_at = text_at = 0
+    for item in batch:
+        groups: list[tuple[list[int], dict[str, np.ndarray]]] = []
+        if item.images and image_vectors is not None:
+            rows = slice(image_at, image_at + len(item.images))
+            groups.append(([i for i, _ in item.images], {clip.space: image_vectors[rows]}))
+            image_at = rows.stop
+        if item.texts:
+            rows = slice(text_at, text_at + len(item.texts))
+            groups.append(([i for i, _ in item.texts], {space: array[rows] for space, array in text_vectors.items()}))
+            text_at = rows.stop
+        embedded.append((item, groups))
+    return embedded

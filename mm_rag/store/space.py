@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mm_rag.errors import InvalidInputError
-from mm_rag.store import indexing
+from mm_rag.store import indexing, ondisk
 from mm_rag.store.durable import fsync_path
 from mm_rag.store.vectors import VectorTable
 
@@ -68,6 +68,9 @@ class Space:
         self.index: faiss.Index | None = index
         self.spec = spec  # factory string of the index built (None until one is)
         self.mapped = False  # index memory-mapped read-only; loaded fully before its first change
+        self.ondisk = False  # inverted lists in a mapped .ivfdata file (see `ondisk`); copied to memory on change
+        self.serving: Any = None  # a sharded copy of the index answering searches until the next change
+        self._serving_parts: list[Any] = []
         self.tombstones = np.empty(0, dtype=np.int64)  # keys still in a non-deleting index but deleted
         self.removes_in_place = True
         if index is not None:
@@ -107,6 +110,7 @@ class Space:
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Append prepared vectors under new keys (greater than every key already here)."""
+        self.unshard()
         if self.index is not None:
             self._materialise()  # before appending: the rebuild must not already hold the new vectors
         self.table.append(keys, vectors, adopt=True)
@@ -119,9 +123,11 @@ class Space:
         gone = self.table.delete(keys)
         if not len(gone) or self.index is None:
             return
-        if self.mapped:
+        self.unshard()
+        if self.mapped and not self.ondisk:
             self._materialise()  # rebuilt from the live vectors, which no longer hold `gone`
             return
+        self._materialise()  # on-disk lists: copied into memory, then `gone` removed from the copy
         if self.removes_in_place:
             import faiss
 
@@ -132,6 +138,7 @@ class Space:
                 self._build()
 
     def clear(self) -> None:
+        self.unshard()
         self.table = VectorTable(self.config.dim)
         self.spec = None
         self._build()
@@ -156,13 +163,37 @@ class Space:
         keys, vectors = self.table.live_vectors()
         self.index = indexing.build(spec, config.dim, config.metric, keys, vectors)
         self.spec = spec
-        self.mapped = False
+        self.mapped = self.ondisk = False
+        self.unshard()
         self.tombstones = np.empty(0, dtype=np.int64)
         self.removes_in_place = self.index is None or indexing.can_remove(self.index)
 
     def _materialise(self) -> None:
-        if self.mapped:
+        if self.ondisk:  # keep the trained quantizer: copy the lists, never write the committed data file
+            ondisk.load_lists(self.index)
+            self.mapped = self.ondisk = False
+        elif self.mapped:
             self._build(self.spec)
+
+    # --- sharded serving --------------------------------------------------------------------------------
+    def shard(self, shards: int, gpus: bool = False) -> None:
+        """Answer searches through a threaded `faiss.IndexShards` of `shards` sub-indices until the next change.
+
+        Only IVF indices split (by entries of every inverted list, sharing the quantizer), so results equal
+        the unsharded index's. With `gpus`, the index is instead spread over every GPU (faiss-gpu only).
+        """
+        import faiss
+
+        if self.index is None or faiss.try_extract_index_ivf(self.index) is None:
+            raise InvalidInputError(f"space {self.config.name!r}: only IVF indices serve sharded, not {self.spec}")
+        if gpus:
+            self.serving, self._serving_parts = ondisk.to_gpus(self.index), []
+        else:
+            self.serving, self._serving_parts = ondisk.shard_ivf(self.index, shards)
+
+    def unshard(self) -> None:
+        """Search the index itself again (drops the sharded copy)."""
+        self.serving, self._serving_parts = None, []
 
     # --- search -----------------------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -201,7 +232,8 @@ class Space:
             selector = faiss.IDSelectorNot(_bitmap_selector(self.tombstones, keep_alive))
         selectivity = candidates / max(1, self.index.ntotal)
         params = indexing.search_parameters(self.index, k, selectivity, selector)
-        distances, keys = self.index.search(queries, k, params=params)
+        target = self.index if self.serving is None else self.serving
+        distances, keys = target.search(queries, k, params=params)
         del keep_alive
         return self._scores(distances, keys), keys
 
@@ -237,6 +269,11 @@ class Space:
                 np.save(handle, array, allow_pickle=False)
                 handle.flush()
                 os.fsync(handle.fileno())
+        if self.ondisk:
+            files = ondisk.write_ondisk(self.index, directory, stem)
+            for name in files:
+                fsync_path(directory / name)
+            return names + files
         if self.index is not None:
             if len(self.tombstones) and not self.mapped:
                 self._build(self.spec)  # drop dead HNSW entries rather than persist them
@@ -247,7 +284,11 @@ class Space:
 
     @classmethod
     def read(cls, config: SpaceConfig, directory: Path, files: list[str], spec: str | None, mmap: bool) -> Space:
-        """Open a space from the files `write` produced; memory-maps them when `mmap`."""
+        """Open a space from the files `write` produced; memory-maps them when `mmap`.
+
+        A fourth file is the index's on-disk inverted lists (`ondisk`): mapped read-only, or copied into
+        memory when `mmap` is false.
+        """
         import faiss
 
         mode = "r" if mmap else None
@@ -257,7 +298,13 @@ class Space:
             raise ValueError(f"vector files of space {config.name!r} do not match its configuration")
         index = None
         mapped = False
-        if len(files) > 2:
+        if len(files) > 3:
+            index = ondisk.read_ondisk(directory / files[2], files[3])
+            mapped = True
+            if not mmap:
+                ondisk.load_lists(index)
+                mapped = False
+        elif len(files) > 2:
             path = str(directory / files[2])
             if mmap:
                 try:
@@ -269,6 +316,7 @@ class Space:
                 index = faiss.read_index(path)
         space = cls(config, VectorTable(config.dim, keys, vectors), index, spec)
         space.mapped = mapped
+        space.ondisk = mapped and len(files) > 3
         if index is None and len(files) <= 2:
             space._build(spec)
         return space

@@ -53,6 +53,8 @@ class MultimodalStore:
         catalog.sqlite              records, metadata, keys (WAL mode); holds the authoritative manifest
         spaces/<space>.<gen>.faiss  the space's Faiss index (absent while an IVF/PQ index awaits training)
         spaces/<space>.<gen>.keys.npy, .vectors.npy   exact vectors of the space, keyed like the index
+        spaces/<space>.<gen>.ivfdata  on-disk inverted lists of an IVF index built by `mm_rag.indexbuild`
+                                    (mapped read-only; copied into memory at the space's first change)
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, mmap: bool | None = None) -> None:
@@ -67,6 +69,7 @@ class MultimodalStore:
         self._lock = ReadWriteLock()
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._dirty_spaces: set[str] = set()
+        self._adopted: dict[str, dict[str, Any]] = {}  # spaces built in place by mm_rag.indexbuild, until saved
         self._closed = False
         self._unsaved = False
         self._filter_cache_lock = threading.Lock()
@@ -116,8 +119,9 @@ class MultimodalStore:
         """Open the existing store at `path`; raises `StoreFormatError` when there is none.
 
         Args:
-            mmap: memory-map index and vector files (``None``: only those over 256 MiB). A mapped space is
-                read into memory before its first change.
+            mmap: memory-map index and vector files (``None``: only those over 256 MiB, and always the
+                on-disk inverted lists of an index built by `mm_rag.indexbuild`). A mapped space is read into
+                memory before its first change (on-disk lists are copied, keeping the trained quantizer).
         """
         if not (Path(path) / MANIFEST).is_file():
             raise StoreFormatError(f"no mm-rag store at {path} (missing {MANIFEST})")
@@ -188,6 +192,8 @@ class MultimodalStore:
                         "vectors": len(s.table),
                         "trained": s.index is not None,
                         "memory_mapped": s.mapped,
+                        **({"on_disk_lists": True} if s.ondisk else {}),  # an index built by mm_rag.indexbuild
+                        **({"sharded": True} if s.serving is not None else {}),
                     }
                     for name, s in self._spaces.items()
                 },
@@ -274,6 +280,64 @@ class MultimodalStore:
         if space is not None:
             self._dirty_spaces.add(space)
         self._unsaved = True
+
+    def _append_records(self, records: Sequence[Record]) -> np.ndarray:
+        """Insert records whose ids are new to the store, without vectors; returns their keys (bulk loading
+        for `mm_rag.indexbuild`, which skips the per-batch lookup of existing ids).
+
+        Raises:
+            InvalidInputError: an id already stored (the transaction then holds part of the batch: drop it).
+        """
+        metadata = [encode_record(record) for record in records]
+        with self._lock.writing():
+            keys = np.arange(self._next_key, self._next_key + len(records), dtype=np.int64)
+            try:
+                self._catalog.insert(keys, records, metadata)
+            except sqlite3.IntegrityError as error:
+                raise InvalidInputError(f"bulk load: a record id is already in the store: {error}") from error
+            self._next_key += len(records)
+            self._changed(None)
+        return keys
+
+    def _adopt_space(self, config: SpaceConfig, files: list[str], spec: str) -> None:
+        """Install a space whose files `mm_rag.indexbuild` wrote into ``spaces/``; durable at the next `save`."""
+        directory = self.path / SPACES_DIR
+        keys = np.load(directory / files[0], mmap_mode="r", allow_pickle=False)
+        entry = {
+            "dim": config.dim,
+            "metric": config.metric,
+            "index": config.index,
+            "memory_budget": config.memory_budget,
+            "model": config.model,
+            "built": spec,
+            "files": files,
+            "sizes": [(directory / file).stat().st_size for file in files],
+            "vectors": len(keys),
+        }
+        with self._lock.writing():
+            self._spaces[config.name] = self._open_space(config.name, entry, None)
+            self._adopted[config.name] = entry
+            self._dirty_spaces.discard(config.name)
+            self._changed(None)
+
+    def shard(self, space: str, shards: int | None = None, *, gpus: bool = False) -> int:
+        """Serve `space` through a threaded `faiss.IndexShards` until its next change; returns the shard count.
+
+        The IVF index is split into `shards` sub-indices (default: one per CPU core) sharing its quantizer,
+        each scanning part of every inverted list, so one query uses every core and results (filters
+        included) equal the unsharded index's. The sub-indices hold their lists in memory. With `gpus`
+        (a faiss build with GPUs), the index is spread over every GPU by `faiss.index_cpu_to_all_gpus`.
+
+        Raises:
+            InvalidInputError: the space's index is not IVF, or `shards` is not a positive integer.
+        """
+        if shards is None:
+            shards = max(1, os.cpu_count() or 1)
+        if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
+            raise InvalidInputError(f"shard: shards must be a positive integer, got {shards!r}")
+        with self._lock.writing():
+            self._space(space).shard(shards, gpus)
+        return shards
 
     # --- reads ------------------------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[Record]:
@@ -399,6 +463,7 @@ class MultimodalStore:
         generation = self._manifest["generation"] + 1
         spaces_dir = self.path / SPACES_DIR
         entries = dict(self._manifest["spaces"])
+        entries.update(self._adopted)
         for name in list(entries):
             if name not in self._spaces:
                 del entries[name]
@@ -430,6 +495,7 @@ class MultimodalStore:
         self._catalog.commit()  # the commit point: before it the old state, after it the new one
         self._manifest = manifest
         self._dirty_spaces.clear()
+        self._adopted.clear()
         self._unsaved = False
         self._write_manifest_file()
         referenced = {file for entry in entries.values() for file in entry["files"]}
@@ -470,8 +536,8 @@ class MultimodalStore:
                 f"store {self.path}: space {name!r}: files {files} have sizes {sizes}, not the saved"
                 f" {entry['sizes']}: truncated or modified"
             )
-        if mmap is None:
-            mmap = sum(sizes) >= MMAP_THRESHOLD
+        if mmap is None:  # on-disk inverted lists (a fourth file) are always mapped unless mmap=False
+            mmap = len(files) > 3 or sum(sizes) >= MMAP_THRESHOLD
         try:
             space = Space.read(config, directory, files, entry.get("built"), mmap)
         except (ValueError, RuntimeError, EOFError) as error:  # np.load raises EOFError on an empty file

@@ -4,6 +4,7 @@ loaders, a retriever, and a retrieval tool for agents that answers with text and
 from langchain_mm_rag._spaces import IncompatibleSpaceError
 from langchain_mm_rag.context import documents_to_context
 from langchain_mm_rag.embeddings import MMRagEmbeddings, OpenCLIPEmbeddings, TextEmbeddings
+from langchain_mm_rag.export import export_to
 from langchain_mm_rag.loaders import ImageLoader, VideoLoader, WhisperSegmentLoader, WhisperSegmentParser
 from langchain_mm_rag.retrievers import MMRagRetriever
 from langchain_mm_rag.tools import MultimodalSearchTool, create_multimodal_retriever_tool
@@ -23,4 +24,5 @@ __all__ = [
     "WhisperSegmentParser",
     "create_multimodal_retriever_tool",
     "documents_to_context",
+    "export_to",
 ]

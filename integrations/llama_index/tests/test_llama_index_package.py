@@ -17,6 +17,7 @@ PUBLIC = {
         "DEFAULT_SPACE",
         "MMRagVectorStore",
         "NODE_KEY",
+        "export_to",
         "node_to_record",
         "record_to_node",
         "translate_filters",
