@@ -93,6 +93,11 @@ def training_points(index: faiss.Index) -> int:
     return TRAIN_POINTS_PER_CENTROID * centroids
 
 
+def compresses(spec: str | None) -> bool:
+    """Whether an index of this factory string stores compressed codes (PQ, SQ…) rather than the vectors."""
+    return spec is not None and any(codec in spec for codec in ("PQ", "SQ", "LSH", "RQ", "LSQ"))
+
+
 def can_remove(index: faiss.Index) -> bool:
     """Whether `index` deletes in place (Flat, IVF, PQ) rather than needing tombstones (HNSW, NSG)."""
     import faiss
