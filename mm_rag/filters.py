@@ -69,6 +69,23 @@ def compile_filter(filter: Filter | None, table: str = "r") -> tuple[str, list[A
     return sql, params
 
 
+def parse_filter(text: str | None, source: str = "filter") -> dict[str, Any] | None:
+    """A filter written as JSON text (a command-line option, a form field); None when `text` is empty.
+
+    Raises:
+        FilterError: naming `source`: not JSON (or nested too deeply to parse), or not a JSON object.
+    """
+    if text is None or not text.strip():
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply for the parser
+        raise FilterError(f"{source} is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise FilterError(f'{source} must be a JSON object such as {{"modality": "image"}}, got {text!r}')
+    return value
+
+
 def canonical_filter(filter: Filter | None) -> str:
     """A stable text form of a filter, usable as a cache key."""
     return json.dumps(filter, sort_keys=True, separators=(",", ":"), default=repr)

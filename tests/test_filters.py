@@ -515,3 +515,16 @@ def test_icontains_folds_unicode_case_like_python():
         ]:
             assert reference_ids(f, records) == expected
             assert {h.record.id for h in s.search("v", [1.0, 1.0], k=5, filter=f)} == expected
+
+
+def test_filters_written_as_json_text_are_parsed_or_refused_naming_their_source():
+    from mm_rag.filters import parse_filter
+
+    assert parse_filter('{"year": {"$gte": 2020}}') == {"year": {"$gte": 2020}}
+    assert parse_filter(None) is None and parse_filter("  ") is None
+    with pytest.raises(FilterError, match="--filter is not valid JSON"):
+        parse_filter("{", "--filter")
+    with pytest.raises(FilterError, match="filter must be a JSON object"):
+        parse_filter("[1, 2]")
+    with pytest.raises(FilterError, match="not valid JSON"):
+        parse_filter('{"$and": [' * 5000 + "{}" + "]}" * 5000)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -77,17 +76,9 @@ def open_store(path: Path) -> MultimodalStore:
 
 def parse_filter(text: str | None) -> dict[str, Any] | None:
     """The ``--filter`` JSON as a dict (None when not given); malformed JSON raises `FilterError`."""
-    from mm_rag.errors import FilterError
+    from mm_rag.filters import parse_filter as parse
 
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply for the parser
-        raise FilterError(f"--filter is not valid JSON: {error}") from error
-    if not isinstance(value, dict):
-        raise FilterError(f'--filter must be a JSON object such as \'{{"modality": "image"}}\', got {text!r}')
-    return value
+    return parse(text, "--filter")
 
 
 def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool = False) -> LoadedModels:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -18,7 +17,8 @@ from starlette.responses import JSONResponse
 
 from mm_rag import __version__
 from mm_rag.embed.media import MediaError
-from mm_rag.errors import FilterError, MMRagError
+from mm_rag.errors import MMRagError
+from mm_rag.filters import parse_filter
 from mm_rag.records import Modality
 from mm_rag.retrieval import Retrieved
 from mm_rag.server.schemas import (
@@ -149,7 +149,7 @@ def create_app(
             query or None,
             image=None if image is None else image.file.read(),
             audio=None if audio is None else audio.file.read(),
-            filter=_parse_filter(filter),
+            filter=parse_filter(filter),
             counts=counts,
             fusion=fusion,
         )
@@ -268,18 +268,6 @@ def app_from_store(
 
 def _results(found: list[Retrieved]) -> SearchResponse:
     return SearchResponse(results=[SearchResult.model_validate(result.to_dict()) for result in found])
-
-
-def _parse_filter(text: str | None) -> dict[str, Any] | None:
-    if text is None or not text.strip():
-        return None
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError) as error:  # RecursionError: nested too deeply for the parser
-        raise FilterError(f"filter is not valid JSON: {error}") from error
-    if not isinstance(value, dict):
-        raise FilterError(f"filter must be a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _add_error_handlers(app: FastAPI) -> None:
