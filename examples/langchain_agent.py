@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,9 +36,10 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_mm_rag import MMRagVectorStore, OpenCLIPEmbeddings, create_multimodal_retriever_tool
 from langgraph.graph.state import CompiledStateGraph
-from PIL import Image, ImageDraw
 
-COLOURS = {"red": (215, 35, 35), "green": (40, 165, 55), "blue": (35, 70, 215), "yellow": (230, 205, 35)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/drawings.py, also when loaded by path
+from drawings import draw
+
 SYMBOLS = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross")]
 LEGEND = [
     "A red circle marks a campsite on the trail map.",
@@ -90,23 +92,6 @@ def scripted_model(
     """A fake model that first calls `tool_name` with `query`, then, given the tool's answer, replies `answer`."""
     call = tool_call(name=tool_name, args={"query": query}, id="call-search-1")
     return ToolCallingFakeChatModel(messages=iter([AIMessage(content="", tool_calls=[call]), AIMessage(answer)]))
-
-
-def draw(colour: str, shape: str, path: Path) -> Path:
-    """A 64-pixel drawing of one coloured map symbol (circle, square, triangle or cross) on grey."""
-    image = Image.new("RGB", (64, 64), (128, 128, 128))
-    pen, fill = ImageDraw.Draw(image), COLOURS[colour]
-    if shape == "circle":
-        pen.ellipse((14, 14, 50, 50), fill=fill)
-    elif shape == "square":
-        pen.rectangle((14, 14, 50, 50), fill=fill)
-    elif shape == "triangle":
-        pen.polygon([(32, 12), (52, 50), (12, 50)], fill=fill)
-    else:
-        pen.rectangle((26, 12, 38, 52), fill=fill)
-        pen.rectangle((12, 26, 52, 38), fill=fill)
-    image.save(path)
-    return path
 
 
 def build_store(clip: OpenCLIPEmbeddings, folder: Path) -> MMRagVectorStore:

@@ -10,24 +10,15 @@ Run: python examples/langchain_multimodal.py [--model CONFIG.json --pretrained W
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import textwrap
 from pathlib import Path
 
 from langchain_mm_rag import MMRagVectorStore, OpenCLIPEmbeddings, create_multimodal_retriever_tool
-from PIL import Image, ImageDraw
 
-COLOURS = {"red": (215, 35, 35), "green": (40, 165, 55), "blue": (35, 70, 215), "yellow": (230, 205, 35)}
-
-
-def draw(colour: str, shape: str, path: Path) -> Path:
-    """A 64-pixel drawing of one coloured circle or square on grey."""
-    image = Image.new("RGB", (64, 64), (128, 128, 128))
-    box = (14, 14, 50, 50)
-    pen = ImageDraw.Draw(image)
-    (pen.ellipse if shape == "circle" else pen.rectangle)(box, fill=COLOURS[colour])
-    image.save(path)
-    return path
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/drawings.py, also when loaded by path
+from drawings import COLOURS, draw
 
 
 def main() -> None:

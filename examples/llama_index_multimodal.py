@@ -11,6 +11,7 @@ Run: python examples/llama_index_multimodal.py [--model CONFIG.json --pretrained
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,18 +23,9 @@ from llama_index.embeddings.mm_rag import OpenCLIPEmbedding
 from llama_index.retrievers.mm_rag import MMRagRetriever
 from llama_index.tools.mm_rag import make_search_tool
 from llama_index.vector_stores.mm_rag import MMRagVectorStore
-from PIL import Image, ImageDraw
 
-COLOURS = {"red": (215, 35, 35), "green": (40, 165, 55), "blue": (35, 70, 215), "yellow": (230, 205, 35)}
-
-
-def draw(colour: str, shape: str, path: Path) -> Path:
-    """A 64-pixel drawing of one coloured circle or square on grey."""
-    image = Image.new("RGB", (64, 64), (128, 128, 128))
-    pen = ImageDraw.Draw(image)
-    (pen.ellipse if shape == "circle" else pen.rectangle)((14, 14, 50, 50), fill=COLOURS[colour])
-    image.save(path)
-    return path
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/drawings.py, also when loaded by path
+from drawings import COLOURS, draw
 
 
 def main() -> None:

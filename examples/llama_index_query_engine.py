@@ -16,6 +16,7 @@ Run: python examples/llama_index_query_engine.py [--model CONFIG.json --pretrain
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,24 +29,16 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import Document, ImageDocument, ImageNode
 from llama_index.embeddings.mm_rag import OpenCLIPEmbedding
 from llama_index.vector_stores.mm_rag import MMRagVectorStore
-from PIL import Image, ImageDraw
 
-COLOURS = {"red": (215, 35, 35), "green": (40, 165, 55), "blue": (35, 70, 215), "yellow": (230, 205, 35)}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/drawings.py, also when loaded by path
+from drawings import COLOURS, draw
+
 NOTES = [
     "The workshop door has a red circle painted on it, so visitors can find it.",
     "The sailing club's logo is a blue square on a white flag.",
     "Minutes of the budget meeting: the roof repair is postponed to spring.",
 ]
 QUESTION = "Where is the red circle painted?"
-
-
-def draw(colour: str, shape: str, path: Path) -> Path:
-    """A 64-pixel drawing of one coloured circle or square on grey."""
-    image = Image.new("RGB", (64, 64), (128, 128, 128))
-    pen = ImageDraw.Draw(image)
-    (pen.ellipse if shape == "circle" else pen.rectangle)((14, 14, 50, 50), fill=COLOURS[colour])
-    image.save(path)
-    return path
 
 
 def build_index(clip: OpenCLIPEmbedding, folder: Path) -> MultiModalVectorStoreIndex:

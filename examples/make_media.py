@@ -24,7 +24,11 @@ MEETING = (
     "The fireworks start at ten in the evening on Saturday.",
     "The budget for the stage is four thousand euros.",
 )
-TOUR = ("First the red room, where the old maps hang.", "Then the green garden with the fountain.", "Finally the blue hall.")
+TOUR = (
+    "First the red room, where the old maps hang.",
+    "Then the green garden with the fountain.",
+    "Finally the blue hall.",
+)
 DOCUMENTS = {
     "festival-notes.md": "# Harbour festival\n\nThe festival runs for three days in July. Food stalls line the quay, "
     "and the sailing race starts from the lighthouse on Sunday morning.\n",

@@ -26,7 +26,9 @@ with MultimodalStore(path) as store:
     hits = store.search("clip", clip[0], k=5, filter={"tags": {"$contains": "beach"}})
     print([(hit.record.id, round(hit.score, 3)) for hit in hits])
 
-    store.add([Record("doc-1#0", "text", text="Our trip to the sea.", doc_id="doc-1")], {"text": rng.standard_normal((1, 8))})
+    store.add(
+        [Record("doc-1#0", "text", text="Our trip to the sea.", doc_id="doc-1")], {"text": rng.standard_normal((1, 8))}
+    )
     print("after upsert:", store.get(["doc-1#0"])[0].text, "| clip vectors:", store.count("clip"))
     store.delete_doc("doc-1")
     store.save()
