@@ -58,19 +58,37 @@ class Catalog:
     change together at `save` and a crash leaves the last committed state.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
         self._mutex = threading.RLock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self.read_only = read_only
+        if read_only:
+            self._db = _connect_read_only(path)
+        else:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
         register_sql_functions(self._db)  # what compiled filters call
-        self._db.executescript(SCHEMA)
+        if not read_only:
+            self._db.executescript(SCHEMA)
 
     # --- transactions -----------------------------------------------------------------------------------
     def _begin(self) -> None:
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
+
+    def begin(self) -> None:
+        """Start the write transaction now (it holds SQLite's write lock until `commit` or `rollback`)."""
+        with self._mutex:
+            self._begin()
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection (any process) commits to the catalog.
+
+        SQLite answers it from the WAL index in shared memory, so it is cheap enough to ask before every search.
+        """
+        with self._mutex:
+            return self._db.execute("PRAGMA data_version").fetchone()[0]
 
     @property
     def dirty(self) -> bool:
@@ -181,6 +199,25 @@ class Catalog:
     def matching_keys(self, condition: str, params: list[Any]) -> np.ndarray:
         with self._mutex:
             return _keys(self._db.execute(SELECT_MATCHING_KEYS.format(condition=condition), params))
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a catalog whose folder cannot be written.
+
+    WAL mode needs the ``-shm`` file: when a writer elsewhere keeps it, ``mode=ro`` shares it and still sees
+    that writer's commits; when there is none and it cannot be created, the file is opened ``immutable``.
+    """
+    for mode in ("mode=ro", "immutable=1"):
+        try:
+            connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?{mode}", uri=True, isolation_level=None, check_same_thread=False
+            )
+            connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return connection
+        except sqlite3.OperationalError:
+            if mode == "immutable=1":
+                raise
+    raise AssertionError("unreachable")
 
 
 def _keys(cursor: sqlite3.Cursor) -> np.ndarray:
