@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mm_rag.errors import FilterError, InvalidInputError, MMRagError, StoreFormatError, UnknownSpaceError
+from mm_rag.errors import (
+    FilterError,
+    InvalidInputError,
+    MMRagError,
+    ReadOnlyStoreError,
+    StoreFormatError,
+    StoreLockedError,
+    StoreWriteError,
+    UnknownSpaceError,
+)
 from mm_rag.records import Hit, Modality, Record, make_id
 
 __version__ = "0.1.0"
@@ -46,10 +55,13 @@ __all__ = [
     "MultimodalRetriever",
     "MultimodalStore",
     "OpenCLIPEmbedder",
+    "ReadOnlyStoreError",
     "Record",
     "Retrieved",
     "SpaceConfig",
     "StoreFormatError",
+    "StoreLockedError",
+    "StoreWriteError",
     "TextEmbedder",
     "UnknownSpaceError",
     "WhisperTranscriber",

@@ -24,3 +24,15 @@ class UnknownSpaceError(InvalidInputError, KeyError):
 
 class StoreFormatError(MMRagError):
     """A store directory is missing, damaged, or written by an unknown format version."""
+
+
+class StoreLockedError(MMRagError):
+    """Another process (or another handle) holds the store's write lock for longer than the wait allowed."""
+
+
+class ReadOnlyStoreError(MMRagError):
+    """A write to a store whose directory cannot be written (read-only file system or permissions)."""
+
+
+class StoreWriteError(MMRagError, OSError):
+    """Saving failed (disk full, I/O error, a commit made without the store's lock); the last commit is intact."""

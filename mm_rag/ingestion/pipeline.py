@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +28,10 @@ from mm_rag.store import MultimodalStore
 
 # Files decoded ahead of the embedders: bounds memory while keeping the models busy.
 _READ_AHEAD = 32
+# A long run commits as it goes, so that other writers of the store (a server's /ingest, another ingest)
+# get its write lock in between and a killed run keeps the files it finished. A save rewrites the spaces
+# that changed, so commits are at least this many seconds apart, and four times as far as a save lasts.
+COMMIT_SECONDS = 10.0
 
 
 @dataclass
@@ -88,7 +93,8 @@ def ingest(
         include, exclude: Glob patterns on file names or relative paths.
         options: Chunking, transcript windows and keyframe sampling settings.
         progress: Show a progress bar over files.
-        save: Save the store at the end (when it has a directory of its own).
+        save: Save the store at the end, and every `COMMIT_SECONDS` or so on the way (when it has a directory
+            of its own); without it, the changes are left unsaved (and the store's write lock held).
 
     Returns:
         An `IngestReport`; bad files are listed in `failed`, never raised.
@@ -111,7 +117,7 @@ def ingest(
             if doc_id not in present and not Path(doc_id).exists():
                 store.delete_doc(doc_id)
                 report.pruned.append(doc_id)
-    writer = _Writer(store, clip, text, batch_size, report, stored)
+    writer = _Writer(store, clip, text, batch_size, report, stored, save and not store.temporary)
     capabilities = extract.Capabilities.of(clip, transcriber)
     one_transcription = threading.Lock()
 
@@ -131,7 +137,7 @@ def ingest(
             else:
                 writer.push(outcome)
     writer.flush()
-    if save and not store.temporary:
+    if writer.save:
         store.save()
     return report
 
@@ -159,13 +165,16 @@ def _with_progress(results: Iterator[Any], total: int, progress: bool) -> Iterat
 class _Writer:
     """Gathers extracted files until a batch is full, embeds the batch, then replaces each file's records."""
 
-    def __init__(self, store, clip, text, batch_size: int, report: IngestReport, stored: dict[str, str | None]):
+    def __init__(self, store, clip, text, batch_size: int, report: IngestReport, stored: dict[str, str | None], save: bool):
         self.store, self.clip, self.text = store, clip, text
         self.batch_size = batch_size
         self.report = report
         self.stored = stored
+        self.save = save
         self.pending: list[extract.Extracted] = []
         self.pending_images = self.pending_texts = 0
+        self.last_commit = time.monotonic()
+        self.save_seconds = 0.0
 
     def push(self, item: extract.Extracted) -> None:
         self.pending.append(item)
@@ -184,6 +193,11 @@ class _Writer:
                 self.store.upsert([item.records[i] for i in positions], vectors)
             (self.report.updated if item.doc_id in self.stored else self.report.added).append(str(item.path))
             self.report.records += len(item.images) + len(item.texts)
+        if self.save and time.monotonic() - self.last_commit >= max(COMMIT_SECONDS, 4 * self.save_seconds):
+            started = time.monotonic()
+            self.store.save()
+            self.last_commit = time.monotonic()
+            self.save_seconds = self.last_commit - started
 
 
 def embed_extracted(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from starlette.responses import JSONResponse
 
 from mm_rag import __version__
 from mm_rag.embed.media import MediaError
-from mm_rag.errors import MMRagError
+from mm_rag.errors import MMRagError, ReadOnlyStoreError, StoreLockedError, StoreWriteError
 from mm_rag.filters import parse_filter
 from mm_rag.records import Modality
 from mm_rag.retrieval import Retrieved
@@ -45,6 +46,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "Malformed input (filter, query, parameters)."},
     401: {"model": ErrorResponse, "description": "Missing or wrong API key."},
     413: {"model": ErrorResponse, "description": "Request body over the size limit."},
+}
+# What a change to the store (ingest, delete) may answer besides.
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    403: {"model": ErrorResponse, "description": "The store is read-only."},
+    503: {"model": ErrorResponse, "description": "Another process is writing the store; retry (Retry-After)."},
+    507: {"model": ErrorResponse, "description": "The disk is full; the store keeps its last saved state."},
 }
 _INGEST_BODY = {
     "required": True,
@@ -160,7 +167,8 @@ def create_app(
         response_model=IngestResponse,
         responses={
             **_ERRORS,
-            403: {"model": ErrorResponse},
+            **_WRITE_ERRORS,
+            403: {"model": ErrorResponse, "description": "A path outside the ingest root, or a read-only store."},
             404: {"model": ErrorResponse},
             415: {"model": ErrorResponse},
         },
@@ -220,7 +228,7 @@ def create_app(
     @app.delete(
         "/records/{record_id:path}",
         response_model=DeleteResponse,
-        responses={**_ERRORS, 404: {"model": ErrorResponse}},
+        responses={**_ERRORS, **_WRITE_ERRORS, 404: {"model": ErrorResponse}},
         dependencies=guarded,
         tags=["records"],
     )
@@ -279,5 +287,18 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def input_error(_: Request, error: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(error)}, status_code=400)
 
+    async def store_busy(_: Request, error: Exception) -> JSONResponse:  # another process is writing: retry
+        return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "5"})
+
+    async def store_read_only(_: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=403)
+
+    async def store_write_failed(_: Request, error: Exception) -> JSONResponse:
+        full = getattr(error, "errno", None) == errno.ENOSPC
+        return JSONResponse({"detail": str(error)}, status_code=507 if full else 503)
+
     app.add_exception_handler(MediaError, media_error)
+    app.add_exception_handler(StoreLockedError, store_busy)
+    app.add_exception_handler(ReadOnlyStoreError, store_read_only)
+    app.add_exception_handler(StoreWriteError, store_write_failed)
     app.add_exception_handler(MMRagError, input_error)

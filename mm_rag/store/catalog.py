@@ -65,9 +65,9 @@ class Catalog:
             self._db = _connect_read_only(path)
         else:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL waits for other openers
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=10000")
         register_sql_functions(self._db)  # what compiled filters call
         if not read_only:
             self._db.executescript(SCHEMA)
@@ -213,6 +213,7 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
                 f"{path.resolve().as_uri()}?{mode}", uri=True, isolation_level=None, check_same_thread=False
             )
             connection.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            connection.execute("PRAGMA busy_timeout=10000")
             return connection
         except sqlite3.OperationalError:
             if mode == "immutable=1":

@@ -1,13 +1,26 @@
-"""A readers-writer lock: many concurrent searches, one writer at a time, writers not starved."""
+"""Locks: threads of one process (`ReadWriteLock`) and processes sharing a store directory (`StoreWriteLock`)."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
+import os
+import sys
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mm_rag.errors import ReadOnlyStoreError, StoreLockedError
 
 
 class ReadWriteLock:
+    """Many concurrent searches, one writer at a time, writers not starved."""
+
     def __init__(self) -> None:
         self._condition = threading.Condition()
         self._readers = 0
@@ -50,3 +63,114 @@ class ReadWriteLock:
             with self._condition:
                 self._writer = None
                 self._condition.notify_all()
+
+
+# Locks held in this process: a child made by fork() (multiprocessing, a server's workers) inherits their
+# descriptors and with them the lock itself, which would then outlive the parent's release. The child drops
+# its copies at once.
+_HELD: weakref.WeakSet[StoreWriteLock] = weakref.WeakSet()
+
+
+def _drop_inherited_locks() -> None:
+    for lock in list(_HELD):
+        lock._forget()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+class StoreWriteLock:
+    """The inter-process write lock of a store: an exclusive ``flock`` on ``<store>/write.lock``.
+
+    The kernel drops a ``flock`` when the descriptor holding it closes, so a process that dies, even by
+    SIGKILL, never leaves a stale lock behind: the next writer proceeds at once. Locks are per open file, so
+    two handles of one store in the same process exclude each other as two processes do. The holder writes
+    its pid and command line into the file, which is what a writer that gives up waiting reports.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, timeout: float, store: Path) -> None:
+        """Take the lock, waiting at most `timeout` seconds.
+
+        Raises:
+            StoreLockedError: still held by another process (or handle) after `timeout`, naming the holder.
+            ReadOnlyStoreError: the lock file cannot be created (read-only file system or folder).
+        """
+        if self._fd is not None:
+            return
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as error:
+            if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise ReadOnlyStoreError(
+                    f"store {store} is read-only ({error.strerror}): it can be searched but not changed"
+                ) from error
+            raise
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _describe(_read_holder(fd))
+                    os.close(fd)
+                    raise StoreLockedError(
+                        f"store {store} is being written by {holder}; gave up after waiting {timeout:g} s"
+                        " (a writer holds the lock from its first change until it saves or closes)"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            except BaseException:
+                os.close(fd)
+                raise
+        holder = {"pid": os.getpid(), "since": time.time(), "command": " ".join(sys.argv)[:300]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        self._fd = fd
+        _HELD.add(self)
+
+    def release(self) -> None:
+        """Let the next writer in (idempotent)."""
+        fd, self._fd = self._fd, None
+        _HELD.discard(self)
+        if fd is not None:
+            try:
+                os.ftruncate(fd, 0)  # a waiter must not name a holder that has gone
+            finally:
+                os.close(fd)  # closing the descriptor releases the flock
+
+    def _forget(self) -> None:
+        """In a forked child: close the inherited descriptor without touching the parent's lock file."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            # The parent's lock and this descriptor share one open file description: closing our copy is
+            # safe (the lock goes only with the last descriptor), and unlocking would release the parent's.
+            os.close(fd)
+
+
+def _read_holder(fd: int) -> dict[str, Any] | None:
+    try:
+        return json.loads(os.pread(fd, 4096, 0) or b"null")
+    except (OSError, ValueError):
+        return None
+
+
+def _describe(holder: dict[str, Any] | None) -> str:
+    if not isinstance(holder, dict) or not isinstance(holder.get("pid"), int):
+        return "another process"
+    pid = holder["pid"]
+    who = f"process {pid}" + (" (this process: another handle of the store)" if pid == os.getpid() else "")
+    since = holder.get("since")
+    if isinstance(since, (int, float)):
+        who += f" since {time.strftime('%H:%M:%S', time.localtime(since))}"
+    command = holder.get("command")
+    return f"{who} ({command})" if command else who

@@ -3,39 +3,58 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import errno
 import os
 import shutil
 import sqlite3
 import tempfile
 import threading
-import time
 import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 import numpy as np
 
-from mm_rag.errors import InvalidInputError, StoreFormatError, UnknownSpaceError
+from mm_rag.errors import (
+    InvalidInputError,
+    ReadOnlyStoreError,
+    StoreFormatError,
+    StoreLockedError,
+    StoreWriteError,
+    UnknownSpaceError,
+)
 from mm_rag.filters import Filter, canonical_filter, compile_filter
 from mm_rag.records import Hit, Record, encode_record
 from mm_rag.store import indexing
 from mm_rag.store.catalog import Catalog
-from mm_rag.store.durable import fsync_path, write_atomically
-from mm_rag.store.locking import ReadWriteLock
+from mm_rag.store.durable import fsync_path
+from mm_rag.store.locking import ReadWriteLock, StoreWriteLock
+from mm_rag.store.manifest import (
+    CATALOG,
+    MANIFEST,
+    SPACES_DIR,
+    WRITE_LOCK,
+    check_format,
+    empty_manifest,
+    new_manifest,
+    open_space,
+    read_json,
+    space_entry,
+    write_manifest_file,
+)
 from mm_rag.store.space import Space, SpaceConfig
 
-FORMAT = "mm-rag-store"
-FORMAT_VERSION = 1
-MANIFEST = "mmrag.json"
-CATALOG = "catalog.sqlite"
-SPACES_DIR = "spaces"
-# Index files at least this large open memory-mapped unless the caller says otherwise.
-MMAP_THRESHOLD = 256 * 2**20
+__all__ = ["CATALOG", "DEFAULT_LOCK_TIMEOUT", "MANIFEST", "SPACES_DIR", "MultimodalStore"]
+
+# How long a write waits for another process's write (its change and save) before `StoreLockedError`.
+DEFAULT_LOCK_TIMEOUT = 60.0
 _FILTER_CACHE_SIZE = 64
+# A reader that finds the files of the manifest it just read already replaced by a newer commit reads again.
+_OPEN_ATTEMPTS = 5
 
 
 class MultimodalStore:
@@ -47,85 +66,231 @@ class MultimodalStore:
     Changes are visible to searches at once and become durable at `save`, which is atomic: a crash at any
     moment leaves the previously saved state. Many threads may search while one writes.
 
+    Several processes may open one store (a server, ``mm-rag ingest``, app workers). Any number read; one
+    writes at a time. A handle takes the store's write lock (``write.lock``, released by the kernel if the
+    process dies) at its first change, loads the latest commit first if another process made one, and keeps
+    the lock until `save`, `rollback` or `close`; another writer waits up to `lock_timeout` seconds, then gets
+    `StoreLockedError` naming the holder. Every read first checks, at the cost of one SQLite pragma, whether
+    another process committed, and if so loads the spaces that changed (memory-mapped where large) before
+    answering; searches already running finish on the state they started with.
+
     Layout of the directory (see `mmrag.json` inside for what each file is)::
 
         mmrag.json                  manifest: format version, spaces, files, library versions
         catalog.sqlite              records, metadata, keys (WAL mode); holds the authoritative manifest
+        write.lock                  the writers' lock (a flock) and who holds it
         spaces/<space>.<gen>.faiss  the space's Faiss index (absent while an IVF/PQ index awaits training)
         spaces/<space>.<gen>.keys.npy, .vectors.npy   exact vectors of the space, keyed like the index
         spaces/<space>.<gen>.ivfdata  on-disk inverted lists of an IVF index built by `mm_rag.indexbuild`
                                     (mapped read-only; copied into memory at the space's first change)
+
+    A store whose directory cannot be written (a read-only file system or folder) opens for searching;
+    its first change raises `ReadOnlyStoreError`.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, mmap: bool | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        mmap: bool | None = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
+        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout >= 0:
+            raise InvalidInputError(f"lock_timeout must be a non-negative number of seconds, got {lock_timeout!r}")
         self._temporary = path is None
         self.path = Path(tempfile.mkdtemp(prefix="mm-rag-store-") if path is None else path).resolve()
         if self._temporary:
             self._cleanup = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
-        try:
-            (self.path / SPACES_DIR).mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise StoreFormatError(f"cannot create a store at {self.path}: {error}") from error
+        self._read_only = self.path.is_dir() and not os.access(self.path, os.W_OK)
+        if not self._read_only:
+            try:
+                (self.path / SPACES_DIR).mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise StoreFormatError(f"cannot create a store at {self.path}: {error}") from error
+        self.lock_timeout = float(lock_timeout)
         self._lock = ReadWriteLock()
+        self._write_lock = StoreWriteLock(self.path / WRITE_LOCK)
+        self._writes = 0  # depth of nested `_writing` blocks: the write lock goes with the outermost
+        self._sync_mutex = threading.Lock()
+        self._mmap = mmap
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._filter_cache_lock = threading.Lock()
         self._dirty_spaces: set[str] = set()
         self._adopted: dict[str, dict[str, Any]] = {}  # spaces built in place by mm_rag.indexbuild, until saved
         self._closed = False
         self._unsaved = False
-        self._filter_cache_lock = threading.Lock()
-        manifest = self._load_manifest()
-        self._manifest = manifest
-        self._next_key = int(manifest["next_key"])
+        self._manifest = empty_manifest()
+        self._next_key = 0
         self._spaces: dict[str, Space] = {}
-        for name, entry in manifest["spaces"].items():
-            self._spaces[name] = self._open_space(name, entry, mmap)
-        if not (self.path / MANIFEST).exists():
+        self._connect()
+        try:
+            self._catch_up()
+        except BaseException:
+            self._catalog.close()
+            raise
+        if not (self.path / MANIFEST).exists() and not self._read_only:
             self._write_manifest_file()
 
-    def _load_manifest(self) -> dict[str, Any]:
-        """The committed manifest (a new store's when none); refuses a damaged store rather than overwrite it.
+    def _connect(self) -> None:
+        """Open the catalog; refuses a damaged store rather than overwrite it.
 
-        The catalog's copy is authoritative. A catalog without a committed manifest is a store that was never
-        saved (or whose creation was interrupted) and starts empty, unless `mmrag.json` records a save.
+        The catalog's manifest is authoritative. A catalog without a committed manifest is a store that was
+        never saved (or whose creation was interrupted) and starts empty, unless `mmrag.json` records a save.
         """
         manifest_file, catalog_file = self.path / MANIFEST, self.path / CATALOG
         saved_generation = 0
         if manifest_file.exists():
-            described = _read_json(manifest_file)
-            _check_format(described, manifest_file)
+            described = read_json(manifest_file)
+            check_format(described, manifest_file)
             saved_generation = described.get("generation", 0)
         if saved_generation and not catalog_file.is_file():  # else a new, empty catalog would replace the store
             raise StoreFormatError(f"{self.path} has {MANIFEST} but no {CATALOG}: the store is damaged")
+        if self._read_only and not catalog_file.is_file():
+            raise StoreFormatError(f"no mm-rag store at {self.path}, and the folder is read-only")
         try:
-            self._catalog = Catalog(catalog_file)
+            self._catalog = Catalog(catalog_file, read_only=self._read_only)
+            self._seen_version = self._catalog.data_version()
             manifest = self._catalog.setting("manifest")
         except sqlite3.DatabaseError as error:
             if isinstance(error, sqlite3.OperationalError):  # locked, unreadable…: not a damaged file
                 raise
             raise StoreFormatError(f"{catalog_file} is damaged or not an SQLite catalog: {error}") from error
+        if manifest is None and saved_generation:  # an emptied (e.g. zero-length) or replaced catalog
+            self._catalog.close()
+            raise StoreFormatError(
+                f"{catalog_file} holds no manifest but {MANIFEST} records saved generation"
+                f" {saved_generation}: the catalog is damaged"
+            )
+
+    def _committed(self) -> dict[str, Any]:
+        """The manifest the catalog holds now (a new store's when none was committed yet)."""
+        manifest = self._catalog.setting("manifest")
         if manifest is None:
-            if saved_generation:  # an emptied (e.g. zero-length) or replaced catalog would lose every record
-                self._catalog.close()
-                raise StoreFormatError(
-                    f"{catalog_file} holds no manifest but {MANIFEST} records saved generation"
-                    f" {saved_generation}: the catalog is damaged"
-                )
-            return {"format": FORMAT, "format_version": FORMAT_VERSION, "generation": 0, "next_key": 0, "spaces": {}}
-        _check_format(manifest, catalog_file)
+            return empty_manifest()
+        check_format(manifest, self.path / CATALOG)
         return manifest
 
+    def _catch_up(self) -> bool:
+        """Load the latest committed state when it is newer than this handle's; returns whether it was.
+
+        Spaces whose files are unchanged (and that this handle has not changed) are kept as they are; the
+        others are opened from their new files outside the thread locks, then swapped in at once. Only called
+        when this handle has no unsaved changes, or to discard them (`_discard`).
+        """
+        for attempt in range(_OPEN_ATTEMPTS):
+            version = self._catalog.data_version()  # before the manifest: a later commit is noticed next time
+            manifest = self._committed()
+            if manifest["generation"] == self._manifest["generation"] and not self._unsaved:
+                self._seen_version = version
+                return False
+            kept = {
+                name: space
+                for name, space in self._spaces.items()
+                if name not in self._dirty_spaces
+                and name not in self._adopted
+                and self._manifest["spaces"].get(name, {}).get("files") == manifest["spaces"].get(name, {}).get("files")
+            }
+            try:
+                spaces = {
+                    name: kept.get(name) or open_space(self.path, name, entry, self._mmap)
+                    for name, entry in manifest["spaces"].items()
+                }
+            except StoreFormatError:
+                if attempt + 1 == _OPEN_ATTEMPTS or self._committed()["generation"] == manifest["generation"]:
+                    raise
+                continue  # its files were replaced by a newer commit meanwhile: read that one
+            with self._lock.writing():
+                self._manifest = manifest
+                self._next_key = int(manifest["next_key"])
+                self._spaces = spaces
+                self._dirty_spaces.clear()
+                self._adopted.clear()
+                self._filter_cache.clear()
+                self._unsaved = False
+                self._seen_version = version
+            return True
+        raise AssertionError("unreachable")
+
+    def _sync(self) -> None:
+        """Catch up with commits other processes made since this handle last looked (one pragma when none)."""
+        if self._write_lock.held or self._closed or self._catalog.data_version() == self._seen_version:
+            return  # a handle holding the write lock is the latest state: nobody else can commit
+        with self._sync_mutex:  # one thread loads; the others wait for it rather than load the same files
+            if not self._write_lock.held and self._catalog.data_version() != self._seen_version:
+                self._catch_up()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Exclusive access for a change: the thread write lock, and the store's write lock on the latest commit.
+
+        The store's lock is taken by the outermost block and kept while there are unsaved changes.
+        """
+        with self._lock.writing():
+            self._check_open()
+            if not self._write_lock.held:
+                if self._read_only:
+                    raise ReadOnlyStoreError(
+                        f"store {self.path} is read-only (its folder cannot be written): it can be searched but not changed"
+                    )
+                self._write_lock.acquire(self.lock_timeout, self.path)
+                try:
+                    self._catch_up()
+                except BaseException:
+                    self._write_lock.release()
+                    raise
+            self._writes += 1
+            try:
+                yield
+            finally:
+                self._writes -= 1
+                if not self._writes and not self._unsaved:
+                    self._write_lock.release()
+
+    @contextmanager
+    def _catalog_writes(self) -> Iterator[None]:
+        """Turn SQLite's write failures into our errors, and never keep changes SQLite rolled back."""
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            if "locked" in str(error) or "busy" in str(error):  # a writer that ignores write.lock holds SQLite's
+                raise StoreLockedError(f"store {self.path}: the catalog is locked by another writer: {error}") from error
+            self._fail(f"writing the catalog failed: {error}", error)
+
+    def _fail(self, what: str, error: BaseException, errno_: int | None = None) -> NoReturn:
+        """Raise `StoreWriteError`; if SQLite rolled the transaction back, first drop the unsaved changes it held."""
+        lost = self._unsaved and not self._catalog.dirty
+        generation = self._manifest["generation"]
+        if lost:
+            self._discard()
+        kept = (
+            "this handle's unsaved changes were lost with the rolled-back transaction and it now shows"
+            f" generation {generation} again: re-apply them"
+            if lost
+            else "unsaved changes are kept: save again once the cause is fixed"
+        )
+        failure = StoreWriteError(f"store {self.path}: {what}; the last commit (generation {generation}) is intact; {kept}")
+        failure.errno = errno_ if errno_ is not None else getattr(error, "errno", None)
+        raise failure from error
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidInputError(f"store {self.path} is closed")
+
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, mmap: bool | None = None) -> MultimodalStore:
+    def open(
+        cls, path: str | os.PathLike[str], *, mmap: bool | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT
+    ) -> MultimodalStore:
         """Open the existing store at `path`; raises `StoreFormatError` when there is none.
 
         Args:
             mmap: memory-map index and vector files (``None``: only those over 256 MiB, and always the
                 on-disk inverted lists of an index built by `mm_rag.indexbuild`). A mapped space is read into
                 memory before its first change (on-disk lists are copied, keeping the trained quantizer).
+            lock_timeout: Seconds a change waits for another process's write before `StoreLockedError`.
         """
         if not (Path(path) / MANIFEST).is_file():
             raise StoreFormatError(f"no mm-rag store at {path} (missing {MANIFEST})")
-        return cls(path, mmap=mmap)
+        return cls(path, mmap=mmap, lock_timeout=lock_timeout)
 
     # --- spaces -----------------------------------------------------------------------------------------
     def create_space(
@@ -145,7 +310,11 @@ class MultimodalStore:
         """
         config = SpaceConfig(name, dim, metric, index, memory_budget, model)
         config.validate()
-        with self._lock.writing():
+        self._sync()
+        existing = self._spaces.get(name)
+        if existing is not None and _nothing_to_change(existing.config, config):
+            return existing.config  # no change, so no write lock: opening a store to ingest into costs nothing
+        with self._writing():
             existing = self._spaces.get(name)
             if existing is not None:
                 recorded = existing.config.model
@@ -166,7 +335,7 @@ class MultimodalStore:
 
     def drop_space(self, name: str) -> None:
         """Remove a space and its vectors (records stay in the catalog)."""
-        with self._lock.writing():
+        with self._writing():
             self._space(name)
             del self._spaces[name]
             self._changed(name)
@@ -174,13 +343,17 @@ class MultimodalStore:
     @property
     def spaces(self) -> dict[str, SpaceConfig]:
         """Configuration of every space, by name."""
+        self._sync()
         return {name: space.config for name, space in self._spaces.items()}
 
     def info(self) -> dict[str, Any]:
         """Counts, index types and files per space: what ``mm-rag info`` prints."""
+        self._sync()
         with self._lock.reading():
             return {
                 "path": str(self.path),
+                "generation": self._manifest["generation"],
+                "read_only": self._read_only,
                 "records": self._catalog.count(),
                 "spaces": {
                     name: {
@@ -221,17 +394,18 @@ class MultimodalStore:
             seen: set[str] = set()
             duplicate = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
             raise InvalidInputError(f"upsert: id {duplicate!r} appears more than once in one batch")
-        with self._lock.writing():
+        with self._writing():
             prepared = {
                 name: self._space(name).prepare(array, len(records), "upsert")
                 for name, array in (vectors or {}).items()
             }
-            existing = self._catalog.keys_of_ids(ids)
-            if existing:
-                self._remove(np.fromiter(existing.values(), dtype=np.int64, count=len(existing)))
-            keys = np.arange(self._next_key, self._next_key + len(records), dtype=np.int64)
+            with self._catalog_writes():
+                existing = self._catalog.keys_of_ids(ids)
+                if existing:
+                    self._remove(np.fromiter(existing.values(), dtype=np.int64, count=len(existing)))
+                keys = np.arange(self._next_key, self._next_key + len(records), dtype=np.int64)
+                self._catalog.insert(keys, records, metadata)
             self._next_key += len(records)
-            self._catalog.insert(keys, records, metadata)
             for name, array in prepared.items():
                 self._spaces[name].add(keys, array)
                 self._changed(name)
@@ -243,22 +417,31 @@ class MultimodalStore:
     def delete(self, ids: Sequence[str]) -> int:
         """Delete records by id; unknown ids are ignored. Returns how many were deleted."""
         ids = [ids] if isinstance(ids, str) else list(ids)
-        with self._lock.writing():
+        if not self._write_lock.held:
+            self._sync()
+            if not self._catalog.keys_of_ids(ids):
+                return 0  # nothing to delete: no need to wait for another process's write
+        with self._writing(), self._catalog_writes():
             keys = self._catalog.keys_of_ids(ids)
             self._remove(np.fromiter(keys.values(), dtype=np.int64, count=len(keys)))
         return len(keys)
 
     def delete_doc(self, doc_id: str) -> int:
         """Delete every record of the source document `doc_id`. Returns how many were deleted."""
-        with self._lock.writing():
+        if not self._write_lock.held:
+            self._sync()
+            if not len(self._catalog.keys_of_doc(doc_id)):
+                return 0
+        with self._writing(), self._catalog_writes():
             keys = self._catalog.keys_of_doc(doc_id)
             self._remove(keys)
         return len(keys)
 
     def clear(self) -> None:
         """Delete every record and vector; spaces and their configuration stay."""
-        with self._lock.writing():
-            self._catalog.delete_all()
+        with self._writing():
+            with self._catalog_writes():
+                self._catalog.delete_all()
             for name, space in self._spaces.items():
                 space.clear()
                 self._changed(name)
@@ -289,10 +472,11 @@ class MultimodalStore:
             InvalidInputError: an id already stored (the transaction then holds part of the batch: drop it).
         """
         metadata = [encode_record(record) for record in records]
-        with self._lock.writing():
+        with self._writing():
             keys = np.arange(self._next_key, self._next_key + len(records), dtype=np.int64)
             try:
-                self._catalog.insert(keys, records, metadata)
+                with self._catalog_writes():
+                    self._catalog.insert(keys, records, metadata)
             except sqlite3.IntegrityError as error:
                 raise InvalidInputError(f"bulk load: a record id is already in the store: {error}") from error
             self._next_key += len(records)
@@ -303,19 +487,9 @@ class MultimodalStore:
         """Install a space whose files `mm_rag.indexbuild` wrote into ``spaces/``; durable at the next `save`."""
         directory = self.path / SPACES_DIR
         keys = np.load(directory / files[0], mmap_mode="r", allow_pickle=False)
-        entry = {
-            "dim": config.dim,
-            "metric": config.metric,
-            "index": config.index,
-            "memory_budget": config.memory_budget,
-            "model": config.model,
-            "built": spec,
-            "files": files,
-            "sizes": [(directory / file).stat().st_size for file in files],
-            "vectors": len(keys),
-        }
-        with self._lock.writing():
-            self._spaces[config.name] = self._open_space(config.name, entry, None)
+        entry = space_entry(config, spec, directory, files, len(keys))
+        with self._writing():
+            self._spaces[config.name] = open_space(self.path, config.name, entry, None)
             self._adopted[config.name] = entry
             self._dirty_spaces.discard(config.name)
             self._changed(None)
@@ -343,6 +517,7 @@ class MultimodalStore:
     def get(self, ids: Sequence[str]) -> list[Record]:
         """The stored records among `ids`, in the order asked; unknown ids are left out."""
         ids = [ids] if isinstance(ids, str) else list(ids)
+        self._sync()
         with self._lock.reading():
             found = self._catalog.records_by_ids(ids)
         return [found[i] for i in ids if i in found]
@@ -356,6 +531,7 @@ class MultimodalStore:
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
             raise InvalidInputError(f"find: limit must be a non-negative integer or None, got {limit!r}")
         condition = compile_filter(filter)
+        self._sync()
         with self._lock.reading():
             keys = self._catalog.matching_keys(*condition)[:limit]
             found = self._catalog.records_by_keys(keys.tolist())
@@ -363,6 +539,7 @@ class MultimodalStore:
 
     def vectors(self, space: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored (normalised, for cosine) vectors of `ids` in `space`, by id; ids without one are left out."""
+        self._sync()
         with self._lock.reading():
             table = self._space(space).table
             by_id = self._catalog.keys_of_ids(list(ids))
@@ -372,6 +549,7 @@ class MultimodalStore:
 
     def count(self, space: str | None = None) -> int:
         """Number of records, or of vectors in `space`."""
+        self._sync()
         with self._lock.reading():
             return self._catalog.count() if space is None else len(self._space(space).table)
 
@@ -380,10 +558,12 @@ class MultimodalStore:
 
     def __iter__(self) -> Iterator[Record]:
         """Every record, oldest key first (read page by page: safe on large stores)."""
+        self._sync()
         return self._catalog.iter_records()
 
     def documents(self) -> dict[str, str | None]:
         """Every stored `doc_id` with the `content_hash` of its records (for incremental ingestion)."""
+        self._sync()
         with self._lock.reading():
             return self._catalog.documents()
 
@@ -394,6 +574,7 @@ class MultimodalStore:
 
     def ids_with_hashes(self, hashes: Sequence[str]) -> set[str]:
         """Ids of stored records whose `content_hash` is one of `hashes` (for incremental ingestion)."""
+        self._sync()
         with self._lock.reading():
             return self._catalog.ids_with_hashes(list(hashes))
 
@@ -412,6 +593,7 @@ class MultimodalStore:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"search: k must be a positive integer, got {k!r}")
         condition = None if filter is None else compile_filter(filter)
+        self._sync()
         with self._lock.reading():
             target = self._space(space)
             count = len(vectors) if hasattr(vectors, "__len__") else 0
@@ -448,66 +630,101 @@ class MultimodalStore:
 
     # --- persistence ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str] | None = None) -> None:
-        """Make every change durable, atomically; with `path`, also write a copy of the store there.
+        """Make every change durable, atomically, and let other writers in; with `path`, also write a copy there.
 
-        A temporary store needs `path`. The copy's directory must not exist yet or be empty.
+        A temporary store needs `path`. The copy's directory must not exist yet or be empty. Without unsaved
+        changes nothing is written in place.
+
+        Raises:
+            StoreWriteError: the save failed (disk full, I/O error…): the last commit is intact, and the
+                message says whether this handle's changes are kept for another `save`.
         """
         if path is None and self._temporary:
             raise InvalidInputError("save: this is a temporary store; pass a path to save it to")
+        copy = path is not None and Path(path).resolve() != self.path
+        if not self._unsaved and not copy:
+            return
+        if self._read_only and not self._unsaved:
+            with self._lock.reading():  # nobody can change a read-only store: the committed files stay
+                self._copy_to(Path(path))  # type: ignore[arg-type]
+            return
+        with self._writing():  # the write lock also keeps the committed files in place while they are copied
+            if self._unsaved:
+                self._commit()
+            if copy:
+                self._copy_to(Path(path))  # type: ignore[arg-type]
+
+    def rollback(self) -> None:
+        """Drop the changes not saved yet and show the latest committed state (this process's or another's)."""
         with self._lock.writing():
-            self._commit()
-            if path is not None and Path(path).resolve() != self.path:
-                self._copy_to(Path(path))
+            self._check_open()
+            if self._unsaved:
+                self._discard()
+            if not self._writes:
+                self._write_lock.release()
+
+    def _discard(self) -> None:
+        self._catalog.rollback()
+        self._unsaved = True  # reopen every space this handle changed, even at the same generation
+        self._catch_up()
 
     def _commit(self) -> None:
-        generation = self._manifest["generation"] + 1
+        base = self._manifest["generation"]
+        generation = base + 1
         spaces_dir = self.path / SPACES_DIR
+        with self._catalog_writes():
+            self._catalog.begin()  # SQLite's write lock, from this check to the commit
+            theirs = self._committed()["generation"]
+        if theirs != base:  # only a writer that ignores write.lock (an old mm-rag, a file system without locks)
+            self._discard()
+            raise StoreWriteError(
+                f"store {self.path}: generation {theirs} was committed by a writer that did not hold the store's"
+                f" lock, after this handle loaded generation {base}; nothing was overwritten, and this handle's"
+                " unsaved changes were dropped: apply them again"
+            )
         entries = dict(self._manifest["spaces"])
         entries.update(self._adopted)
         for name in list(entries):
             if name not in self._spaces:
                 del entries[name]
-        for name in sorted(self._dirty_spaces & set(self._spaces)):
-            space = self._spaces[name]
-            files = space.write(spaces_dir, f"{name}.{generation}")
-            entries[name] = {
-                "dim": space.config.dim,
-                "metric": space.config.metric,
-                "index": space.config.index,
-                "memory_budget": space.config.memory_budget,
-                "model": space.config.model,
-                "built": space.spec,
-                "files": files,
-                "sizes": [(spaces_dir / file).stat().st_size for file in files],
-                "vectors": len(space.table),
-            }
-        fsync_path(spaces_dir)
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "generation": generation,
-            "next_key": self._next_key,
-            "spaces": entries,
-            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "versions": _library_versions(),
-        }
-        self._catalog.put_setting("manifest", manifest)
-        self._catalog.commit()  # the commit point: before it the old state, after it the new one
+        try:
+            for name in sorted(self._dirty_spaces & set(self._spaces)):
+                space = self._spaces[name]
+                files = space.write(spaces_dir, f"{name}.{generation}")
+                entries[name] = space_entry(space.config, space.spec, spaces_dir, files, len(space.table))
+            fsync_path(spaces_dir)
+            manifest = new_manifest(generation, self._next_key, entries)
+            with self._catalog_writes():
+                self._catalog.put_setting("manifest", manifest)
+                self._catalog.commit()  # the commit point: before it the old state, after it the new one
+        except StoreWriteError:
+            self._remove_files_of(generation)
+            raise
+        except (OSError, RuntimeError, MemoryError) as error:  # Faiss reports failed writes as RuntimeError
+            self._remove_files_of(generation)
+            code = getattr(error, "errno", None) or (errno.ENOSPC if "No space left" in str(error) else None)
+            self._fail(f"saving generation {generation} failed: {error}", error, code)
         self._manifest = manifest
         self._dirty_spaces.clear()
         self._adopted.clear()
         self._unsaved = False
-        self._write_manifest_file()
-        referenced = {file for entry in entries.values() for file in entry["files"]}
-        for file in spaces_dir.iterdir():
-            if file.name not in referenced:
-                file.unlink(missing_ok=True)
-        self._catalog.checkpoint()
+        try:  # the commit stands: what follows only tidies, and a failure here loses nothing
+            self._write_manifest_file()
+            referenced = {file for entry in entries.values() for file in entry["files"]}
+            for file in spaces_dir.iterdir():
+                if file.name not in referenced:
+                    file.unlink(missing_ok=True)
+            self._catalog.checkpoint()
+        except (OSError, sqlite3.Error) as error:
+            warnings.warn(f"store {self.path}: generation {generation} is saved, but tidying up failed: {error}", stacklevel=3)
+
+    def _remove_files_of(self, generation: int) -> None:
+        """Remove what a failed save wrote: files named after its generation, which no commit references."""
+        for file in (self.path / SPACES_DIR).glob(f"*.{generation}.*"):
+            file.unlink(missing_ok=True)
 
     def _write_manifest_file(self) -> None:
-        """The human-readable copy of the manifest (the catalog's copy is the authoritative one)."""
-        described = dict(self._manifest, files={CATALOG: "SQLite catalog: records, metadata, keys, manifest"})
-        write_atomically(self.path / MANIFEST, json.dumps(described, indent=2).encode())
+        write_manifest_file(self.path, self._manifest)
 
     def _copy_to(self, target: Path) -> None:
         if target.exists() and any(target.iterdir()):
@@ -518,42 +735,20 @@ class MultimodalStore:
         for entry in self._manifest["spaces"].values():
             for file in entry["files"]:
                 shutil.copyfile(self.path / SPACES_DIR / file, staging / SPACES_DIR / file)
-        shutil.copyfile(self.path / MANIFEST, staging / MANIFEST)
+        write_manifest_file(staging, self._manifest)
         if target.exists():
             target.rmdir()
         shutil.move(str(staging), str(target))
-
-    def _open_space(self, name: str, entry: dict[str, Any], mmap: bool | None) -> Space:
-        config = SpaceConfig(name, entry["dim"], entry["metric"], entry["index"], entry["memory_budget"], entry.get("model"))
-        directory = self.path / SPACES_DIR
-        files = entry["files"]
-        missing = [file for file in files if not (directory / file).is_file()]
-        if missing:
-            raise StoreFormatError(f"store {self.path}: space {name!r} is missing {missing}")
-        sizes = [(directory / file).stat().st_size for file in files]
-        if "sizes" in entry and sizes != entry["sizes"]:
-            raise StoreFormatError(
-                f"store {self.path}: space {name!r}: files {files} have sizes {sizes}, not the saved"
-                f" {entry['sizes']}: truncated or modified"
-            )
-        if mmap is None:  # on-disk inverted lists (a fourth file) are always mapped unless mmap=False
-            mmap = len(files) > 3 or sum(sizes) >= MMAP_THRESHOLD
-        try:
-            space = Space.read(config, directory, files, entry.get("built"), mmap)
-        except (ValueError, RuntimeError, EOFError) as error:  # np.load raises EOFError on an empty file
-            raise StoreFormatError(f"store {self.path}: cannot read space {name!r}: {error}") from error
-        index = space.index
-        if index is not None and (index.d != config.dim or index.ntotal != len(space.table) + len(space.tombstones)):
-            raise StoreFormatError(
-                f"store {self.path}: space {name!r}: its index (dim {index.d}, {index.ntotal} vectors) does not"
-                f" match its vectors (dim {config.dim}, {len(space.table)} vectors)"
-            )
-        return space
 
     @property
     def unsaved(self) -> bool:
         """Whether there are changes that `save` has not made durable yet."""
         return self._unsaved
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store's folder cannot be written: searches work, changes raise `ReadOnlyStoreError`."""
+        return self._read_only
 
     def close(self) -> None:
         """Release the store. Unsaved changes are dropped (with a warning); a temporary store is deleted."""
@@ -563,6 +758,7 @@ class MultimodalStore:
             if self.unsaved and not self._temporary:
                 warnings.warn(f"closing store {self.path} with unsaved changes; call save() to keep them", stacklevel=2)
             self._catalog.close()
+            self._write_lock.release()
             self._closed = True
         if self._temporary:
             self._cleanup()
@@ -577,27 +773,8 @@ class MultimodalStore:
         return f"MultimodalStore({str(self.path)!r}, spaces={sorted(self._spaces)})"
 
 
-def _check_format(manifest: Any, where: Path) -> None:
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise StoreFormatError(f"{where} is not an mm-rag store manifest")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise StoreFormatError(
-            f"{where} has store format version {version!r}; this mm-rag reads version {FORMAT_VERSION}"
-            + (" (upgrade mm-rag)" if isinstance(version, int) and version > FORMAT_VERSION else "")
-        )
 
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise StoreFormatError(f"cannot read {path}: {error}") from error
-
-
-def _library_versions() -> dict[str, str]:
-    import faiss
-
-    from mm_rag import __version__
-
-    return {"mm_rag": __version__, "faiss": faiss.__version__, "numpy": np.__version__}
+def _nothing_to_change(existing: SpaceConfig, wanted: SpaceConfig) -> bool:
+    """Whether `create_space` with `wanted` would leave the space `existing` exactly as it is."""
+    same = dataclasses.replace(existing, model=None) == dataclasses.replace(wanted, model=None)
+    return same and (wanted.model is None or wanted.model == existing.model)
