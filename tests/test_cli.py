@@ -18,6 +18,8 @@ import pytest
 from fixtures.speech import SENTENCES, speak_sentences
 from fixtures.tiny_clip import draw_shape
 
+from mm_rag import MultimodalStore
+
 pytestmark = pytest.mark.slow
 
 MM_RAG = Path(sys.executable).with_name("mm-rag")
@@ -212,3 +214,78 @@ def test_serve_runs_the_http_service_with_the_stores_models(store: Path) -> None
     # uvicorn shuts down gracefully, then re-raises SIGTERM so that the exit status tells how it ended
     assert process.returncode in (0, -signal.SIGTERM) and "Finished server process" in stderr
     assert "Traceback" not in stderr
+
+
+# `mm-rag ingest` itself, with commits every fraction of a second instead of every 10 s, so that a short run
+# hands the store's write lock over several times while the server writes too.
+_INGEST_COMMITTING_OFTEN = "import sys; import mm_rag.ingestion.pipeline as p; p.COMMIT_SECONDS = 0.2; from mm_rag.cli import main; sys.argv[0] = 'mm-rag'; main()"
+BULK = 200  # files: a few batches of the ingest's 64, each followed by a commit
+ANIMALS = ["zebra", "walrus", "ocelot", "narwhal", "axolotl", "pangolin", "quokka", "okapi"]
+
+
+def test_serve_answers_and_writes_while_a_separate_ingest_fills_the_same_store(tmp_path: Path, minilm_dir: Path) -> None:
+    text_only = ["--text-model", minilm_dir, "--no-clip", "--no-audio", "--device", "cpu"]
+    base, bulk, root = tmp_path / "base", tmp_path / "bulk", tmp_path / "root"
+    for folder in (base, bulk, root):
+        folder.mkdir()
+    for name, text in PASSAGES.items():
+        (base / name).write_text(text)
+    for i in range(BULK):
+        (bulk / f"note-{i:03}.txt").write_text(f"Field note {i}: the {ANIMALS[i % 8]} number {i} was counted at dawn.")
+    (root / "upload.txt").write_text("The submarine captain collects antique barometers.")
+    store = tmp_path / "store"
+    assert mm_rag("ingest", base, "--store", store, *text_only).returncode == 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [MM_RAG, "serve", "--store", store, "--port", str(port), "--ingest-root", root, *text_only],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(server, url)
+        lighthouse = httpx.post(f"{url}/search", json={"query": "lighthouse keeper"}, timeout=60).json()["results"]
+        doomed = next(r["id"] for r in lighthouse if r["source"].endswith("notes.txt"))
+        ingest = subprocess.Popen(
+            [sys.executable, "-c", _INGEST_COMMITTING_OFTEN, "ingest", bulk, "--store", store, "--quiet",
+             *map(str, text_only)],
+            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        statuses, wrote = [], {}
+        while ingest.poll() is None or not wrote:
+            statuses.append(httpx.post(f"{url}/search", json={"query": "walrus"}, timeout=60).status_code)
+            if "ingest" not in wrote:
+                wrote["ingest"] = httpx.post(f"{url}/ingest", json={"path": "."}, timeout=120)
+            elif "delete" not in wrote:
+                wrote["delete"] = httpx.delete(f"{url}/records/{doomed}", timeout=120)
+        _, errors = ingest.communicate(timeout=300)
+        assert ingest.returncode == 0, errors
+        assert statuses and set(statuses) == {200}  # every search answered while the other process wrote
+        assert wrote["ingest"].status_code == 200 and wrote["ingest"].json()["added"] == ["upload.txt"]
+        assert wrote["delete"].status_code == 200
+        # the server finds what the other process ingested, without a restart
+        found = httpx.post(f"{url}/search", json={"query": "How many okapi were counted? number 199"}, timeout=60)
+        assert any(r["source"].endswith("note-199.txt") for r in found.json()["results"])
+        assert httpx.get(f"{url}/health").json()["records"] == 2 + BULK + 1 - 1
+    finally:
+        server.terminate()
+        server.communicate(timeout=60)
+    with MultimodalStore.open(store) as opened:
+        sources = {record.doc_id for record in opened}
+        assert {str((bulk / f"note-{i:03}.txt").resolve()) for i in range(BULK)} <= sources
+        assert str((root / "upload.txt").resolve()) in sources and opened.get([doomed]) == []
+        assert opened.count("text") == len(opened) == 2 + BULK
+        assert opened.info()["generation"] > 4  # the ingest committed as it went, between the server's writes
+
+
+def _wait_for(process: subprocess.Popen, url: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            httpx.get(f"{url}/health", timeout=2)
+            return
+        except httpx.TransportError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"mm-rag serve did not start: {process.communicate()[1]}") from None
+            time.sleep(0.2)

@@ -254,7 +254,8 @@ class MultimodalStore:
         except sqlite3.OperationalError as error:
             if "locked" in str(error) or "busy" in str(error):  # a writer that ignores write.lock holds SQLite's
                 raise StoreLockedError(f"store {self.path}: the catalog is locked by another writer: {error}") from error
-            self._fail(f"writing the catalog failed: {error}", error)
+            full = getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            self._fail(f"writing the catalog failed: {error}", error, errno.ENOSPC if full else None)
 
     def _fail(self, what: str, error: BaseException, errno_: int | None = None) -> NoReturn:
         """Raise `StoreWriteError`; if SQLite rolled the transaction back, first drop the unsaved changes it held."""
@@ -262,12 +263,15 @@ class MultimodalStore:
         generation = self._manifest["generation"]
         if lost:
             self._discard()
-        kept = (
-            "this handle's unsaved changes were lost with the rolled-back transaction and it now shows"
-            f" generation {generation} again: re-apply them"
-            if lost
-            else "unsaved changes are kept: save again once the cause is fixed"
-        )
+        if lost:
+            kept = (
+                "this handle's unsaved changes were lost with the transaction SQLite rolled back, and it shows"
+                f" generation {generation} again: apply them again"
+            )
+        elif self._unsaved:
+            kept = "the unsaved changes are kept: save again once the cause is fixed"
+        else:
+            kept = "nothing was changed"
         failure = StoreWriteError(f"store {self.path}: {what}; the last commit (generation {generation}) is intact; {kept}")
         failure.errno = errno_ if errno_ is not None else getattr(error, "errno", None)
         raise failure from error
