@@ -216,3 +216,20 @@ def test_vectors_of_the_other_writer_are_exact_after_rebasing(seeded) -> None:
         for record_id, value in stored.items():
             assert np.allclose(value, vector(record_id), atol=1e-6)
         assert len(stored) == 3 and store.count("s") == 112 and DIM == len(stored["x-0"])
+
+
+def test_searches_go_on_while_a_write_of_this_process_waits_for_anothers_lock(seeded) -> None:
+    import threading
+
+    with StoreProcess(seeded) as holder, MultimodalStore.open(seeded, lock_timeout=60) as store:
+        holder.call("add", ids("held", 2))  # holds the lock, unsaved
+        waiting = threading.Thread(target=add, args=(store, ids("waits", 2)))
+        waiting.start()
+        answered = [store.search("s", vector(f"seed-{i}"), k=1)[0].record.id for i in range(30)]
+        assert waiting.is_alive()  # all 30 searches came back while the write was still waiting
+        assert answered == [f"seed-{i}" for i in range(30)]
+        holder.call("save")
+        waiting.join(60)
+        assert not waiting.is_alive() and store.unsaved
+        store.save()
+    assert_consistent(seeded, 104)

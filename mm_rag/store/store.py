@@ -112,6 +112,8 @@ class MultimodalStore:
         self._write_lock = StoreWriteLock(self.path / WRITE_LOCK)
         self._writes = 0  # depth of nested `_writing` blocks: the write lock goes with the outermost
         self._sync_mutex = threading.Lock()
+        self._acquiring = threading.Lock()
+        self._behind = False  # holding the write lock, but not yet on the commit made before it was taken
         self._mmap = mmap
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._filter_cache_lock = threading.Lock()
@@ -170,17 +172,18 @@ class MultimodalStore:
         check_format(manifest, self.path / CATALOG)
         return manifest
 
-    def _catch_up(self) -> bool:
+    def _catch_up(self, discard: bool = False) -> bool:
         """Load the latest committed state when it is newer than this handle's; returns whether it was.
 
         Spaces whose files are unchanged (and that this handle has not changed) are kept as they are; the
-        others are opened from their new files outside the thread locks, then swapped in at once. Only called
-        when this handle has no unsaved changes, or to discard them (`_discard`).
+        others are opened from their new files outside the thread locks, then swapped in at once, unless
+        another thread of this process got there first. With `discard`, this handle's unsaved changes are
+        dropped (the catalog's transaction must be rolled back already) and every changed space reopened.
         """
         for attempt in range(_OPEN_ATTEMPTS):
             version = self._catalog.data_version()  # before the manifest: a later commit is noticed next time
             manifest = self._committed()
-            if manifest["generation"] == self._manifest["generation"] and not self._unsaved:
+            if manifest["generation"] == self._manifest["generation"] and not discard:
                 self._seen_version = version
                 return False
             kept = {
@@ -200,6 +203,8 @@ class MultimodalStore:
                     raise
                 continue  # its files were replaced by a newer commit meanwhile: read that one
             with self._lock.writing():
+                if not discard and (self._unsaved or manifest["generation"] <= self._manifest["generation"]):
+                    return False  # another thread caught up meanwhile (and may have changed things since)
                 self._manifest = manifest
                 self._next_key = int(manifest["next_key"])
                 self._spaces = spaces
@@ -221,30 +226,47 @@ class MultimodalStore:
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """Exclusive access for a change: the thread write lock, and the store's write lock on the latest commit.
+        """Exclusive access for a change: the store's write lock on the latest commit, then the thread lock.
 
-        The store's lock is taken by the outermost block and kept while there are unsaved changes.
+        The store's lock is awaited before the thread lock, so this process's searches go on meanwhile; it is
+        taken by the outermost block and kept while there are unsaved changes.
         """
-        with self._lock.writing():
-            self._check_open()
-            if not self._write_lock.held:
-                if self._read_only:
-                    raise ReadOnlyStoreError(
-                        f"store {self.path} is read-only (its folder cannot be written): it can be searched but not changed"
-                    )
-                self._write_lock.acquire(self.lock_timeout, self.path)
+        while True:
+            self._take_write_lock()
+            with self._lock.writing():
+                if not self._write_lock.held:  # another thread of this handle saved and let go meanwhile
+                    continue
+                if self._behind:
+                    self._catch_up()  # cheap when the thread that took the lock has done it already
+                    self._behind = False
+                self._writes += 1
                 try:
-                    self._catch_up()
-                except BaseException:
-                    self._write_lock.release()
-                    raise
-            self._writes += 1
+                    yield
+                finally:
+                    self._writes -= 1
+                    if not self._writes and not self._unsaved:
+                        self._write_lock.release()
+                return
+
+    def _take_write_lock(self) -> None:
+        self._check_open()
+        if self._write_lock.held:
+            return
+        with self._acquiring:  # one thread of this handle waits for the lock; the others wait for it
+            if self._write_lock.held:
+                return
+            if self._read_only:
+                raise ReadOnlyStoreError(
+                    f"store {self.path} is read-only (its folder cannot be written): it can be searched but not changed"
+                )
+            self._write_lock.acquire(self.lock_timeout, self.path)
+            self._behind = True
             try:
-                yield
-            finally:
-                self._writes -= 1
-                if not self._writes and not self._unsaved:
-                    self._write_lock.release()
+                self._catch_up()  # spaces load outside the thread lock: searches go on
+            except BaseException:
+                self._write_lock.release()
+                raise
+            self._behind = False
 
     @contextmanager
     def _catalog_writes(self) -> Iterator[None]:
@@ -669,8 +691,7 @@ class MultimodalStore:
 
     def _discard(self) -> None:
         self._catalog.rollback()
-        self._unsaved = True  # reopen every space this handle changed, even at the same generation
-        self._catch_up()
+        self._catch_up(discard=True)
 
     def _commit(self) -> None:
         base = self._manifest["generation"]

@@ -295,3 +295,35 @@ async def test_async_variants_share_the_sync_implementation(numbered) -> None:
     found = await retriever.ainvoke("document")
     assert len(found) == 3 and all(d.metadata["n"] > 50 for d in found)
     assert len(await retriever.ainvoke("document", k=20)) == 9
+
+
+_OTHER_WORKER = """
+import sys
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_mm_rag import MMRagVectorStore
+
+store = MMRagVectorStore(path=sys.argv[1], embedding=DeterministicFakeEmbedding(size=8))
+store.add_texts(["a note from the other worker", "another one"], [{"worker": 2}, {"worker": 2}], ids=["w1", "w2"])
+store.delete(["d0"])
+store.save()
+"""
+
+
+def test_two_app_workers_on_one_path_see_each_others_commits(tmp_path: Path, fake: DeterministicFakeEmbedding) -> None:
+    """Workers of one app (separate processes) share a store: each sees the other's saved documents and deletes."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "shared"
+    store = MMRagVectorStore(path=path, embedding=fake)
+    store.add_texts(["document number 0", "document number 1"], [{"worker": 1}, {"worker": 1}], ids=["d0", "d1"])
+    store.save()
+    worker = subprocess.run([sys.executable, "-c", _OTHER_WORKER, str(path)], capture_output=True, text=True, timeout=300)
+    assert worker.returncode == 0, worker.stderr
+    found = store.similarity_search("a note from the other worker", k=1, filter={"worker": 2})
+    assert [document.id for document in found] == ["w1"]  # the next search sees the other worker's commit
+    assert store.get_by_ids(["d0", "d1", "w2"]) == [store.get_by_ids(["d1"])[0], store.get_by_ids(["w2"])[0]]
+    store.add_texts(["a third worker's note"], [{"worker": 1}], ids=["d2"])  # written on top, losing nothing
+    store.save()
+    reopened = MMRagVectorStore.load(path, embedding=fake)
+    assert sorted(document.id for document in reopened.get_by_ids(["d0", "d1", "d2", "w1", "w2"])) == ["d1", "d2", "w1", "w2"]

@@ -288,3 +288,36 @@ def test_query_errors(store):
     with pytest.raises(InvalidInputError, match="needs a string"):
         query(store, unit(1, 0, 0, 0), filters=bad_filter)
     assert store.client.count() == 5
+
+
+_OTHER_WORKER = """
+import sys
+from llama_index.core.schema import TextNode
+from llama_index.vector_stores.mm_rag import MMRagVectorStore
+
+store = MMRagVectorStore(path=sys.argv[1], space="vectors")
+store.add([TextNode(id_=f"w{i}", text=f"from the other worker {i}", embedding=[0.0, 0.0, 1.0, float(i)]) for i in range(3)])
+store.delete_nodes(["p"])
+store.client.save()
+"""
+
+
+def test_two_app_workers_on_one_path_see_each_others_commits(tmp_path):
+    """Workers of one app (separate processes) share a store: each sees the other's saved nodes and deletes."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "shared"
+    store = MMRagVectorStore(path=path, space="vectors")
+    store.add([text_node("p", "doc", unit(1, 0, 0, 0)), text_node("q", "doc", unit(0, 1, 0, 0))])
+    store.client.save()
+    assert query(store, unit(0, 0, 1, 0), k=1) == ["q"] or query(store, unit(0, 0, 1, 0), k=1) == ["p"]
+    worker = subprocess.run([sys.executable, "-c", _OTHER_WORKER, str(path)], capture_output=True, text=True, timeout=300)
+    assert worker.returncode == 0, worker.stderr
+    assert query(store, unit(0, 0, 1, 0), k=1) == ["w0"]  # the next query sees the other worker's commit
+    assert sorted(node.node_id for node in store.get_nodes()) == ["q", "w0", "w1", "w2"]
+    store.add([text_node("r", "doc", unit(1, 1, 0, 0))])  # and writes on top of it, losing nothing
+    store.client.save()
+    reopened = MMRagVectorStore(MultimodalStore.open(path), space="vectors")
+    assert sorted(node.node_id for node in reopened.get_nodes()) == ["q", "r", "w0", "w1", "w2"]
+    assert query(reopened, unit(0, 0, 1, 2), k=1) == ["w2"]
