@@ -381,3 +381,36 @@ def test_concurrent_searches_while_a_folder_is_ingested(served, models) -> None:
     )
     assert len(statuses) == clients * per_client and server_errors == 0 and set(statuses) == {200}
     shutil.rmtree(bulk)
+
+
+def test_a_busy_or_full_store_answers_503_and_507_and_the_server_never_keeps_the_lock(tmp_path, models, monkeypatch):
+    import numpy as np
+    from fixtures.store_process import StoreProcess
+
+    _, text, _ = models
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("Penguins huddle together against the Antarctic wind.")
+    (tmp_path / "docs" / "b.txt").write_text("The harbour pilot boards each ship at the breakwater.")
+    store = MultimodalStore(tmp_path / "store")
+    ingest(tmp_path / "docs", store, text=text)
+    store.lock_timeout = 0.3  # this test's writers do not wait long
+    doomed = store.find({"doc_id": str((tmp_path / "docs" / "a.txt").resolve())})[0].id
+    with ServerThread(create_app(store, text=text)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        with StoreProcess(store.path) as other:
+            other.call("create_space", "elsewhere", 4)  # another process holds the store's lock, unsaved
+            busy = client.delete(f"/records/{doomed}")
+            assert busy.status_code == 503 and busy.headers["Retry-After"] and f"process {other.pid}" in busy.json()["detail"]
+            other.call("rollback")
+        with monkeypatch.context() as patch:
+            patch.setattr(np, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+            full = client.delete(f"/records/{doomed}")
+        assert full.status_code == 507 and "No space left on device" in full.json()["detail"]
+        assert not store.unsaved  # the failed request's change was dropped, and the write lock with it
+        with StoreProcess(store.path, lock_timeout=0) as other:
+            other.call("create_space", "elsewhere", 4)  # would raise StoreLockedError if the server held the lock
+            other.call("save")
+        assert client.get(f"/records/{doomed}").status_code == 200  # still there: the delete never committed
+        assert client.delete(f"/records/{doomed}").json() == {"deleted": 1}
+    store.close()
+    with MultimodalStore.open(tmp_path / "store") as reopened:
+        assert reopened.get([doomed]) == [] and "elsewhere" in reopened.spaces and len(reopened) == 1

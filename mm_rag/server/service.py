@@ -11,7 +11,8 @@ import hashlib
 import os
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -143,8 +144,19 @@ class Service:
         return _response(report, refused, shown)
 
     def _ingest(self, paths: list[Path] | list[str]) -> IngestReport:
-        with self._ingesting:  # one ingestion at a time; searches go on meanwhile
+        with self._ingesting, self._saved_or_dropped():  # one ingestion at a time; searches go on meanwhile
             return ingest(paths, self.store, clip=self.clip, text=self.text, transcriber=self.transcriber, save=True)
+
+    @contextmanager
+    def _saved_or_dropped(self) -> Iterator[None]:
+        """A request's changes are saved, or dropped with its error: the server never sits on the store's write
+        lock with changes nobody will save (disk full, say), which would shut every other writer out."""
+        try:
+            yield
+        except BaseException:
+            if self.store.unsaved:
+                self.store.rollback()
+            raise
 
     def _keep_upload(self, name: str | None, stream: IO[bytes]) -> Path:
         """Copy an upload into ``uploads/<content hash>/<safe name>`` (atomically) and return that path."""
@@ -171,9 +183,10 @@ class Service:
 
     def delete(self, record_id: str) -> int:
         """Delete a record (and save the store); returns how many were deleted (0 or 1)."""
-        deleted = self.store.delete([record_id])
-        if deleted and not self.store.temporary:
-            self.store.save()
+        with self._saved_or_dropped():
+            deleted = self.store.delete([record_id])
+            if deleted and not self.store.temporary:
+                self.store.save()
         return deleted
 
     def health(self, detailed: bool = True) -> HealthResponse:
