@@ -233,3 +233,17 @@ def test_searches_go_on_while_a_write_of_this_process_waits_for_anothers_lock(se
         assert not waiting.is_alive() and store.unsaved
         store.save()
     assert_consistent(seeded, 104)
+
+
+def test_info_names_the_writer_and_a_waiting_writer_says_whom_it_waits_for(seeded, caplog) -> None:
+    with StoreProcess(seeded) as holder, MultimodalStore.open(seeded, lock_timeout=1.5) as store:
+        assert store.info()["writer"] is None
+        holder.call("add", ids("h", 1))
+        writer = store.info()["writer"]
+        assert writer["pid"] == holder.pid and writer["command"]
+        with caplog.at_level("WARNING", logger="mm_rag.store"), pytest.raises(StoreLockedError):
+            add(store, ids("w", 1))
+        said = [record.getMessage() for record in caplog.records if "waiting up to" in record.getMessage()]
+        assert len(said) == 1 and f"store {seeded} is being written by process {holder.pid}" in said[0]
+        holder.call("save")
+        assert store.info()["writer"] is None and store.count() == 101

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import sys
 import threading
@@ -16,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from mm_rag.errors import ReadOnlyStoreError, StoreLockedError
+
+logger = logging.getLogger("mm_rag.store")
+# A writer that has waited this long says so once (a command that seems to hang should tell why).
+_SAY_WAITING_AFTER = 1.0
 
 
 class ReadWriteLock:
@@ -113,14 +118,23 @@ class StoreWriteLock:
                     f"store {store} is read-only ({error.strerror}): it can be searched but not changed"
                 ) from error
             raise
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         delay = 0.002
+        said = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
+                now = time.monotonic()
+                if not said and now - started >= _SAY_WAITING_AFTER and now < deadline:
+                    said = True
+                    logger.warning(
+                        "store %s is being written by %s; waiting up to %g s more", store,
+                        _describe(_read_holder(fd)), deadline - now,
+                    )  # fmt: skip
+                if now >= deadline:
                     holder = _describe(_read_holder(fd))
                     os.close(fd)
                     raise StoreLockedError(
@@ -137,6 +151,22 @@ class StoreWriteLock:
         os.pwrite(fd, json.dumps(holder).encode(), 0)
         self._fd = fd
         _HELD.add(self)
+
+    def holder(self) -> dict[str, Any] | None:
+        """Who holds the lock now (pid, since, command) when another process or handle does, else None."""
+        if self._fd is not None:
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None  # no lock file: nobody ever wrote here
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # granted only when no writer holds it
+            return None
+        except BlockingIOError:
+            return _read_holder(fd) or {}
+        finally:
+            os.close(fd)  # also drops the shared lock, if granted
 
     def release(self) -> None:
         """Let the next writer in (idempotent)."""

@@ -380,6 +380,7 @@ class MultimodalStore:
                 "path": str(self.path),
                 "generation": self._manifest["generation"],
                 "read_only": self._read_only,
+                "writer": self._write_lock.holder(),  # another process writing now: pid, since, command
                 "records": self._catalog.count(),
                 "spaces": {
                     name: {
@@ -521,7 +522,8 @@ class MultimodalStore:
             self._changed(None)
 
     def shard(self, space: str, shards: int | None = None, *, gpus: bool = False) -> int:
-        """Serve `space` through a threaded `faiss.IndexShards` until its next change; returns the shard count.
+        """Serve `space` through a threaded `faiss.IndexShards` until its next change (here, or a commit of
+        another process that changes it); returns the shard count.
 
         The IVF index is split into `shards` sub-indices (default: one per CPU core) sharing its quantizer,
         each scanning part of every inverted list, so one query uses every core and results (filters
