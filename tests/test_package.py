@@ -104,3 +104,14 @@ def test_store_quickstart_example(tmp_path: Path) -> None:
     assert lines[0] == "[('photo-1', 1.0)]"
     assert lines[1] == "after upsert: Our trip to the sea. | clip vectors: 1"
     assert lines[2] == "reopened: 1 record(s): ['photo-1']"
+
+
+def test_shared_store_example(tmp_path: Path) -> None:
+    result = run(sys.executable, str(ROOT / "examples" / "shared_store.py"), str(tmp_path / "store"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "reader sees 0 records",
+        "reader sees 2 records: ['beach', 'harbour']",
+        "reader sees 3 records: ['beach', 'forest', 'harbour']",
+        "generation 4 holds ['beach', 'forest']",
+    ]
