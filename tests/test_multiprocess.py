@@ -247,3 +247,15 @@ def test_info_names_the_writer_and_a_waiting_writer_says_whom_it_waits_for(seede
         assert len(said) == 1 and f"store {seeded} is being written by process {holder.pid}" in said[0]
         holder.call("save")
         assert store.info()["writer"] is None and store.count() == 101
+
+
+def test_a_search_racing_a_commit_is_not_short_of_k(seeded) -> None:
+    """A commit landing between a search's check and its catalog read: that search catches up and runs again."""
+    with MultimodalStore.open(seeded) as reader, StoreProcess(seeded) as writer:
+        nearest = [hit.record.id for hit in reader.search("s", vector("seed-5"), k=5)]
+        writer.call("delete", nearest[:3])
+        writer.call("save")
+        real_sync, calls = reader._sync, []
+        reader._sync = lambda: calls.append(1) if len(calls) == 0 else real_sync()  # the first check misses it
+        hits = reader.search("s", vector("seed-5"), k=5)
+        assert len(calls) == 1 and len(hits) == 5 and not {hit.record.id for hit in hits} & set(nearest[:3])

@@ -621,16 +621,22 @@ class MultimodalStore:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"search: k must be a positive integer, got {k!r}")
         condition = None if filter is None else compile_filter(filter)
-        self._sync()
-        with self._lock.reading():
-            target = self._space(space)
-            count = len(vectors) if hasattr(vectors, "__len__") else 0
-            if count == 0:
-                raise InvalidInputError("search: no query vectors given")
-            queries = target.prepare(vectors, count, "search")
-            allowed = None if condition is None else self._matching_keys(filter, condition)
-            scores, keys = target.search(queries, k, allowed)
-            found = self._catalog.records_by_keys({int(key) for key in keys.ravel() if key >= 0})
+        for attempt in range(2):
+            self._sync()
+            with self._lock.reading():
+                target = self._space(space)
+                count = len(vectors) if hasattr(vectors, "__len__") else 0
+                if count == 0:
+                    raise InvalidInputError("search: no query vectors given")
+                queries = target.prepare(vectors, count, "search")
+                allowed = None if condition is None else self._matching_keys(filter, condition)
+                scores, keys = target.search(queries, k, allowed)
+                wanted = {int(key) for key in keys.ravel() if key >= 0}
+                found = self._catalog.records_by_keys(wanted)
+            if len(found) == len(wanted) or attempt:
+                break
+            # Another process committed between the check and the catalog read: records it deleted are gone
+            # from the catalog but not yet from these spaces. Catch up and search again rather than come back short.
         return [
             [
                 Hit(found[key], space, float(score), rank)
