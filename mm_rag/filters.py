@@ -18,6 +18,12 @@ Several keys in one dict must all hold. Semantics follow MongoDB where it has th
 
 Every value is bound as an SQL parameter; field names are checked and also bound (as JSON paths), so a
 filter can never change the shape of the SQL it compiles to.
+
+By default a metadata test compiles to a lookup in the catalog's typed value index (`INDEX_TABLE`: one row per
+scalar value or scalar list element of each metadata field, see `mm_rag.store.catalog`), so SQLite answers it
+from an index range instead of parsing every record's JSON. ``compile_filter(..., indexed=False)`` gives the
+same condition evaluated on the JSON text (the scan the index replaces; kept for catalogs without the index
+and as the oracle and baseline of the tests and benchmarks).
 """
 
 from __future__ import annotations
@@ -44,6 +50,11 @@ _FIELD_NAME = re.compile(r"[\w .:/@#+~-]+")
 MAX_DEPTH = 64
 # The SQL function `$icontains` folds case with; `register_sql_functions` installs it on a connection.
 CASEFOLD_FUNCTION = "mm_rag_casefold"
+# The catalog's typed value index: (field, kind, value, elem, rec). `kind` is one of the codes below, `elem`
+# is 1 for an element of a list value and 0 for a scalar value; a field holding a list or an object also gets
+# one PRESENT row, so `$exists` finds fields that have no scalar value to index.
+INDEX_TABLE = "meta_values"
+KIND_NULL, KIND_FALSE, KIND_TRUE, KIND_NUMBER, KIND_TEXT, KIND_PRESENT = range(6)
 
 
 def register_sql_functions(connection: sqlite3.Connection) -> None:
@@ -55,8 +66,10 @@ def _casefold(value: Any) -> Any:
     return value.casefold() if isinstance(value, str) else value
 
 
-def compile_filter(filter: Filter | None, table: str = "r") -> tuple[str, list[Any]]:
+def compile_filter(filter: Filter | None, table: str = "r", indexed: bool = True) -> tuple[str, list[Any]]:
     """Compile `filter` to ``(sql_condition, parameters)`` over the catalog table alias `table`.
+
+    With `indexed` (the default) metadata tests look keys up in `INDEX_TABLE`; without, they read the JSON.
 
     Raises:
         FilterError: the filter is not a dict, uses an unknown operator, a bad key, or a value of the wrong type.
@@ -65,8 +78,8 @@ def compile_filter(filter: Filter | None, table: str = "r") -> tuple[str, list[A
         return "1", []
     _check_depth(filter)
     params: list[Any] = []
-    sql = _Compiler(table, params).document(filter, "filter")
-    return sql, params
+    compiler = _IndexCompiler(table, params) if indexed else _Compiler(table, params)
+    return compiler.document(filter, "filter"), params
 
 
 def parse_filter(text: str | None, source: str = "filter") -> dict[str, Any] | None:
@@ -153,6 +166,10 @@ class _Compiler:
                 raise FilterError(f"{where}: $exists takes true or false, got {operand!r}")
             present = self.presence(key)
             return present if operand else f"NOT ({present})"
+        return self.positive(key, operator, operand, where)
+
+    def positive(self, key: str, operator: str, operand: Any, where: str) -> str:
+        """A condition true when any value of the field passes `operator` (the tests negations are built on)."""
         return self.any_value(key, lambda value, kind, index: self.test(operator, operand, value, kind, index, where))
 
     def presence(self, key: str) -> str:
@@ -222,6 +239,99 @@ class _Compiler:
             f"{where}: cannot compare with {type(operand).__name__} {operand!r}; use a string, number, bool or None"
             + (" (use $in to match any of several values)" if isinstance(operand, (list, tuple)) else "")
         )
+
+
+class _IndexCompiler(_Compiler):
+    """Metadata tests as key lookups in `INDEX_TABLE`; record columns and the logic as in `_Compiler`.
+
+    Each positive test becomes ``key IN (SELECT rec ... UNION ALL SELECT rec ...)``, one branch per kind of
+    operand, each branch an equality or range on the index's leading columns (field, kind, value), so SQLite
+    seeks instead of scanning. Negations stay ``NOT (...)`` of the positive test: keys outside the looked-up
+    set, which is the scan a condition matching most records needs anyway.
+    """
+
+    def presence(self, key: str) -> str:
+        if key in RECORD_COLUMNS:
+            return super().presence(key)
+        return self.lookup(key, ["1"], [[]])
+
+    def positive(self, key: str, operator: str, operand: Any, where: str) -> str:
+        if key in RECORD_COLUMNS:
+            strings = [operand] if operator == "$eq" else operand if operator == "$in" else None
+            if isinstance(strings, (list, tuple)) and strings and all(isinstance(s, str) for s in strings):
+                # A plain comparison lets SQLite use the column's index (id, doc_id, content_hash); IS NOT NULL
+                # keeps the condition two-valued under NOT, as COALESCE does in the general form.
+                column = f"{self.table}.{key}"
+                self.params.extend(strings)
+                return f"({column} IN ({', '.join('?' * len(strings))}) AND {column} IS NOT NULL)"
+            return super().positive(key, operator, operand, where)
+        branches: list[str] = []
+        values: list[list[Any]] = []
+
+        def branch(sql: str, *params: Any) -> None:
+            branches.append(sql)
+            values.append(list(params))
+
+        if operator == "$eq":
+            branch(*self.kind_equals(operand, where))
+        elif operator == "$in":
+            if not isinstance(operand, (list, tuple, set, frozenset)):
+                raise FilterError(f"{where}: $in/$nin take a list, got {type(operand).__name__}")
+            by_kind: dict[int, list[Any]] = {}
+            for i, item in enumerate(operand):
+                kind, params = self.kind_of(item, f"{where}[{i}]")
+                by_kind.setdefault(kind, []).extend(params)
+            for kind, params in by_kind.items():  # one seek per value: `value IN (...)` on the index
+                placeholders = f" AND value IN ({', '.join('?' * len(params))})" if params else ""
+                branch(f"kind = {kind}{placeholders}", *params)
+        elif operator == "$contains":
+            sql, *params = self.kind_equals(operand, where)
+            branch(f"{sql} AND elem = 1", *params)
+            if isinstance(operand, str):
+                branch(f"kind = {KIND_TEXT} AND elem = 0 AND instr(value, ?) > 0", operand)
+        elif operator == "$icontains":
+            if not isinstance(operand, str):
+                raise FilterError(f"{where}: $icontains takes a string, got {operand!r}")
+            folded = f"{CASEFOLD_FUNCTION}(value)"
+            branch(
+                f"kind = {KIND_TEXT} AND ((elem = 1 AND {folded} = ?) OR (elem = 0 AND instr({folded}, ?) > 0))",
+                operand.casefold(),
+                operand.casefold(),
+            )
+        else:
+            if isinstance(operand, bool) or not isinstance(operand, (int, float, str)):
+                raise FilterError(f"{where}: {operator} compares numbers or strings, got {operand!r}")
+            _check_integer_range(operand, where)
+            kind = KIND_TEXT if isinstance(operand, str) else KIND_NUMBER
+            branch(f"kind = {kind} AND value {_ORDER_SQL[operator]} ?", operand)
+        return self.lookup(key, branches, values) if branches else "0"
+
+    def kind_equals(self, operand: Any, where: str) -> tuple[Any, ...]:
+        """``(condition, *params)`` on (kind, value) for index rows equal to `operand` (typed, as `equals`)."""
+        kind, params = self.kind_of(operand, where)
+        return (f"kind = {kind} AND value = ?", *params) if params else (f"kind = {kind}",)
+
+    def kind_of(self, operand: Any, where: str) -> tuple[int, list[Any]]:
+        """The index kind of `operand`, and the value to match within it (none for null and the booleans)."""
+        if operand is None:
+            return KIND_NULL, []
+        if isinstance(operand, bool):
+            return (KIND_TRUE if operand else KIND_FALSE), []
+        if isinstance(operand, (int, float)):
+            _check_integer_range(operand, where)
+            return KIND_NUMBER, [operand]
+        if isinstance(operand, str):
+            return KIND_TEXT, [operand]
+        self.equals(operand, "", "", where)  # raises the error naming what cannot be compared
+        raise AssertionError("unreachable")
+
+    def lookup(self, key: str, branches: list[str], values: list[list[Any]]) -> str:
+        selects = []
+        for sql, params in zip(branches, values):
+            selects.append(f"SELECT rec FROM {INDEX_TABLE} WHERE field = ? AND {sql}")
+            self.params.append(key)
+            self.params.extend(params)
+        return f"({self.table}.key IN ({' UNION ALL '.join(selects)}))"
 
 
 def _check_depth(filter: Any) -> None:

@@ -5,6 +5,10 @@ vectors in zero, one or two spaces), deletes (unknown ids included), whole-docum
 without a metadata filter) checked against brute force over the model's vectors, saves, and reopens (memory-mapped or
 not; unsaved changes must vanish: the model reverts to its last saved snapshot).
 
+Each record also carries a metadata field ``v`` of mixed type (missing, null, numbers, strings, booleans, lists,
+an object), and random filters over it are checked after every kind of write against the reference evaluator
+and against the unindexed (JSON scan) form of the same filter: the catalog's metadata index stays exact.
+
 Vectors are small integers, so equal scores (ties) are common and the checks must allow for them. Flat and IVF
 (one list) searches are compared exactly; an HNSW index search is approximate, so an unfiltered HNSW search is
 checked for well-formed, live, correctly scored hits only (a filtered one scans exactly and is compared exactly).
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _reference import matches as reference_matches
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -34,6 +39,7 @@ from hypothesis.stateful import (
 )
 
 from mm_rag import MultimodalStore, Record
+from mm_rag.filters import compile_filter
 
 SCORE_TOLERANCE = 1e-4
 POOL = [f"r{i}" for i in range(48)]
@@ -41,6 +47,10 @@ UNKNOWN = ["nope", "r999", ""]
 DOC_IDS = ["d0", "d1", "d2", None]
 COLORS = ["red", "blue", None]  # None: no "color" key in the metadata
 MODALITIES = ["text", "image", "audio", "video"]
+MISSING = "<missing>"  # a "v" of this value is left out of the metadata
+MIXED = [MISSING, None, 0, 1, 1.0, -0.0, 2.5, "1", "a", "A b", "", True, False, [], [1, "a"], ["a", "a"],
+         [True, None], [[1], {"x": 1}], {"x": 1}]  # fmt: skip
+OPERANDS = [None, 0, 1, 2.5, "1", "a", "A", "", True, False]
 
 
 @dataclass(frozen=True)
@@ -98,9 +108,15 @@ def matches(record: Record, condition: tuple[str, Any] | None) -> bool:
 
 
 def make_record(
-    record_id: str, modality: str, doc_id: str | None, color: str | None, number: int | None, text: str | None
+    record_id: str,
+    modality: str,
+    doc_id: str | None,
+    color: str | None,
+    number: int | None,
+    text: str | None,
+    mixed: Any = MISSING,
 ) -> Record:
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = {} if mixed == MISSING else {"v": mixed}
     if color is not None:
         metadata["color"] = color
     if number is not None:
@@ -122,6 +138,31 @@ record_rows = st.tuples(
     st.sampled_from(COLORS),
     st.one_of(st.none(), st.integers(0, 5)),  # metadata "n"
     st.one_of(st.none(), st.sampled_from(["", "a caption", "ünïcode ✓"])),
+    st.integers(0, len(MIXED) - 1).map(MIXED.__getitem__),
+)
+_ORDERED = [operand for operand in OPERANDS if isinstance(operand, (int, float, str)) and not isinstance(operand, bool)]
+_terms = st.one_of(
+    st.sampled_from(OPERANDS),
+    st.tuples(st.sampled_from(["$eq", "$ne", "$contains"]), st.sampled_from(OPERANDS)).map(lambda t: {t[0]: t[1]}),
+    st.tuples(st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), st.sampled_from(_ORDERED)).map(lambda t: {t[0]: t[1]}),
+    st.tuples(st.sampled_from(["$in", "$nin"]), st.lists(st.sampled_from(OPERANDS), max_size=3)).map(
+        lambda t: {t[0]: t[1]}
+    ),
+    st.sampled_from([{"$icontains": "a"}, {"$icontains": "A B"}, {"$exists": True}, {"$exists": False}]),
+)
+_leaves = st.one_of(
+    _terms.map(lambda term: {"v": term}),
+    st.sampled_from([{"color": "red"}, {"n": {"$gte": 3}}, {"doc_id": "d1"}, {"modality": {"$ne": "text"}}]),
+)
+mixed_filters = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(
+        st.tuples(st.sampled_from(["$and", "$or"]), st.lists(inner, min_size=1, max_size=3)).map(
+            lambda t: {t[0]: t[1]}
+        ),
+        inner.map(lambda f: {"$not": f}),
+    ),
+    max_leaves=4,
 )
 conditions = st.one_of(
     st.tuples(st.just("color"), st.sampled_from(["red", "blue"])),
@@ -201,6 +242,7 @@ class StoreModel(RuleBasedStateMachine):
                     COLORS[int(rng.integers(len(COLORS)))],
                     None if number < 0 else number,
                     None,
+                    MIXED[int(rng.integers(len(MIXED)))],
                 )
             )
         self.write(records, spaces, seed, use_add=False)
@@ -293,6 +335,16 @@ class StoreModel(RuleBasedStateMachine):
             # the k best up to ties: nothing missing scores clearly better than the worst hit returned
             kth_best = sorted(expected.values(), reverse=True)[wanted - 1]
             assert min(hit.score for hit in hits) >= kth_best - SCORE_TOLERANCE, (ids, expected)
+
+    @rule(filter=mixed_filters)
+    def find_filtered(self, filter) -> None:
+        """The indexed filter, the JSON scan and the reference evaluator agree, oldest record first."""
+        expected = [i for i, record in self.records.items() if reference_matches(filter, record)]
+        assert [record.id for record in self.store.find(filter)] == expected, filter
+        catalog = self.store._catalog
+        indexed = catalog.matching_keys(*compile_filter(filter))
+        scanned = catalog.matching_keys(*compile_filter(filter, indexed=False))
+        assert indexed.tolist() == scanned.tolist(), filter
 
     @rule(picks=st.lists(st.one_of(st.sampled_from(POOL), st.sampled_from(UNKNOWN)), max_size=8))
     def reads(self, picks) -> None:

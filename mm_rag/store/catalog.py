@@ -2,6 +2,11 @@
 
 Every statement is a named constant; values are always bound with ``?``. Lists of ids and keys travel as one
 JSON parameter expanded by ``json_each``, so a batch of any size is one statement.
+
+Metadata is indexed in `INDEX_TABLE` (see `mm_rag.filters`): one row per scalar value or scalar list element
+of each field, typed, keyed (field, kind, value, elem, rec) so a filter term is an index range. SQLite's own
+``json_each`` derives the rows from the stored JSON text, so their types are exactly those the unindexed filter
+reads. The rows are written in the statement after the records' own, inside the same transaction.
 """
 
 from __future__ import annotations
@@ -15,7 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from mm_rag.filters import register_sql_functions
+from mm_rag.filters import (
+    INDEX_TABLE,
+    KIND_FALSE,
+    KIND_NULL,
+    KIND_NUMBER,
+    KIND_PRESENT,
+    KIND_TEXT,
+    KIND_TRUE,
+    register_sql_functions,
+)
 from mm_rag.records import Record
 
 SCHEMA = """
@@ -33,6 +47,41 @@ CREATE INDEX IF NOT EXISTS records_doc_id ON records(doc_id) WHERE doc_id IS NOT
 CREATE INDEX IF NOT EXISTS records_content_hash ON records(content_hash) WHERE content_hash IS NOT NULL;
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# `value` has no declared type on purpose: no affinity, so '2020' stays text and 2020 a number.
+# WITHOUT ROWID: the primary key is the lookup index itself (one b-tree, not a table plus an index), and it
+# drops repeated list elements. The rec index serves deletes; new keys are the largest, so it only appends.
+INDEX_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {{schema}}{INDEX_TABLE} (
+    field TEXT NOT NULL, kind INTEGER NOT NULL, value NOT NULL, elem INTEGER NOT NULL, rec INTEGER NOT NULL,
+    PRIMARY KEY (field, kind, value, elem, rec)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS {{schema}}{INDEX_TABLE}_rec ON {INDEX_TABLE}(rec);
+"""
+_KIND = (
+    f"CASE {{0}}.type WHEN 'null' THEN {KIND_NULL} WHEN 'false' THEN {KIND_FALSE} WHEN 'true' THEN {KIND_TRUE}"
+    f" WHEN 'text' THEN {KIND_TEXT} ELSE {KIND_NUMBER} END"
+)
+_OF_RANGE = "FROM records AS r, json_each(r.metadata) AS f"
+_IN_RANGE = "r.key BETWEEN ? AND ?"
+# Index rows of the records with keys in [?, ?]: scalar values, scalar list elements, and a PRESENT row for
+# list and object fields (nested lists and objects are not values a filter compares, see `mm_rag.filters`).
+INSERT_INDEX_ROWS = f"""
+INSERT OR IGNORE INTO {INDEX_TABLE} (field, kind, value, elem, rec)
+SELECT f.key, {_KIND.format("f")}, coalesce(f.atom, 0), 0, r.key {_OF_RANGE}
+    WHERE {_IN_RANGE} AND f.type NOT IN ('array', 'object')
+UNION ALL
+SELECT f.key, {_KIND.format("e")}, coalesce(e.atom, 0), 1, r.key {_OF_RANGE}, json_each(f.value) AS e
+    WHERE {_IN_RANGE} AND f.type = 'array' AND e.type NOT IN ('array', 'object')
+UNION ALL
+SELECT f.key, {KIND_PRESENT}, 0, 0, r.key {_OF_RANGE} WHERE {_IN_RANGE} AND f.type IN ('array', 'object')
+"""
+DELETE_INDEX_ROWS = f"DELETE FROM {INDEX_TABLE} WHERE rec IN (SELECT value FROM json_each(?))"
+DELETE_ALL_INDEX_ROWS = f"DELETE FROM {INDEX_TABLE}"
+HAS_INDEX = f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '{INDEX_TABLE}'"
+MAX_KEY = "SELECT max(key) FROM records"
+# The largest record key whose index rows were written: records above it were added by an mm-rag that did
+# not keep the index (the table is invisible to it), and are indexed when this one next opens the catalog.
+INDEXED_UP_TO = "metadata_index_max_key"
 COLUMNS = "key, id, modality, text, uri, doc_id, content_hash, metadata"
 INSERT_RECORD = f"INSERT INTO records ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 SELECT_KEYS_OF_IDS = "SELECT id, key FROM records WHERE id IN (SELECT value FROM json_each(?))"
@@ -40,7 +89,10 @@ SELECT_KEYS_OF_DOC = "SELECT key FROM records WHERE doc_id = ?"
 SELECT_RECORDS_BY_KEYS = f"SELECT {COLUMNS} FROM records WHERE key IN (SELECT value FROM json_each(?))"
 SELECT_RECORDS_BY_IDS = f"SELECT {COLUMNS} FROM records WHERE id IN (SELECT value FROM json_each(?))"
 SELECT_PAGE = f"SELECT {COLUMNS} FROM records WHERE key > ? ORDER BY key LIMIT ?"
-SELECT_MATCHING_KEYS = "SELECT r.key FROM records AS r WHERE {condition} ORDER BY r.key"
+# One text value of every key: decoding it with numpy is ~3x faster than one Python tuple per row.
+SELECT_MATCHING_KEYS = (
+    "SELECT group_concat(key) FROM (SELECT r.key AS key FROM records AS r WHERE {condition} ORDER BY r.key)"
+)
 SELECT_ANY = "SELECT 1 FROM records LIMIT 1"
 SELECT_DOCUMENTS = "SELECT doc_id, max(content_hash) FROM records WHERE doc_id IS NOT NULL GROUP BY doc_id"
 SELECT_IDS_WITH_HASH = "SELECT id FROM records WHERE content_hash IN (SELECT value FROM json_each(?))"
@@ -71,6 +123,7 @@ class Catalog:
         register_sql_functions(self._db)  # what compiled filters call
         if not read_only:
             self._db.executescript(SCHEMA)
+        self._open_index()
 
     # --- transactions -----------------------------------------------------------------------------------
     def _begin(self) -> None:
@@ -122,6 +175,45 @@ class Catalog:
         finally:
             target.close()
 
+    # --- the metadata index ---------------------------------------------------------------------------
+    def _open_index(self) -> None:
+        """Build the metadata index of a catalog written before it existed, or catch up on records added
+        without it, in one transaction of its own (a format migration: the records are unchanged).
+
+        A read-only catalog without a current index gets a temporary one, for this connection only (SQLite
+        resolves the table name in ``temp`` before ``main``).
+        """
+        if self.read_only:
+            if not self._index_current():
+                for statement in _statements(INDEX_SCHEMA.format(schema="temp.")):
+                    self._db.execute(statement)
+                self._db.execute(INSERT_INDEX_ROWS, (-(2**63), 2**63 - 1) * 3)
+            return
+        if self._index_current():  # the usual case, answered without the write lock another process may hold
+            return
+        self._db.execute("BEGIN IMMEDIATE")  # checked again under the lock: another process may have migrated
+        try:
+            built = self._db.execute(HAS_INDEX).fetchone() is not None
+            indexed = self.setting(INDEXED_UP_TO) if built else None
+            newest = self._db.execute(MAX_KEY).fetchone()[0]
+            for statement in _statements(INDEX_SCHEMA.format(schema="")):
+                self._db.execute(statement)
+            if newest is not None and (indexed is None or newest > indexed):
+                self._db.execute(INSERT_INDEX_ROWS, (-(2**63) if indexed is None else indexed + 1, newest) * 3)
+                self._db.execute(PUT_SETTING, (INDEXED_UP_TO, json.dumps(newest)))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _index_current(self) -> bool:
+        """Whether the metadata index exists and covers every record."""
+        if self._db.execute(HAS_INDEX).fetchone() is None:
+            return False
+        newest = self._db.execute(MAX_KEY).fetchone()[0]
+        indexed = self.setting(INDEXED_UP_TO)
+        return newest is None or (indexed is not None and newest <= indexed)
+
     # --- settings ---------------------------------------------------------------------------------------
     def setting(self, name: str) -> Any:
         with self._mutex:
@@ -158,18 +250,29 @@ class Catalog:
             (key, r.id, r.modality, r.text, r.uri, r.doc_id, r.content_hash, encoded)
             for key, r, encoded in zip(keys.tolist(), records, metadata)
         )
+        if not len(keys):
+            return
+        low, high = int(keys.min()), int(keys.max())
         with self._mutex:
             self._begin()
             self._db.executemany(INSERT_RECORD, rows)
+            # The key range may hold older records too (keys need not be contiguous): OR IGNORE skips their rows.
+            self._db.execute(INSERT_INDEX_ROWS, (low, high) * 3)
+            indexed = self.setting(INDEXED_UP_TO)
+            if indexed is None or high > indexed:
+                self._db.execute(PUT_SETTING, (INDEXED_UP_TO, json.dumps(high)))
 
     def delete_keys(self, keys: np.ndarray) -> None:
         with self._mutex:
             self._begin()
-            self._db.execute(DELETE_KEYS, (json.dumps(keys.tolist()),))
+            encoded = json.dumps(keys.tolist())
+            self._db.execute(DELETE_INDEX_ROWS, (encoded,))
+            self._db.execute(DELETE_KEYS, (encoded,))
 
     def delete_all(self) -> None:
         with self._mutex:
             self._begin()
+            self._db.execute(DELETE_ALL_INDEX_ROWS)
             self._db.execute(DELETE_ALL)
 
     def count(self) -> int:
@@ -197,8 +300,15 @@ class Catalog:
             yield from (_record(row) for row in rows)
 
     def matching_keys(self, condition: str, params: list[Any]) -> np.ndarray:
+        """Sorted keys of the records matching a condition from `mm_rag.filters.compile_filter`."""
         with self._mutex:
-            return _keys(self._db.execute(SELECT_MATCHING_KEYS.format(condition=condition), params))
+            text = self._db.execute(SELECT_MATCHING_KEYS.format(condition=condition), params).fetchone()[0]
+        if not text:
+            return np.empty(0, dtype=np.int64)
+        keys = np.fromstring(text, dtype=np.int64, sep=",")
+        if len(keys) > 1 and (keys[1:] < keys[:-1]).any():  # group_concat's order is SQLite's, not promised
+            keys.sort()
+        return keys
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:
@@ -219,6 +329,11 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
             if mode == "immutable=1":
                 raise
     raise AssertionError("unreachable")
+
+
+def _statements(script: str) -> list[str]:
+    # executescript would first commit the open transaction, splitting the migration in two.
+    return [statement for statement in script.split(";") if statement.strip()]
 
 
 def _keys(cursor: sqlite3.Cursor) -> np.ndarray:
