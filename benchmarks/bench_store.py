@@ -55,6 +55,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--mmap-n", type=int, default=1_000_000, help="size of the mmap section's store")
     parser.add_argument("--only-mmap-1m", action="store_true", help="run only the 1M section")
+    parser.add_argument("--only-add", action="store_true", help="run only section 1 (add throughput)")
     parser.add_argument("--skip-hnsw", action="store_true", help="no HNSW32 latency rows (saves the HNSW builds)")
     parser.add_argument(
         "--threads", type=int, default=None, help="Faiss OpenMP threads (default: Faiss's own choice, one per core)"
@@ -91,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"n={args.n:,} dim={args.dim} k={args.k} queries={args.queries} repeats={args.repeats}")
     load = bench.results["load_average"] = {"start": os.getloadavg()}
-    sections = [] if args.only_mmap_1m else [add, query, filtered, persist]
+    sections = [] if args.only_mmap_1m else [add] if args.only_add else [add, query, filtered, persist]
+    if args.only_add:
+        args.mmap_1m = False
     try:
         for section in sections:
             section.run(bench)

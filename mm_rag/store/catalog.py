@@ -82,6 +82,7 @@ MAX_KEY = "SELECT max(key) FROM records"
 # The largest record key whose index rows were written: records above it were added by an mm-rag that did
 # not keep the index (the table is invisible to it), and are indexed when this one next opens the catalog.
 INDEXED_UP_TO = "metadata_index_max_key"
+CACHE_KIB = 64 * 1024
 COLUMNS = "key, id, modality, text, uri, doc_id, content_hash, metadata"
 INSERT_RECORD = f"INSERT INTO records ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 SELECT_KEYS_OF_IDS = "SELECT id, key FROM records WHERE id IN (SELECT value FROM json_each(?))"
@@ -120,6 +121,10 @@ class Catalog:
             self._db.execute("PRAGMA busy_timeout=10000")  # first: switching to WAL waits for other openers
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # A bulk add inserts into the metadata index in value order, i.e. all over its b-tree: with
+            # SQLite's 2 MiB default cache, pages spill mid-transaction (measured: 100k records insert in
+            # 0.54-0.58 s with 64 MiB, 0.60-0.65 s with 2 MiB). An upper bound, only used as pages are touched.
+            self._db.execute(f"PRAGMA cache_size={-CACHE_KIB}")
         register_sql_functions(self._db)  # what compiled filters call
         if not read_only:
             self._db.executescript(SCHEMA)
