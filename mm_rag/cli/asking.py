@@ -143,7 +143,8 @@ def _retriever(store: Any, device: str, *, whisper_model: str | None = None, aud
     from mm_rag.embed.loading import ModelChoice
     from mm_rag.retrieval import MultimodalRetriever
 
-    models = load_models(store, ModelChoice(whisper_model=whisper_model, audio=audio, device=device), recorded_only=True)
+    choice = ModelChoice(whisper_model=whisper_model, audio=audio, device=device, queries_only=True)
+    models = load_models(store, choice, recorded_only=True)
     if models.embedders == 0:
         fail("no embedder could be loaded for this store" + ("" if models.unavailable else " (is it empty?)"))
     return MultimodalRetriever(store, clip=models.clip, text=models.text, transcriber=models.transcriber)

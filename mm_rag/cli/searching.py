@@ -87,7 +87,7 @@ def search(
     compile_filter(conditions)  # a malformed filter, image or clip fails before any model loads
     query_image = None if image is None else load_image(image)
     query_audio = None if audio is None else load_audio(audio, SAMPLE_RATE)
-    choice = ModelChoice(whisper_model=whisper_model, audio=audio is not None, device=device)
+    choice = ModelChoice(whisper_model=whisper_model, audio=audio is not None, device=device, queries_only=True)
     with open_store(store) as opened:
         models = load_models(opened, choice, recorded_only=True)
         if models.embedders == 0:

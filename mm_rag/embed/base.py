@@ -123,3 +123,9 @@ def shared_model(key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
         if model is None:
             model = _MODELS[key] = load()
         return model
+
+
+def is_shared_model_loaded(key: tuple[Any, ...]) -> bool:
+    """Whether `shared_model` has loaded a model for `key` already (loads nothing)."""
+    with _MODELS_LOCK:
+        return key in _MODELS

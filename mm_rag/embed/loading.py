@@ -38,6 +38,8 @@ class ModelChoice:
         whisper_model: Whisper model name or local path.
         clip, text, audio: False leaves that model out.
         device: Device of every model (``"auto"``, ``"cpu"``, ``"cuda[:N]"``…).
+        queries_only: The models will only embed queries (a search, not an ingestion): a text model that
+            `mm_rag.embed.bert` can run loads without sentence-transformers, seconds sooner.
     """
 
     clip_model: str | None = None
@@ -48,6 +50,7 @@ class ModelChoice:
     text: bool = True
     audio: bool = True
     device: str = "auto"
+    queries_only: bool = False
 
 
 @dataclass
@@ -122,8 +125,10 @@ def _clip(choice: ModelChoice, recorded: tuple[str, dict[str, Any]] | None) -> O
 def _text(choice: ModelChoice, recorded: tuple[str, dict[str, Any]] | None) -> TextEmbedder:
     if recorded is not None:
         space, spec = recorded
-        return embedder_from_spec(spec, space=space, device=choice.device).load()
-    return TextEmbedder(choice.text_model or DEFAULT_TEXT_MODEL, device=choice.device).load()
+        embedder = embedder_from_spec(spec, space=space, device=choice.device)
+    else:
+        embedder = TextEmbedder(choice.text_model or DEFAULT_TEXT_MODEL, device=choice.device)
+    return embedder.load(queries_only=choice.queries_only)
 
 
 def _attempt(loaded: LoadedModels, role: str, build: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,10 +11,15 @@ from typing import Any
 import numpy as np
 
 from mm_rag._optional import require
-from mm_rag.embed.base import pick_device, shared_model
+from mm_rag.embed.base import is_shared_model_loaded, pick_device, shared_model
+from mm_rag.embed.bert import LightBertEncoder, LightEncoderConfig, light_encoder_config
 from mm_rag.errors import InvalidInputError
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+# Reading a folder's JSON files costs ~1 ms; a service asks once per query.
+_light_config_of = functools.lru_cache(maxsize=64)(light_encoder_config)
 
 
 class TextEmbedder:
@@ -30,6 +36,10 @@ class TextEmbedder:
     The model loads on first use and is shared between embedders with the same model and device. Texts
     longer than the model's maximum sequence length are truncated by the model; outputs are L2-normalised.
     sentence-transformers' own `encode` is the batching engine (it sorts by length and restores order).
+
+    Queries on the CPU of a process that has not loaded sentence-transformers go through
+    `mm_rag.embed.bert.LightBertEncoder` when the model folder is a plain BERT one: the same vector, bit for
+    bit, without the seconds that importing sentence-transformers takes (see `load(queries_only=True)`).
     """
 
     def __init__(
@@ -59,6 +69,9 @@ class TextEmbedder:
     @property
     def dim(self) -> int:
         """Output dimension, as the model declares it (loads the model on first call)."""
+        light = self._light_config(pick_device(self.device))
+        if light is not None:
+            return int(light.bert["hidden_size"])
         model = self._loaded()
         dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(dimension())
@@ -71,6 +84,9 @@ class TextEmbedder:
         """One normalised float32 vector for a search query (with the query prompt, if any)."""
         if not isinstance(text, str):
             raise InvalidInputError(f"embed_query: expected a string, got {type(text).__name__}")
+        light = self._light_encoder(pick_device(self.device))
+        if light is not None:
+            return light.encode(text, prompt=self.query_prompt)
         return self._encode([text], self.query_prompt)[0]
 
     def _encode(self, texts: Sequence[str], prompt: str | None) -> np.ndarray:
@@ -92,18 +108,44 @@ class TextEmbedder:
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
-    def load(self) -> TextEmbedder:
+    def load(self, *, queries_only: bool = False) -> TextEmbedder:
         """Load the model now instead of at the first embedding, and return self.
+
+        Args:
+            queries_only: The embedder will only embed queries (a search): load the light encoder when it can
+                run the model, and sentence-transformers only when it cannot. `embed_texts` still works
+                afterwards; it loads sentence-transformers then.
 
         Raises:
             InvalidInputError: the model cannot be loaded (unknown name, offline and not cached, bad folder).
         """
-        self._loaded()
+        if not (queries_only and self._light_encoder(pick_device(self.device)) is not None):
+            self._loaded()
         return self
+
+    def _key(self, device: str) -> tuple[Any, ...]:
+        return ("sentence-transformers", self.model, device, self.cache_dir)
 
     def _loaded(self) -> Any:
         device = pick_device(self.device)
-        return shared_model(("sentence-transformers", self.model, device, self.cache_dir), lambda: self._load(device))
+        return shared_model(self._key(device), lambda: self._load(device))
+
+    def _light_config(self, device: str) -> LightEncoderConfig | None:
+        """The light encoder's config when it should embed queries: a CPU, a plain BERT folder, and no
+        sentence-transformers model loaded already (that one is used then, and nothing more is loaded).
+
+        Only the CPU: on a GPU, transformers may pick other attention kernels, and the vectors could differ
+        in the last bits from those sentence-transformers makes.
+        """
+        if device != "cpu" or is_shared_model_loaded(self._key(device)):
+            return None
+        return _light_config_of(self.model)
+
+    def _light_encoder(self, device: str) -> LightBertEncoder | None:
+        config = self._light_config(device)
+        if config is None:
+            return None
+        return shared_model(("light-bert", self.model, device), lambda: LightBertEncoder(config, device))
 
     def _load(self, device: str) -> Any:
         sentence_transformers = require("sentence_transformers", "text embedding")
