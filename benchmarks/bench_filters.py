@@ -42,11 +42,10 @@ FIELDS = {0.001: "s1000", 0.01: "s100", 0.1: "s10", 0.5: "s2"}
 
 
 def records(lo: int, hi: int) -> list[Record]:
-    return [
-        Record(f"doc-{i:08d}", "text", text=f"Record {i}", metadata={"s1000": i % 1000, "s100": i % 100,
-               "s10": i % 10, "s2": i % 2, "tag": ("news", "blog", "paper")[i % 3]})  # fmt: skip
-        for i in range(lo, hi)
-    ]
+    def metadata(i: int) -> dict[str, Any]:
+        return {"s1000": i % 1000, "s100": i % 100, "s10": i % 10, "s2": i % 2, "tag": ("news", "blog", "paper")[i % 3]}
+
+    return [Record(f"doc-{i:08d}", "text", text=f"Record {i}", metadata=metadata(i)) for i in range(lo, hi)]
 
 
 def build(path: Path, n: int, dim: int, rng: np.random.Generator) -> tuple[MultimodalStore, np.ndarray, float]:
