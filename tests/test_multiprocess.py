@@ -259,3 +259,34 @@ def test_a_search_racing_a_commit_is_not_short_of_k(seeded) -> None:
         reader._sync = lambda: calls.append(1) if len(calls) == 0 else real_sync()  # the first check misses it
         hits = reader.search("s", vector("seed-5"), k=5)
         assert len(calls) == 1 and len(hits) == 5 and not {hit.record.id for hit in hits} & set(nearest[:3])
+
+
+def test_a_small_commit_is_applied_to_spaces_in_memory_a_large_one_reopens_them(seeded) -> None:
+    with MultimodalStore.open(seeded, mmap=False) as reader, StoreProcess(seeded) as writer:
+        held = dict(reader._spaces)
+        writer.call("add", ids("small", 6))
+        writer.call("add", ["seed-8"], 3)  # an upsert: a new key for an old record
+        writer.call("delete", ["seed-1", "seed-2"])
+        writer.call("save")
+        assert check(reader)["problems"] == []  # caught up by applying the change...
+        assert reader._spaces["s"] is held["s"] and reader._spaces["t"] is held["t"]  # ...to the same spaces
+        assert check(reader) == check(MultimodalStore.open(seeded))
+        writer.call("add", ids("bulk", 60))  # over a quarter of the space: reopened from the new files
+        writer.call("save")
+        assert check(reader)["problems"] == [] and reader._spaces["s"] is not held["s"]
+        assert reader.count() == 100 + 6 - 2 + 60
+
+
+def test_hnsw_spaces_are_reopened_not_patched(tmp_path) -> None:
+    path = tmp_path / "store"
+    with MultimodalStore(path) as store:
+        store.create_space("s", DIM, index="HNSW32")
+        seeds = ids("seed", 50)
+        store.add([Record(i, "text", metadata={"version": 0}) for i in seeds], {"s": np.stack([vector(i) for i in seeds])})
+        store.save()
+    with MultimodalStore.open(path, mmap=False) as reader, StoreProcess(path) as writer:
+        held = reader._spaces["s"]
+        writer.call("delete", ["seed-3"])
+        writer.call("save")
+        assert reader.count("s") == 49 and reader.get(["seed-3"]) == [] and reader._spaces["s"] is not held
+        assert reader.search("s", vector("seed-7"), k=1)[0].record.id == "seed-7"

@@ -70,7 +70,11 @@ def test_a_full_disk_during_save_keeps_the_last_commit_and_the_changes(saved, mo
 def test_sqlite_running_out_of_pages_loses_no_commit(saved) -> None:
     store = MultimodalStore.open(saved)
     pages = store._catalog._db.execute("PRAGMA page_count").fetchone()[0]
-    store._catalog._db.execute(f"PRAGMA max_page_count = {pages + 4}")  # SQLite's own "disk is full"
+    add(store, [f"big-first-{i}" for i in range(200)])
+    store.save()
+    grown = store._catalog._db.execute("PRAGMA page_count").fetchone()[0]
+    # SQLite's own "disk is full", about two and a half batches from now
+    store._catalog._db.execute(f"PRAGMA max_page_count = {grown + (grown - pages) * 5 // 2}")
     with pytest.raises(StoreWriteError, match="full") as raised:
         for batch in range(50):  # until the catalog cannot grow
             add(store, [f"big-{batch}-{i}" for i in range(200)])

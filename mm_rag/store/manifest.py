@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mm_rag.errors import StoreFormatError
 from mm_rag.store.durable import write_atomically
 from mm_rag.store.space import Space, SpaceConfig
@@ -24,6 +26,9 @@ SPACES_DIR = "spaces"
 WRITE_LOCK = "write.lock"
 # Index files at least this large open memory-mapped unless the caller says otherwise.
 MMAP_THRESHOLD = 256 * 2**20
+# A handle catches up with another process's commit by applying the change to a space it holds in memory
+# while the change is at most this share of the space; a larger one reopens the space from its new files.
+DELTA_SHARE = 0.25
 
 
 def empty_manifest() -> dict[str, Any]:
@@ -116,9 +121,45 @@ def open_space(store: Path, name: str, entry: dict[str, Any], mmap: bool | None)
     return space
 
 
+def read_delta(
+    store: Path, space: Space, entry: dict[str, Any], since: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """What turns `space` into the committed `entry`: (deleted keys, added keys, their vectors), or None.
+
+    Keys only grow, so the records added since this handle's state (whose next key was `since`) are the
+    suffix of the committed keys from `since` on, and the deleted ones are those of ours missing below it.
+    None when reopening is the right way: a mapped or sharded space, an index that cannot delete in place
+    (HNSW: the writer's rebuilt graph would differ from ours), another configuration or index, a change over
+    `DELTA_SHARE` of the space, or files that do not describe a successor of this space.
+    """
+    if len(entry["files"]) != 3 or space.mapped or space.serving is not None or space.index is None:
+        return None
+    config = SpaceConfig(space.config.name, entry["dim"], entry["metric"], entry["index"], entry["memory_budget"], entry.get("model"))
+    if not space.removes_in_place or entry.get("built") != space.spec or config != space.config:
+        return None
+    directory = store / SPACES_DIR
+    try:
+        if [(directory / file).stat().st_size for file in entry["files"][:2]] != entry["sizes"][:2]:
+            return None  # truncated or rewritten: the full open says so
+        keys = np.load(directory / entry["files"][0], mmap_mode="r", allow_pickle=False)
+        vectors = np.load(directory / entry["files"][1], mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, KeyError):
+        return None
+    if keys.dtype != np.int64 or vectors.dtype != np.float32 or vectors.shape != (len(keys), config.dim):
+        return None
+    split = int(np.searchsorted(keys, since))
+    ours = space.table.keys
+    still = np.isin(ours, np.asarray(keys[:split]), assume_unique=True)
+    if int(still.sum()) != split:  # the commit holds older keys this handle never had
+        return None
+    gone = ours[~still]
+    if len(gone) + len(keys) - split > DELTA_SHARE * max(1, len(ours)) or len(keys) != entry["vectors"]:
+        return None
+    return gone, np.array(keys[split:]), np.array(vectors[split:])
+
+
 def _library_versions() -> dict[str, str]:
     import faiss
-    import numpy as np
 
     from mm_rag import __version__
 

@@ -42,6 +42,7 @@ from mm_rag.store.manifest import (
     empty_manifest,
     new_manifest,
     open_space,
+    read_delta,
     read_json,
     space_entry,
     write_manifest_file,
@@ -193,11 +194,19 @@ class MultimodalStore:
                 and name not in self._adopted
                 and self._manifest["spaces"].get(name, {}).get("files") == manifest["spaces"].get(name, {}).get("files")
             }
+            spaces: dict[str, Space] = {}
+            deltas = {}
             try:
-                spaces = {
-                    name: kept.get(name) or open_space(self.path, name, entry, self._mmap)
-                    for name, entry in manifest["spaces"].items()
-                }
+                for name, entry in manifest["spaces"].items():
+                    if name in kept:
+                        spaces[name] = kept[name]
+                        continue
+                    ours = None if discard else self._spaces.get(name)
+                    delta = None if ours is None else read_delta(self.path, ours, entry, self._manifest["next_key"])
+                    if delta is not None:
+                        spaces[name], deltas[name] = ours, delta
+                    else:
+                        spaces[name] = open_space(self.path, name, entry, self._mmap)
             except StoreFormatError:
                 if attempt + 1 == _OPEN_ATTEMPTS or self._committed()["generation"] == manifest["generation"]:
                     raise
@@ -205,6 +214,9 @@ class MultimodalStore:
             with self._lock.writing():
                 if not discard and (self._unsaved or manifest["generation"] <= self._manifest["generation"]):
                     return False  # another thread caught up meanwhile (and may have changed things since)
+                for name, (gone, keys, vectors) in deltas.items():  # small: applied while searches wait
+                    spaces[name].delete(gone)
+                    spaces[name].add(keys, vectors)
                 self._manifest = manifest
                 self._next_key = int(manifest["next_key"])
                 self._spaces = spaces
