@@ -25,6 +25,7 @@ EXTRAS: dict[str, str] = {
     "bs4": "docs",
     "fastapi": "server",
     "uvicorn": "server",
+    "mcp": "mcp",
     "pyarrow": "distributed",
     "ray": "distributed",
 }

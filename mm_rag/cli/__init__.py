@@ -14,7 +14,7 @@ try:  # typer ≥ 0.20 carries its own copy of click
 except ImportError:  # older typer uses click itself
     from click.exceptions import NoArgsIsHelpError, UsageError
 
-from mm_rag.cli import asking, building, ingesting, searching, serving, stores
+from mm_rag.cli import agents, asking, building, ingesting, searching, serving, stores
 from mm_rag.cli._common import EXIT_USAGE, error_line
 from mm_rag.errors import MMRagError
 
@@ -27,7 +27,7 @@ app = typer.Typer(
 )
 
 # Each module adds its commands; a new group of commands is a new module listed here.
-for _module in (stores, ingesting, building, searching, asking, serving):
+for _module in (stores, ingesting, building, searching, asking, serving, agents):
     _module.register(app)
 
 

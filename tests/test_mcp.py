@@ -1,0 +1,271 @@
+"""`mm-rag mcp` in a subprocess, driven by the MCP SDK's own client over stdio and over streamable HTTP.
+
+The store holds examples/media (images, documents, a recorded meeting, a video tour), ingested with the tiny
+CLIP model, MiniLM and Whisper tiny.en. Each server is started once per module and one client session records
+what every call answered; the tests read those answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.types import CallToolResult, ImageContent, TextContent
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+MM_RAG = Path(sys.executable).with_name("mm-rag")
+MEDIA = Path(__file__).resolve().parents[1] / "examples" / "media"
+ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+INBOX_TEXT = "The ferry timetable for the harbour festival is printed under code ZX-4711."
+TIME_RANGE = re.compile(r"\d\d:\d\d\.\d-\d\d:\d\d\.\d")
+Session = Callable[[ClientSession], Awaitable[dict[str, Any]]]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_clip_paths, minilm_dir: Path, whisper_ct2_dir: Path) -> list[str]:
+    return [
+        "--clip-model", str(tiny_clip_paths.config), "--clip-pretrained", str(tiny_clip_paths.checkpoint),
+        "--text-model", str(minilm_dir), "--whisper-model", str(whisper_ct2_dir), "--device", "cpu",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, models: list[str]) -> Path:
+    store = tmp_path_factory.mktemp("mcp") / "store"
+    result = subprocess.run(
+        [str(MM_RAG), "ingest", str(MEDIA), "--store", str(store), *models],
+        capture_output=True, text=True, env={**os.environ, **ENV}, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return store
+
+
+def _search(query: str, **arguments: Any) -> dict[str, Any]:
+    return {"query": query, **arguments}
+
+
+async def _read_only_session(session: ClientSession) -> dict[str, Any]:
+    """Every call the read-only tests look at, in one session (the server loads its models once)."""
+    answers: dict[str, Any] = {"tools": await session.list_tools()}
+    answers["fireworks"] = await session.call_tool("search", _search("fireworks at the festival"))
+    answers["images only"] = await session.call_tool("search", _search("a red circle", filter={"modality": "image"}))
+    answers["filter as text"] = await session.call_tool(
+        "search", _search("the museum tour", filter='{"modality": "video"}', text_k=0, image_k=0, audio_k=0)
+    )
+    answers["bad operator"] = await session.call_tool("search", _search("fireworks", filter={"year": {"$near": 3}}))
+    answers["bad json"] = await session.call_tool("search", _search("fireworks", filter="{modality: image"))
+    answers["negative k"] = await session.call_tool("search", _search("fireworks", text_k=-1))
+    answers["no query"] = await session.call_tool("search", {"filter": {"modality": "text"}})
+    answers["after errors"] = await session.call_tool("search", _search("plum cake", image_k=0, video_k=0))
+    image_id = answers["images only"].structured_content["results"][0]["id"]
+    answers["image id"] = image_id
+    answers["get image"] = await session.call_tool("get_record", {"id": image_id})
+    answers["get unknown"] = await session.call_tool("get_record", {"id": "no-such-record"})
+    answers["templates"] = await session.list_resource_templates()
+    answers["resources"] = await session.list_resources()
+    answers["record resource"] = await session.read_resource(f"mmrag://records/{image_id}")
+    answers["store resource"] = await session.read_resource("mmrag://store")
+    try:
+        await session.read_resource("mmrag://records/no-such-record")
+    except MCPError as error:
+        answers["unknown resource"] = error
+    return answers
+
+
+async def _ingesting_session(session: ClientSession) -> dict[str, Any]:
+    answers: dict[str, Any] = {"tools": await session.list_tools()}
+    answers["ingest"] = await session.call_tool("ingest", {"path": "ferry.txt"})
+    answers["again"] = await session.call_tool("ingest", {"path": "."})
+    answers["outside"] = await session.call_tool("ingest", {"path": "../store"})
+    answers["missing"] = await session.call_tool("ingest", {"path": "nothing-here.txt"})
+    answers["found"] = await session.call_tool("search", _search("ferry timetable code ZX-4711", image_k=0))
+    return answers
+
+
+def _drive(connect: Any, run: Session) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        async with connect as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            return await run(session)
+
+    return anyio.run(main)
+
+
+@pytest.fixture(scope="module")
+def stdio(store: Path, tmp_path_factory) -> Iterator[tuple[dict[str, Any], str]]:
+    """The answers of a stdio session against ``mm-rag mcp --store S`` (models from the store), and its stderr."""
+    params = StdioServerParameters(command=str(MM_RAG), args=["mcp", "--store", str(store), "--device", "cpu"], env=ENV)
+    log = tmp_path_factory.mktemp("stdio") / "stderr.txt"
+    with log.open("w") as errors:
+        answers = _drive(stdio_client(params, errlog=errors), _read_only_session)
+    yield answers, log.read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for(port: int, process: subprocess.Popen[str], seconds: float = 180.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"mm-rag mcp --http exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("mm-rag mcp --http did not start listening in time")
+
+
+@pytest.fixture(scope="module")
+def http(store: Path, models: list[str], tmp_path_factory) -> Iterator[tuple[dict[str, Any], str]]:
+    """The answers of a streamable-HTTP session against a server that may ingest inside an inbox folder."""
+    base = tmp_path_factory.mktemp("http")
+    inbox = base / "inbox"
+    inbox.mkdir()
+    (inbox / "ferry.txt").write_text(INBOX_TEXT)
+    shutil.copytree(store, base / "store")  # the read-only tests keep their store as it was
+    port = _free_port()
+    command = [str(MM_RAG), "mcp", "--store", str(base / "store"), "--http", "--port", str(port),
+               "--ingest-root", str(inbox), *models]  # fmt: skip
+    log = base / "stderr.txt"
+    with log.open("w") as errors:
+        process = subprocess.Popen(command, stdout=errors, stderr=errors, text=True, env={**os.environ, **ENV})
+        try:
+            _wait_for(port, process)
+            answers = _drive(streamable_http_client(f"http://127.0.0.1:{port}/mcp"), _ingesting_session)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    yield answers, log.read_text()
+
+
+def _texts(result: CallToolResult) -> list[str]:
+    return [block.text for block in result.content if isinstance(block, TextContent)]
+
+
+def _images(result: CallToolResult) -> list[ImageContent]:
+    return [block for block in result.content if isinstance(block, ImageContent)]
+
+
+def _decodes_as_jpeg(block: ImageContent) -> bool:
+    picture = Image.open(io.BytesIO(base64.b64decode(block.data, validate=True)))
+    return block.mime_type == "image/jpeg" and picture.format == "JPEG" and min(picture.size) > 0
+
+
+# --- stdio ---------------------------------------------------------------------------------------------------
+def test_lists_search_and_get_record_and_no_ingest_without_a_root(stdio) -> None:
+    answers, stderr = stdio
+    tools = {tool.name: tool for tool in answers["tools"].tools}
+    assert set(tools) == {"search", "get_record"}
+    properties = tools["search"].input_schema["properties"]
+    assert {"query", "filter", "text_k", "image_k", "audio_k", "video_k"} <= set(properties)
+    assert tools["search"].input_schema["required"] == ["query"]
+    assert "Traceback" not in stderr
+
+
+def test_search_returns_cited_passages_with_time_ranges_and_pictures_with_keyframes(stdio) -> None:
+    result = stdio[0]["fireworks"]
+    assert not result.is_error
+    context = result.content[0].text
+    lines = context.splitlines()
+    assert lines[0].startswith("[1] ") and all(line.startswith(f"[{n}] ") for n, line in enumerate(lines, 1))
+    meeting = next(line for line in lines if "planning-meeting.ogg" in line)
+    assert "audio transcript" in meeting and TIME_RANGE.search(meeting) and "Fireworks" in meeting
+    assert any("video frame" in line and "museum-tour.mp4" in line for line in lines)
+    images = _images(result)
+    assert images and all(_decodes_as_jpeg(image) for image in images)
+    # Each picture follows a label naming the numbered line it illustrates, video keyframes included.
+    labels = [result.content[i - 1].text for i, block in enumerate(result.content) if isinstance(block, ImageContent)]
+    cited = {int(label.strip("[] picture:")) for label in labels}
+    assert any("video frame" in lines[number - 1] for number in cited)
+    assert any(lines[number - 1].split()[1] == "image" for number in cited)
+    results = result.structured_content["results"]
+    assert [r["citation"] for r in results] == list(range(1, len(lines) + 1))
+    assert {r["modality"] for r in results} == {"text", "image", "audio", "video"}
+
+
+def test_a_filter_restricts_every_modality_also_written_as_json_text(stdio) -> None:
+    images_only = stdio[0]["images only"]
+    assert {r["modality"] for r in images_only.structured_content["results"]} == {"image"}
+    assert len(_images(images_only)) == min(4, len(images_only.structured_content["results"]))
+    videos = stdio[0]["filter as text"]
+    assert not videos.is_error and {r["modality"] for r in videos.structured_content["results"]} == {"video"}
+
+
+def test_bad_filters_and_arguments_are_tool_errors_and_the_server_goes_on(stdio) -> None:
+    answers = stdio[0]
+    for name, expected in [
+        ("bad operator", "unknown operator '$near'"),
+        ("bad json", "filter is not valid JSON"),
+        ("negative k", "text_k"),
+        ("no query", "query"),
+    ]:
+        result = answers[name]
+        assert result.is_error, name
+        assert expected in _texts(result)[0], (name, _texts(result))
+    after = answers["after errors"]
+    assert not after.is_error and "recipes.txt" in after.content[0].text
+
+
+def test_get_record_gives_the_record_and_its_picture(stdio) -> None:
+    answers = stdio[0]
+    record = json.loads(answers["get image"].content[0].text)
+    assert record["id"] == answers["image id"] and record["modality"] == "image"
+    assert record["uri"].endswith(".jpg") and record["metadata"]["width"] > 0
+    assert answers["get image"].structured_content == record
+    assert [_decodes_as_jpeg(image) for image in _images(answers["get image"])] == [True]
+    unknown = answers["get unknown"]
+    assert unknown.is_error and "no record with id 'no-such-record'" in _texts(unknown)[0]
+
+
+def test_records_and_the_store_are_resources(stdio) -> None:
+    answers = stdio[0]
+    assert [t.uri_template for t in answers["templates"].resource_templates] == ["mmrag://records/{record_id}"]
+    assert [str(r.uri) for r in answers["resources"].resources] == ["mmrag://store"]
+    (content,) = answers["record resource"].contents
+    assert content.mime_type == "application/json"
+    assert json.loads(content.text) == json.loads(answers["get image"].content[0].text)
+    store = json.loads(answers["store resource"].contents[0].text)
+    assert store["records"] == 15 and set(store["spaces"]) == {"clip", "text"}
+    assert "no record with id 'no-such-record'" in str(answers["unknown resource"])
+
+
+# --- streamable HTTP, with an ingest root ------------------------------------------------------------------
+def test_http_ingest_inside_the_root_then_search_finds_it(http) -> None:
+    answers, stderr = http
+    assert {tool.name for tool in answers["tools"].tools} == {"search", "get_record", "ingest"}
+    report = answers["ingest"].structured_content
+    assert not answers["ingest"].is_error and report["added"] == ["ferry.txt"] and report["records"] >= 1
+    assert json.loads(answers["ingest"].content[0].text) == report
+    again = answers["again"].structured_content
+    assert again["added"] == [] and list(again["skipped"]) == ["ferry.txt"]  # unchanged: skipped by hash
+    found = answers["found"]
+    assert not found.is_error and "ferry.txt" in found.content[0].text.splitlines()[0]
+    assert "Traceback" not in stderr
+
+
+def test_http_ingest_outside_the_root_or_of_nothing_is_a_tool_error(http) -> None:
+    answers = http[0]
+    assert answers["outside"].is_error and "outside the ingest root" in _texts(answers["outside"])[0]
+    assert answers["missing"].is_error and "does not exist" in _texts(answers["missing"])[0]
