@@ -269,3 +269,20 @@ def test_http_ingest_outside_the_root_or_of_nothing_is_a_tool_error(http) -> Non
     answers = http[0]
     assert answers["outside"].is_error and "outside the ingest root" in _texts(answers["outside"])[0]
     assert answers["missing"].is_error and "does not exist" in _texts(answers["missing"])[0]
+
+
+# --- the command's own checks ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--store", "{missing}"], "error: no mm-rag store at"),
+        (["--store", "{missing}", "--create"], "error: --create needs --ingest-root"),
+    ],
+)
+def test_mistakes_end_with_one_error_line_before_any_model_loads(tmp_path: Path, arguments, message) -> None:
+    command = [str(MM_RAG), "mcp", *(a.format(missing=tmp_path / "nothing") for a in arguments)]
+    environment = {**os.environ, **ENV}
+    result = subprocess.run(command, check=False, capture_output=True, text=True, env=environment, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(message) and "Traceback" not in result.stderr
+    assert not (tmp_path / "nothing").exists()

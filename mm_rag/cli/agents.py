@@ -23,6 +23,9 @@ from mm_rag.cli._common import (
     load_models,
 )
 
+# The SDK turns on its DNS-rebinding protection (Host and Origin checks) for these addresses only.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def mcp(
     store: StoreOption,
@@ -90,6 +93,10 @@ def mcp(
         server = create_mcp_server(
             opened, clip=models.clip, text=models.text, transcriber=models.transcriber, ingest_root=ingest_root
         )
+        if http and host not in LOOPBACK:
+            typer.echo(
+                f"note: the MCP endpoint has no authentication: anyone reaching {host}:{port} can use it", err=True
+            )
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the server; nothing more to say
             if http:
                 server.run("streamable-http", host=host, port=port)
