@@ -134,18 +134,14 @@ def _add_search(server: MCPServer, service: Service, max_tokens: int, max_images
 
 
 def _add_records(server: MCPServer, service: Service) -> None:
-    def record_or_error(record_id: str) -> Record:
-        record = service.get(record_id)
-        if record is None:
-            raise ToolError(f"no record with id {record_id!r} in the store")
-        return record
-
     @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     def get_record(
         id: Annotated[str, Field(min_length=1, description="The record id, as a search result gives it.")],
     ) -> CallToolResult:
         """Fetch one record by id: its modality, text, source, time range and metadata, and its picture if any."""
-        record = record_or_error(id)
+        record = service.get(id)
+        if record is None:
+            raise ToolError(f"no record with id {id!r} in the store")
         content: list[ContentBlock] = [TextContent(text=json.dumps(record_json(record), ensure_ascii=False))]
         if record.modality in ("image", "video"):
             # The context builder already reads and downscales pictures, keyframes included: one path for both.
