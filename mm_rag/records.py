@@ -44,9 +44,9 @@ class Hit:
 
     Attributes:
         record: The record found.
-        space: The embedding space that found it.
+        space: The embedding space that found it, or `LEXICAL` for the keyword (BM25) index.
         score: Higher is better, comparable within one space: cosine similarity (``cosine``), inner product
-            (``ip``) or the negated Euclidean distance (``l2``).
+            (``ip``) or the negated Euclidean distance (``l2``); for `LEXICAL`, the BM25 score (within one query).
         rank: 0-based position in the result list.
     """
 
@@ -54,6 +54,10 @@ class Hit:
     space: str
     score: float
     rank: int
+
+
+# The name under which keyword (BM25) results appear beside the embedding spaces; no space may take it.
+LEXICAL = "lexical"
 
 
 def make_id(content: bytes | str, locator: str = "") -> str:

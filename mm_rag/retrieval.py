@@ -2,6 +2,8 @@
 
 Each space is searched once per modality with that modality's own ``k`` and the caller's filter, so a
 modality with few records is never crowded out by one with many, and a filter restricts every space alike.
+A text query also searches the store's keyword index (BM25, `MultimodalStore.search_text`) in the default
+``"hybrid"`` mode: exact names, codes and numbers that embeddings blur come back through it.
 The hits of each space are then ranked together where their scores are comparable (see `_rankings`) and the
 rankings fused: reciprocal-rank fusion by default (ranks only, so a cosine of 0.3 in the CLIP space and 0.6
 in the text space need not be compared), or weighted fusion of scores min-max normalised per ranking. A
@@ -10,7 +12,7 @@ record reached through several rankings appears once, carrying the evidence of e
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,9 +21,12 @@ import numpy as np
 from mm_rag.errors import InvalidInputError
 from mm_rag.filters import Filter
 from mm_rag.mmr import mmr_order
-from mm_rag.records import MODALITIES, Modality, Record
+from mm_rag.records import LEXICAL, MODALITIES, Hit, Modality, Record
 
 Fusion = Literal["rrf", "weighted"]
+# hybrid: embeddings and keywords fused; dense: embeddings only; lexical: keywords (BM25) only.
+Mode = Literal["hybrid", "dense", "lexical"]
+MODES = ("hybrid", "dense", "lexical")
 QueryForm = Literal["text", "image"]
 
 # The constant of reciprocal-rank fusion (Cormack et al., 2009): damps the weight of the very first ranks.
@@ -80,7 +85,9 @@ class Retrieved:
     def explain(self) -> str:
         """Which space and rank produced this result, e.g. ``"text space #1 (0.612); clip space #3 (0.284)"``."""
         return "; ".join(
-            f"{e.space} space #{e.rank + 1} ({e.score:.3f}{', by image' if e.query == 'image' else ''})"
+            f"keywords #{e.rank + 1} (BM25 {e.score:.3f})"
+            if e.space == LEXICAL
+            else f"{e.space} space #{e.rank + 1} ({e.score:.3f}{', by image' if e.query == 'image' else ''})"
             for e in self.evidence
         )
 
@@ -115,7 +122,9 @@ class MultimodalRetriever:
         transcriber: Turns a spoken query (`audio=`) into text; needed only for voice queries.
         text_k, image_k, audio_k, video_k: Results kept per modality (0 leaves a modality out).
         fusion: ``"rrf"`` (reciprocal-rank fusion) or ``"weighted"`` (scores min-max normalised per ranking).
-        weights: Weight of each space in the fusion (default 1 for every space).
+        weights: Weight of each space in the fusion (default 1 for every space; ``"lexical"`` for keywords).
+        mode: ``"hybrid"`` (embeddings and keywords fused), ``"dense"`` (embeddings only) or ``"lexical"``
+            (keywords only: needs no embedder, and no image queries).
         diversity: None, or the MMR trade-off λ in [0, 1] (1: relevance only) to reorder results for variety.
         filter: A filter (see `mm_rag.filters`) applied in every space to every query.
     """
@@ -132,10 +141,16 @@ class MultimodalRetriever:
     weights: Mapping[str, float] = field(default_factory=dict)
     diversity: float | None = None
     filter: Filter | None = None
+    mode: Mode = "hybrid"
 
     def __post_init__(self) -> None:
-        if self.clip is None and self.text is None:
-            raise InvalidInputError("MultimodalRetriever: give at least one embedder (clip= and/or text=)")
+        if self.mode not in MODES:
+            raise InvalidInputError(f"MultimodalRetriever: unknown mode {self.mode!r}; expected one of {list(MODES)}")
+        if self.clip is None and self.text is None and (self.mode != "lexical" or self.diversity is not None):
+            raise InvalidInputError(
+                "MultimodalRetriever: give at least one embedder (clip= and/or text=)"
+                + ("" if self.mode != "lexical" else "; diversity needs one")
+            )
         if self.fusion not in ("rrf", "weighted"):
             raise InvalidInputError(f"MultimodalRetriever: unknown fusion {self.fusion!r}; expected 'rrf' or 'weighted'")
         for name in ("text_k", "image_k", "audio_k", "video_k"):
@@ -212,7 +227,9 @@ class MultimodalRetriever:
         if text_query is None and image is None:
             raise InvalidInputError("retrieve: give a query, an image or an audio clip")
         searches: list[tuple[str, QueryForm, np.ndarray]] = []
-        spaces = self.store.spaces
+        spaces = self.store.spaces if self.mode != "lexical" else {}
+        if image is not None and self.mode == "lexical":
+            raise InvalidInputError("retrieve: an image query needs embeddings; use mode 'dense' or 'hybrid'")
         if text_query is not None:
             if self.text is not None and self.text.space in spaces:
                 embed_query = getattr(self.text, "embed_query", None)
@@ -226,11 +243,14 @@ class MultimodalRetriever:
             if self.clip.space in spaces:
                 searches.append((self.clip.space, "image", self.clip.embed_images([image])[0]))
         lists = []
-        for space, form, vector in searches:
-            for modality, k in counts.items():
-                if k:
-                    condition = {"$and": [*filters, {"modality": modality}]}
-                    lists.append((space, form, modality, self.store.search(space, vector, k, filter=condition)))
+        for modality, k in counts.items():
+            if not k:
+                continue
+            condition = {"$and": [*filters, {"modality": modality}]}
+            for space, form, vector in searches:
+                lists.append((space, form, modality, self.store.search(space, vector, k, filter=condition)))
+            if text_query is not None and self.mode != "dense":
+                lists.append((LEXICAL, "text", modality, self.store.search_text(text_query, k, filter=condition)))
         return lists
 
     # --- fusion -----------------------------------------------------------------------------------------
@@ -243,11 +263,7 @@ class MultimodalRetriever:
             low, high = hits[-1].score, hits[0].score
             for rank, hit in enumerate(hits):
                 key = hit.record.id
-                if self.fusion == "rrf":
-                    contribution = 1.0 / (RRF_K + rank + 1)
-                else:  # min-max within the ranking, where scores are comparable
-                    contribution = 1.0 if high == low else (hit.score - low) / (high - low)
-                scores[key] = scores.get(key, 0.0) + weight * contribution
+                scores[key] = scores.get(key, 0.0) + weight * _contribution(self.fusion, rank, hit.score, low, high)
                 evidence.setdefault(key, []).append(Evidence(space, form, rank, hit.score))
                 records[key] = hit.record
         # Equal fused scores (say, two first places in different rankings) go to the closer match by raw score.
@@ -276,6 +292,42 @@ class MultimodalRetriever:
         relevance = np.array([r.score / top for r in results]) if top > 0 else np.ones(len(results))
         chosen = mmr_order(relevance, vectors @ vectors.T, trade_off)
         return [results[i] for i in chosen]
+
+
+def fuse_rankings(
+    rankings: Sequence[Sequence[Hit]], weights: Sequence[float] | None = None, fusion: Fusion = "rrf"
+) -> list[tuple[Hit, float]]:
+    """Several rankings of one collection (say, a dense and a keyword search) as one: (hit, fused score), best first.
+
+    The fusion is `MultimodalRetriever`'s: reciprocal ranks, or (``"weighted"``) each ranking's scores min-max
+    normalised, times its weight (default 1 each); a record found by several rankings appears once, with the
+    hit of the ranking where it ranked best, and equal fused scores go to the higher raw score.
+    """
+    weights = [1.0] * len(rankings) if weights is None else [float(weight) for weight in weights]
+    if len(weights) != len(rankings):
+        raise InvalidInputError(f"fuse_rankings: {len(weights)} weights for {len(rankings)} rankings")
+    if fusion not in ("rrf", "weighted"):
+        raise InvalidInputError(f"fuse_rankings: unknown fusion {fusion!r}; expected 'rrf' or 'weighted'")
+    scores: dict[str, float] = {}
+    best: dict[str, Hit] = {}
+    for hits, weight in zip(rankings, weights):
+        if not hits or weight == 0:  # a ranking weighed 0 adds no candidates either (alpha=1: dense only)
+            continue
+        low, high = min(hit.score for hit in hits), max(hit.score for hit in hits)
+        for rank, hit in enumerate(hits):
+            key = hit.record.id
+            scores[key] = scores.get(key, 0.0) + weight * _contribution(fusion, rank, hit.score, low, high)
+            if key not in best or rank < best[key].rank:
+                best[key] = hit
+    order = sorted(scores, key=lambda key: (-scores[key], -best[key].score, key))
+    return [(best[key], scores[key]) for key in order]
+
+
+def _contribution(fusion: Fusion, rank: int, score: float, low: float, high: float) -> float:
+    """What one ranked hit adds to its record's fused score."""
+    if fusion == "rrf":
+        return 1.0 / (RRF_K + rank + 1)
+    return 1.0 if high == low else (score - low) / (high - low)  # min-max within the ranking: comparable there
 
 
 def _rankings(lists: list[tuple[str, QueryForm, Modality, list[Any]]]) -> dict[tuple[str, str, str], list[Any]]:

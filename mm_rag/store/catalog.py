@@ -31,6 +31,7 @@ from mm_rag.filters import (
     register_sql_functions,
 )
 from mm_rag.records import Record
+from mm_rag.store import lexical
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -190,9 +191,11 @@ class Catalog:
         """
         if self.read_only:
             if not self._index_current():
-                for statement in _statements(INDEX_SCHEMA.format(schema="temp.")):
-                    self._db.execute(statement)
-                self._db.execute(INSERT_INDEX_ROWS, (-(2**63), 2**63 - 1) * 3)
+                if not self._metadata_index_current():
+                    for statement in _statements(INDEX_SCHEMA.format(schema="temp.")):
+                        self._db.execute(statement)
+                    self._db.execute(INSERT_INDEX_ROWS, (-(2**63), 2**63 - 1) * 3)
+                lexical.ensure(self._db, read_only=True)
             return
         if self._index_current():  # the usual case, answered without the write lock another process may hold
             return
@@ -201,10 +204,15 @@ class Catalog:
             built = self._db.execute(HAS_INDEX).fetchone() is not None
             indexed = self.setting(INDEXED_UP_TO) if built else None
             newest = self._db.execute(MAX_KEY).fetchone()[0]
+            has_text_index = self._db.execute(lexical.HAS_TABLE).fetchone() is not None
             for statement in _statements(INDEX_SCHEMA.format(schema="")):
                 self._db.execute(statement)
+            lexical.ensure(self._db, read_only=False)  # a new text index indexes every record at once
             if newest is not None and (indexed is None or newest > indexed):
-                self._db.execute(INSERT_INDEX_ROWS, (-(2**63) if indexed is None else indexed + 1, newest) * 3)
+                since = -(2**63) if indexed is None else indexed + 1
+                self._db.execute(INSERT_INDEX_ROWS, (since, newest) * 3)
+                if has_text_index:  # records an older mm-rag added without indexing their text
+                    self._db.execute(lexical.INSERT_RANGE, (since, newest))
                 self._db.execute(PUT_SETTING, (INDEXED_UP_TO, json.dumps(newest)))
             self._db.execute("COMMIT")
         except BaseException:
@@ -212,7 +220,10 @@ class Catalog:
             raise
 
     def _index_current(self) -> bool:
-        """Whether the metadata index exists and covers every record."""
+        """Whether the metadata and text indices exist and cover every record."""
+        return self._db.execute(lexical.HAS_TABLE).fetchone() is not None and self._metadata_index_current()
+
+    def _metadata_index_current(self) -> bool:
         if self._db.execute(HAS_INDEX).fetchone() is None:
             return False
         newest = self._db.execute(MAX_KEY).fetchone()[0]
@@ -263,6 +274,7 @@ class Catalog:
             self._db.executemany(INSERT_RECORD, rows)
             # The key range may hold older records too (keys need not be contiguous): OR IGNORE skips their rows.
             self._db.execute(INSERT_INDEX_ROWS, (low, high) * 3)
+            self._db.execute(lexical.INSERT_RANGE, (low, high))
             indexed = self.setting(INDEXED_UP_TO)
             if indexed is None or high > indexed:
                 self._db.execute(PUT_SETTING, (INDEXED_UP_TO, json.dumps(high)))
@@ -272,12 +284,14 @@ class Catalog:
             self._begin()
             encoded = json.dumps(keys.tolist())
             self._db.execute(DELETE_INDEX_ROWS, (encoded,))
+            self._db.execute(lexical.DELETE_KEYS, (encoded,))
             self._db.execute(DELETE_KEYS, (encoded,))
 
     def delete_all(self) -> None:
         with self._mutex:
             self._begin()
             self._db.execute(DELETE_ALL_INDEX_ROWS)
+            self._db.execute(lexical.DELETE_ALL)
             self._db.execute(DELETE_ALL)
 
     def count(self) -> int:
@@ -303,6 +317,11 @@ class Catalog:
                 return
             last = rows[-1][0]
             yield from (_record(row) for row in rows)
+
+    def search_text(self, query: str, condition: str, params: list[Any], k: int) -> list[tuple[int, float]]:
+        """(key, BM25 score) of the `k` records whose text best matches `query`, among those matching `condition`."""
+        with self._mutex:
+            return lexical.search(self._db, query, condition, params, k)
 
     def matching_keys(self, condition: str, params: list[Any]) -> np.ndarray:
         """Sorted keys of the records matching a condition from `mm_rag.filters.compile_filter`."""

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mm_rag.errors import InvalidInputError
+from mm_rag.records import LEXICAL
 from mm_rag.store import indexing, ondisk
 from mm_rag.store.durable import fsync_path
 from mm_rag.store.vectors import VectorTable
@@ -53,6 +54,8 @@ class SpaceConfig:
     def validate(self) -> None:
         if not isinstance(self.name, str) or not self.name.replace("_", "").replace("-", "").isalnum():
             raise InvalidInputError(f"space name must be letters, digits, '-' or '_', got {self.name!r}")
+        if self.name == LEXICAL:
+            raise InvalidInputError(f"space name {LEXICAL!r} is reserved for the keyword index (store.search_text)")
         if not isinstance(self.dim, int) or isinstance(self.dim, bool) or self.dim <= 0:
             raise InvalidInputError(f"space {self.name!r}: dim must be a positive integer, got {self.dim!r}")
         if self.metric not in indexing.METRICS:

@@ -28,7 +28,7 @@ from mm_rag.errors import (
     UnknownSpaceError,
 )
 from mm_rag.filters import Filter, canonical_filter, compile_filter
-from mm_rag.records import Hit, Record, encode_record
+from mm_rag.records import LEXICAL, Hit, Record, encode_record
 from mm_rag.store import indexing
 from mm_rag.store.catalog import Catalog
 from mm_rag.store.durable import fsync_path
@@ -656,6 +656,43 @@ class MultimodalStore:
             ]
             for row_scores, row_keys in zip(scores, keys)
         ]
+
+    def search_text(self, query: str, k: int = 10, filter: Filter | None = None, space: str | None = None) -> list[Hit]:
+        """The `k` records whose text best matches the words of `query`, best first (BM25 over SQLite FTS5).
+
+        Keyword search finds what embeddings blur: exact names, codes ("INV-4711") and numbers. Every word of
+        `query` counts, as a plain word (quotes and FTS5 operators have no special meaning); case and
+        diacritics are folded. `filter` restricts the search exactly, in the same SQL query; `space` keeps
+        only records with a vector in that space (exactly: more candidates are ranked until `k` qualify).
+        Hits carry ``space=LEXICAL`` and the BM25 score (higher is better, comparable within one query).
+
+        Raises:
+            InvalidInputError: `query` is not text, or `k` is not a positive integer.
+            FilterError: a malformed filter.
+            UnknownSpaceError: an unknown `space`.
+        """
+        if not isinstance(query, str):
+            raise InvalidInputError(f"search_text: query must be text, got {type(query).__name__}")
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise InvalidInputError(f"search_text: k must be a positive integer, got {k!r}")
+        condition = compile_filter(filter)
+        self._sync()
+        with self._lock.reading():
+            table = None if space is None else self._space(space).table
+            wanted = k if table is None else 4 * k
+            while True:
+                rows = self._catalog.search_text(query, *condition, wanted)
+                if table is None:
+                    break
+                inside = set(table.contains(np.fromiter((key for key, _ in rows), dtype=np.int64)).tolist())
+                kept = [(key, score) for key, score in rows if key in inside]
+                if len(kept) >= k or len(rows) < wanted:
+                    rows = kept[:k]
+                    break
+                wanted *= 4
+            found = self._catalog.records_by_keys([key for key, _ in rows])
+        ranked = [(found[key], score) for key, score in rows if key in found]
+        return [Hit(record, LEXICAL, float(score), rank) for rank, (record, score) in enumerate(ranked)]
 
     def _matching_keys(self, filter: Filter, condition: tuple[str, list[Any]]) -> np.ndarray:
         cache_key = canonical_filter(filter)

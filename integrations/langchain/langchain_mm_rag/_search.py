@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from langchain_core.documents import Document
 
 from mm_rag.errors import InvalidInputError
 
+Scored = TypeVar("Scored")
 # A callable filter is applied to this many candidates per k at first, widening by the same factor.
 WIDEN_FACTOR = 4
 MIN_CANDIDATES = 20
 
 
 def filter_exactly(
-    search: Callable[[int], list[tuple[Document, float]]],
+    search: Callable[[int], list[tuple[Document, Scored]]],
     keep: Callable[[Document], bool],
     k: int,
     available: int,
-) -> list[tuple[Document, float]]:
+) -> list[tuple[Document, Scored]]:
     """The first `k` results of `search(n)` (best first) that `keep` accepts.
 
     Asks for more candidates, `WIDEN_FACTOR` times as many each round, until `k` pass or all `available`
@@ -26,7 +28,7 @@ def filter_exactly(
     """
     wanted = min(max(WIDEN_FACTOR * k, MIN_CANDIDATES), available)
     while True:
-        kept = [(document, score) for document, score in search(wanted) if keep(document)]
+        kept = [(document, scored) for document, scored in search(wanted) if keep(document)]
         if len(kept) >= k or wanted >= available:
             return kept[:k]
         wanted = min(wanted * WIDEN_FACTOR, available)

@@ -14,7 +14,7 @@ from langchain_mm_rag._convert import FilterLike
 from langchain_mm_rag.vectorstores import MMRagVectorStore
 from mm_rag.errors import InvalidInputError
 
-SearchType = Literal["similarity", "mmr", "similarity_score_threshold"]
+SearchType = Literal["similarity", "mmr", "similarity_score_threshold", "hybrid", "keyword"]
 
 
 class MMRagRetriever(BaseRetriever):
@@ -24,10 +24,13 @@ class MMRagRetriever(BaseRetriever):
         vectorstore: The store searched.
         k: Documents returned (``invoke(query, k=…)`` overrides it for one call, as do the other fields).
         filter: mm-rag filter dict (``$neq`` accepted) or a ``Document -> bool`` callable.
-        search_type: ``"similarity"``, ``"mmr"`` (diverse results) or ``"similarity_score_threshold"``.
+        search_type: ``"similarity"``, ``"mmr"`` (diverse results), ``"similarity_score_threshold"``,
+            ``"hybrid"`` (dense and keyword (BM25) rankings fused: exact names, codes and numbers found too) or
+            ``"keyword"`` (BM25 only).
         score_threshold: Least relevance in [0, 1] kept by ``"similarity_score_threshold"``.
-        fetch_k: Candidates MMR chooses from.
+        fetch_k: Candidates MMR chooses from, and that each ranking of ``"hybrid"`` contributes.
         lambda_mult: MMR's balance: 1 is plain similarity, 0 maximal diversity.
+        keyword_weight: Weight of the keyword ranking against the dense one (1) in ``"hybrid"``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -39,11 +42,12 @@ class MMRagRetriever(BaseRetriever):
     score_threshold: float | None = None
     fetch_k: int = 20
     lambda_mult: float = 0.5
+    keyword_weight: float = 1.0
 
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        unknown = set(kwargs) - {"k", "filter", "search_type", "score_threshold", "fetch_k", "lambda_mult"}
+        unknown = set(kwargs) - {"k", "filter", "search_type", "score_threshold", "fetch_k", "lambda_mult", "keyword_weight"}
         if unknown:
             raise InvalidInputError(f"MMRagRetriever: unknown search arguments {sorted(unknown)}")
         settings = {name: kwargs.get(name, getattr(self, name)) for name in ("k", "filter", "search_type")}
@@ -60,8 +64,15 @@ class MMRagRetriever(BaseRetriever):
                 query, k, filter=filter, score_threshold=threshold
             )
             return [document for document, _ in pairs]
+        if search_type == "hybrid":
+            fetch_k = kwargs.get("fetch_k", self.fetch_k)
+            weight = kwargs.get("keyword_weight", self.keyword_weight)
+            return self.vectorstore.hybrid_search(query, k, filter, fetch_k=fetch_k, keyword_weight=weight)
+        if search_type == "keyword":
+            return self.vectorstore.keyword_search(query, k, filter)
         raise InvalidInputError(
-            f"unknown search_type {search_type!r}; expected similarity, mmr or similarity_score_threshold"
+            f"unknown search_type {search_type!r}; expected similarity, mmr, similarity_score_threshold, hybrid"
+            " or keyword"
         )
 
     async def _aget_relevant_documents(

@@ -31,7 +31,8 @@ from langchain_mm_rag._spaces import check_space, default_space, model_spec, onl
 from langchain_mm_rag.embeddings import ImageInput, MMRagEmbeddings, embeddings_from_spec
 from mm_rag.errors import InvalidInputError
 from mm_rag.mmr import mmr_select
-from mm_rag.records import Record
+from mm_rag.records import Hit, Record
+from mm_rag.retrieval import fuse_rankings
 from mm_rag.store import MultimodalStore
 
 
@@ -249,6 +250,55 @@ class MMRagVectorStore(VectorStore):
     ) -> list[Document]:
         """The `k` Documents nearest to a query vector, best first."""
         return [document for document, _ in self.similarity_search_with_score_by_vector(embedding, k, filter)]
+
+    def keyword_search_with_score(
+        self, query: str, k: int = 4, filter: FilterLike = None, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        """The `k` Documents whose text best matches the words of `query` (BM25 over the store's keyword index),
+        with their BM25 scores (higher is better). Finds exact names, codes and numbers that embeddings blur."""
+        hits = self._exactly(lambda n, where: self.store.search_text(query, n, where, space=self.space), k, filter)
+        return [(record_to_document(hit.record), hit.score) for hit in hits]
+
+    def keyword_search(self, query: str, k: int = 4, filter: FilterLike = None, **kwargs: Any) -> list[Document]:
+        """`keyword_search_with_score` without the scores."""
+        return [document for document, _ in self.keyword_search_with_score(query, k, filter)]
+
+    def hybrid_search_with_score(
+        self,
+        query: str,
+        k: int = 4,
+        filter: FilterLike = None,
+        *,
+        fetch_k: int = 20,
+        keyword_weight: float = 1.0,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """Dense and keyword search together: each ranks `fetch_k` candidates, the rankings are fused by
+        reciprocal rank (the keyword ranking weighted `keyword_weight`, the dense one 1), the `k` best are
+        returned with their fused scores (comparable within one call)."""
+        if k < 1 or self.space not in self.store.spaces:
+            return []
+        vector = self._embedding.embed_query(query)
+        fetch = max(k, fetch_k)
+        dense = self._exactly(lambda n, where: self.store.search(self.space, vector, n, where), fetch, filter)
+        words = self._exactly(lambda n, where: self.store.search_text(query, n, where, space=self.space), fetch, filter)
+        fused = fuse_rankings([dense, words], [1.0, keyword_weight])
+        return [(record_to_document(hit.record), score) for hit, score in fused[:k]]
+
+    def hybrid_search(self, query: str, k: int = 4, filter: FilterLike = None, **kwargs: Any) -> list[Document]:
+        """`hybrid_search_with_score` without the scores."""
+        return [document for document, _ in self.hybrid_search_with_score(query, k, filter, **kwargs)]
+
+    def _exactly(self, search: Callable[[int, Any], list[Hit]], k: int, filter: FilterLike) -> list[Hit]:
+        """The `k` best hits of ``search(n, dict_filter)``; a callable filter is applied exactly, asking for more
+        candidates until `k` pass."""
+        prepared = prepare_filter(filter)
+        if k < 1 or self.space not in self.store.spaces:
+            return []
+        if not callable(prepared):
+            return search(k, prepared)
+        candidates = lambda n: [(record_to_document(hit.record), hit) for hit in search(n, None)]
+        return [hit for _, hit in filter_exactly(candidates, prepared, k, self.store.count(self.space))]
 
     def similarity_search_by_image(
         self, image: ImageInput, k: int = 4, filter: FilterLike = None, **kwargs: Any

@@ -318,7 +318,9 @@ def test_two_app_workers_on_one_path_see_each_others_commits(tmp_path: Path, fak
     store = MMRagVectorStore(path=path, embedding=fake)
     store.add_texts(["document number 0", "document number 1"], [{"worker": 1}, {"worker": 1}], ids=["d0", "d1"])
     store.save()
-    worker = subprocess.run([sys.executable, "-c", _OTHER_WORKER, str(path)], capture_output=True, text=True, timeout=300)
+    worker = subprocess.run(
+        [sys.executable, "-c", _OTHER_WORKER, str(path)], check=False, capture_output=True, text=True, timeout=300
+    )
     assert worker.returncode == 0, worker.stderr
     found = store.similarity_search("a note from the other worker", k=1, filter={"worker": 2})
     assert [document.id for document in found] == ["w1"]  # the next search sees the other worker's commit
@@ -327,3 +329,32 @@ def test_two_app_workers_on_one_path_see_each_others_commits(tmp_path: Path, fak
     store.save()
     reopened = MMRagVectorStore.load(path, embedding=fake)
     assert sorted(document.id for document in reopened.get_by_ids(["d0", "d1", "d2", "w1", "w2"])) == ["d1", "d2", "w1", "w2"]
+
+
+INVOICES = {
+    f"inv-{code}": f"Invoice INV-{code} from {customer} for {amount} euros, due at the end of the month."
+    for code, customer, amount in [
+        (4711, "Acme", 4000), (4712, "Globex", 4100), (5830, "Initech", 3900), (6021, "Umbrella", 4000),
+        (7164, "Hooli", 4200), (8203, "Stark", 3800), (9342, "Wayne", 4300), (1187, "Wonka", 4000),
+    ]
+}  # fmt: skip
+
+
+@pytest.mark.slow  # a real model
+def test_hybrid_and_keyword_search_find_exact_codes_through_the_retriever(minilm_dir: Path) -> None:
+    from langchain_mm_rag import TextEmbeddings
+
+    store = MMRagVectorStore(embedding=TextEmbeddings(model=str(minilm_dir), device="cpu"))
+    store.add_texts(list(INVOICES.values()), [{"n": n} for n in range(len(INVOICES))], ids=list(INVOICES))
+    question = "What does invoice INV-6021 say?"
+    keyword = MMRagRetriever(vectorstore=store, search_type="keyword", k=3).invoke(question)
+    assert keyword[0].id == "inv-6021"
+    hybrid = MMRagRetriever(vectorstore=store, search_type="hybrid", k=3).invoke(question)
+    assert "inv-6021" in [document.id for document in hybrid]
+    assert MMRagRetriever(vectorstore=store, search_type="hybrid", k=3, keyword_weight=3.0).invoke(question)[0].id == "inv-6021"
+    # filters restrict both rankings exactly, dict or callable
+    only_late = store.hybrid_search("invoice INV-4711", k=2, filter={"n": {"$gte": 4}})
+    assert len(only_late) == 2 and all(document.metadata["n"] >= 4 for document in only_late)
+    picked = store.keyword_search_with_score("euros", k=2, filter=lambda document: document.metadata["n"] % 4 == 3)
+    assert {document.id for document, _ in picked} == {"inv-6021", "inv-1187"}  # the only two that pass
+    assert store.keyword_search("no such words here", k=3) == []

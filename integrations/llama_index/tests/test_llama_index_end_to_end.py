@@ -16,6 +16,7 @@ import pytest
 from fixtures.tiny_clip import CLASSES, caption, draw_shape
 from llama_index.core import StorageContext, VectorStoreIndex, load_index_from_storage
 from llama_index.core.indices import MultiModalVectorStoreIndex
+from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
 from llama_index.core.schema import Document, ImageDocument, ImageNode, TextNode
 from llama_index.embeddings.mm_rag import OpenCLIPEmbedding, TextEmbedding
 from llama_index.vector_stores.mm_rag import MMRagVectorStore
@@ -157,3 +158,38 @@ def test_multimodal_index_round_trip(tiny_clip, shapes, tmp_path):
     assert after.keys() == before.keys()
     for name in before:
         assert_same_hits(after[name], before[name])
+
+
+INVOICES = {
+    f"inv-{code}": f"Invoice INV-{code} from {customer} for {amount} euros, due at the end of the month."
+    for code, customer, amount in [
+        (4711, "Acme", 4000), (4712, "Globex", 4100), (5830, "Initech", 3900), (6021, "Umbrella", 4000),
+        (7164, "Hooli", 4200), (8203, "Stark", 3800), (9342, "Wayne", 4300), (1187, "Wonka", 4000),
+    ]
+}  # fmt: skip
+
+
+@pytest.mark.slow  # a real model
+def test_text_search_and_hybrid_modes_through_vector_store_index_retrievers(minilm_dir, tmp_path):
+    minilm = TextEmbedding(model_name=minilm_dir, device="cpu")
+    documents = [Document(text=text, id_=doc_id, metadata={"customer": text.split()[3]}) for doc_id, text in INVOICES.items()]
+    context = StorageContext.from_defaults(vector_store=MMRagVectorStore(path=tmp_path / "store"))
+    index = VectorStoreIndex.from_documents(documents, storage_context=context, embed_model=minilm)
+    question = "What does invoice INV-5830 say?"
+
+    def top(mode: str, **options) -> list[str]:
+        retriever = index.as_retriever(vector_store_query_mode=mode, similarity_top_k=3, **options)
+        return [hit.node.ref_doc_id for hit in retriever.retrieve(question)]
+
+    assert top("text_search")[0] == "inv-5830"  # BM25: the code is a rare word
+    assert top("hybrid", alpha=0.0)[0] == "inv-5830"  # keywords only
+    assert "inv-5830" in top("hybrid", alpha=0.5, sparse_top_k=3)
+    dense = top("default")
+    hybrid = top("hybrid", alpha=1.0)  # dense only: the same order as the default mode
+    assert hybrid == dense
+    filtered = index.as_retriever(
+        vector_store_query_mode="text_search",
+        similarity_top_k=3,
+        filters=MetadataFilters(filters=[MetadataFilter(key="customer", value="Acme")]),
+    ).retrieve("invoice euros")
+    assert [hit.node.ref_doc_id for hit in filtered] == ["inv-4711"]

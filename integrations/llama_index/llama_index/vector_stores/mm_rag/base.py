@@ -27,6 +27,7 @@ from llama_index.vector_stores.mm_rag._filters import MMRagFilter, translate_fil
 
 from mm_rag import Hit, InvalidInputError, MMRagError, MultimodalStore
 from mm_rag.mmr import mmr_select
+from mm_rag.retrieval import fuse_rankings
 from mm_rag.store.durable import write_atomically
 
 if TYPE_CHECKING:
@@ -35,7 +36,13 @@ if TYPE_CHECKING:
 DEFAULT_SPACE = "llama_index"
 DEFAULT_MMR_THRESHOLD = 0.5
 DEFAULT_PREFETCH_FACTOR = 4.0  # candidates fetched per result before MMR picks
-_SUPPORTED_MODES = (VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.MMR)
+DEFAULT_ALPHA = 0.5  # HYBRID without an alpha: dense and keyword scores weigh the same
+_SUPPORTED_MODES = (
+    VectorStoreQueryMode.DEFAULT,
+    VectorStoreQueryMode.MMR,
+    VectorStoreQueryMode.TEXT_SEARCH,
+    VectorStoreQueryMode.HYBRID,
+)
 
 
 class MMRagVectorStore(BasePydanticVectorStore):
@@ -159,36 +166,50 @@ class MMRagVectorStore(BasePydanticVectorStore):
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """The `similarity_top_k` nodes nearest to `query.query_embedding` among those matching its filters.
 
-        Modes: ``default`` (nearest first) and ``mmr`` (maximal marginal relevance among the nearest
+        Modes: ``default`` (nearest first); ``mmr`` (maximal marginal relevance among the nearest
         ``mmr_prefetch_k`` candidates, default ``mmr_prefetch_factor`` (4) × k; ``mmr_threshold`` — from the
-        query or `kwargs`, default 0.5 — weighs relevance against diversity). Similarities are the store's
-        scores (cosine similarity by default), higher is better. Empty `node_ids`/`doc_ids` lists do not
-        restrict the search (as `MultiModalVectorStoreIndex` passes them).
+        query or `kwargs`, default 0.5 — weighs relevance against diversity); ``text_search`` (the nodes whose
+        text best matches `query.query_str`, BM25 over the store's keyword index, `sparse_top_k` or else
+        `similarity_top_k` of them); ``hybrid`` (the dense `similarity_top_k` and the keyword `sparse_top_k`
+        fused by relative score, dense weighted `alpha` (default 0.5) and keywords 1 - `alpha`, best
+        `hybrid_top_k` or else `similarity_top_k` kept). Similarities are the store's scores (cosine by
+        default; BM25 for text search; the fused score for hybrid), higher is better. Empty
+        `node_ids`/`doc_ids` lists do not restrict the search (as `MultiModalVectorStoreIndex` passes them).
 
         Raises:
-            InvalidInputError: no query embedding, an unsupported mode, a wrong dimension or a bad filter.
+            InvalidInputError: no query embedding (no query text for text search and hybrid), an unsupported
+                mode, a wrong dimension, a bad filter or an `alpha` outside [0, 1].
         """
-        if query.mode not in _SUPPORTED_MODES:
+        mode = query.mode
+        if mode not in _SUPPORTED_MODES:
             raise InvalidInputError(
-                f"MMRagVectorStore does not support query mode {str(query.mode.value)!r}; use 'default' or 'mmr'"
+                f"MMRagVectorStore does not support query mode {str(mode.value)!r};"
+                " use 'default', 'mmr', 'text_search' or 'hybrid'"
             )
-        if query.query_embedding is None:
+        keywords = mode in (VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.HYBRID)
+        if keywords and not (query.query_str or "").strip():
+            raise InvalidInputError(f"MMRagVectorStore.query in mode {mode.value!r} needs a query_str")
+        if query.query_embedding is None and mode != VectorStoreQueryMode.TEXT_SEARCH:
             raise InvalidInputError("MMRagVectorStore.query needs a query_embedding")
         if query.similarity_top_k < 1:
             raise InvalidInputError(f"similarity_top_k must be at least 1, got {query.similarity_top_k}")
         where = self._where(query.filters, query.node_ids, query.doc_ids)
         if self.space not in self._store.spaces:  # nothing added yet
             return VectorStoreQueryResult(nodes=[], similarities=[], ids=[])
+        if mode == VectorStoreQueryMode.TEXT_SEARCH:
+            return _result([(hit, hit.score) for hit in self._keyword_hits(query, where)])
         vector = np.asarray(query.query_embedding, dtype=np.float32)
-        if query.mode == VectorStoreQueryMode.MMR:
+        if mode == VectorStoreQueryMode.MMR:
             hits = self._diverse_hits(vector, query, where, kwargs)
         else:
             hits = self._store.search(self.space, vector, query.similarity_top_k, where)
-        return VectorStoreQueryResult(
-            nodes=[record_to_node(hit.record) for hit in hits],
-            similarities=[hit.score for hit in hits],
-            ids=[hit.record.id for hit in hits],
-        )
+        if mode == VectorStoreQueryMode.HYBRID:
+            alpha = DEFAULT_ALPHA if query.alpha is None else float(query.alpha)
+            if not 0.0 <= alpha <= 1.0:
+                raise InvalidInputError(f"alpha must be in [0, 1], got {query.alpha}")
+            fused = fuse_rankings([hits, self._keyword_hits(query, where)], [alpha, 1.0 - alpha], "weighted")
+            return _result(fused[: query.hybrid_top_k or query.similarity_top_k])
+        return _result([(hit, hit.score) for hit in hits])
 
     # --- async: the same operations on a worker thread, so the event loop is not blocked ----------------------
     async def async_add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
@@ -214,6 +235,10 @@ class MMRagVectorStore(BasePydanticVectorStore):
         return await asyncio.to_thread(self.query, query, **kwargs)
 
     # --- helpers --------------------------------------------------------------------------------------------
+    def _keyword_hits(self, query: VectorStoreQuery, where: MMRagFilter | None) -> list[Hit]:
+        k = query.sparse_top_k or query.similarity_top_k
+        return self._store.search_text(query.query_str or "", k, where, space=self.space)
+
     def _diverse_hits(
         self, vector: np.ndarray, query: VectorStoreQuery, where: MMRagFilter | None, options: dict[str, Any]
     ) -> list[Hit]:
@@ -298,3 +323,11 @@ def _embeddings(nodes: list[BaseNode]) -> np.ndarray:
     if not dim:
         raise InvalidInputError(f"node {nodes[0].node_id!r} has an empty embedding")
     return np.asarray([node.embedding for node in nodes], dtype=np.float32)
+
+
+def _result(scored: list[tuple[Hit, float]]) -> VectorStoreQueryResult:
+    return VectorStoreQueryResult(
+        nodes=[record_to_node(hit.record) for hit, _ in scored],
+        similarities=[score for _, score in scored],
+        ids=[hit.record.id for hit, _ in scored],
+    )

@@ -1,0 +1,236 @@
+"""The keyword index: BM25 order and scores by hand, exact filters, safe queries, consistency, hybrid retrieval."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mm_rag import InvalidInputError, MultimodalRetriever, MultimodalStore, Record
+from mm_rag.records import LEXICAL
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = {
+    "a": "apple banana apple",
+    "b": "banana cherry",
+    "c": "cherry cherry cherry date",
+    "d": "elderberry fig grape",
+}
+
+
+def text_store(texts: dict[str, str], path=None, **metadata) -> MultimodalStore:
+    store = MultimodalStore(path)
+    store.create_space("v", 4)
+    records = [Record(i, "text", text=t, metadata={"n": n, **metadata}) for n, (i, t) in enumerate(texts.items())]
+    store.add(records, {"v": np.random.default_rng(0).random((len(records), 4))})
+    return store
+
+
+def bm25(query: list[str], documents: dict[str, str], k1: float = 1.2, b: float = 0.75) -> dict[str, float]:
+    """Okapi BM25 as FTS5 computes it (its idf floor included), written out by hand."""
+    tokens = {i: text.split() for i, text in documents.items()}
+    total = len(tokens)
+    average = sum(map(len, tokens.values())) / total
+    scores = {}
+    for i, words in tokens.items():
+        score = 0.0
+        for term in query:
+            having = sum(term in other for other in tokens.values())
+            idf = math.log((total - having + 0.5) / (having + 0.5))
+            idf = idf if idf > 0 else 1e-6
+            frequency = words.count(term)
+            score += idf * frequency * (k1 + 1) / (frequency + k1 * (1 - b + b * len(words) / average))
+        if any(term in words for term in query):
+            scores[i] = score
+    return scores
+
+
+@pytest.mark.parametrize("query", ["apple", "cherry", "banana cherry", "apple date", "fig"])
+def test_bm25_scores_and_order_match_the_formula(query: str) -> None:
+    with text_store(CORPUS) as store:
+        hits = store.search_text(query, k=10)
+    expected = bm25(query.split(), CORPUS)
+    assert [hit.record.id for hit in hits] == sorted(expected, key=lambda i: -expected[i])
+    for hit in hits:
+        assert hit.space == LEXICAL and hit.score == pytest.approx(expected[hit.record.id], rel=1e-9)
+    assert [hit.rank for hit in hits] == list(range(len(hits)))
+
+
+def test_filters_are_exact_not_applied_afterwards() -> None:
+    texts = {f"r{i}": f"invoice number {i} {'urgent ' * (i % 3)}" for i in range(60)}
+    with text_store(texts) as store:
+        assert len(store.search_text("urgent invoice", k=5)) == 5
+        hits = store.search_text("urgent invoice", k=5, filter={"n": {"$gte": 50}})
+        # the best-scoring "urgent" records are all below 50: a post-filter of the top 5 would return nothing
+        assert len(hits) == 5 and all(hit.record.metadata["n"] >= 50 for hit in hits)
+        assert store.search_text("invoice", k=100, filter={"n": {"$in": [3, 7]}})[0].record.id in {"r3", "r7"}
+        assert store.search_text("invoice", k=3, filter={"n": -1}) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ('"quoted" AND NEAR(x y) OR *', "syntax"),
+        ("café", "accents"),
+        ("CAFE", "accents"),
+        ("Straße", "unicode"),
+        ("INV-4711", "code"),
+        ("4711", "code"),
+        ("注意事项", "cjk"),
+    ],
+)
+def test_queries_are_words_never_syntax(query: str, expected: str) -> None:
+    texts = {
+        "syntax": 'say "quoted" AND NEAR(x y) OR * please',
+        "accents": "un café au lait",
+        "unicode": "die Straße entlang",
+        "code": "Invoice INV-4711 is due",
+        "cjk": "注意事项 见下文",
+        "other": "nothing to see",
+    }
+    with text_store(texts) as store:
+        assert store.search_text(query, k=1)[0].record.id == expected
+
+
+def test_queries_without_words_find_nothing_and_bad_arguments_are_named() -> None:
+    with text_store(CORPUS) as store:
+        assert store.search_text("?! -- ...", k=3) == [] and store.search_text("", k=3) == []
+        with pytest.raises(InvalidInputError, match="k must be"):
+            store.search_text("apple", k=0)
+        with pytest.raises(InvalidInputError, match="query must be text"):
+            store.search_text(b"apple")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match="reserved"):
+            store.create_space(LEXICAL, 4)
+
+
+def integrity_check(store: MultimodalStore) -> None:
+    """FTS5's own check that the index holds exactly the terms of the records' text (raises if not)."""
+    from mm_rag.store import lexical
+
+    store._catalog._db.execute(lexical.CHECK)
+
+
+def test_the_index_follows_upserts_deletes_clear_rollback_save_and_reopen(tmp_path) -> None:
+    path = tmp_path / "store"
+    with text_store(CORPUS, path) as store:
+        store.add([Record("a", "text", text="kiwi lemon")], {"v": np.ones((1, 4))})  # replaces "apple banana apple"
+        store.delete(["b"])
+        store.add([Record("e", "text", text="doc chunk lemon", doc_id="doc"), Record("f", "text", doc_id="doc")],
+                  {"v": np.ones((2, 4))})  # fmt: skip
+        integrity_check(store)
+        assert store.search_text("apple", k=5) == [] and store.search_text("banana", k=5) == []
+        assert {hit.record.id for hit in store.search_text("lemon", k=5)} == {"a", "e"}
+        store.save()
+        store.delete_doc("doc")
+        store.rollback()
+        assert {hit.record.id for hit in store.search_text("lemon", k=5)} == {"a", "e"}
+        store.delete_doc("doc")
+        store.save()
+    with MultimodalStore.open(path) as store:
+        integrity_check(store)
+        assert {hit.record.id for hit in store.search_text("lemon kiwi cherry", k=5)} == {"a", "c"}
+        store.clear()
+        integrity_check(store)
+        assert store.search_text("cherry", k=5) == []
+
+
+_KILLED_MID_SAVE = """
+import os, sys
+import numpy as np
+from mm_rag import MultimodalStore, Record
+from mm_rag.store import space
+
+store = MultimodalStore.open(sys.argv[1])
+store.add([Record(f"late{i}", "text", text=f"unsaved words {i}") for i in range(20)], {"v": np.ones((20, 4))})
+store.delete(["c"])
+write = space.Space.write
+space.Space.write = lambda self, *a, **k: (write(self, *a, **k), os._exit(3))[0]  # killed after the files
+store.save()
+"""
+
+
+def test_a_writer_killed_during_save_leaves_the_index_as_committed(tmp_path) -> None:
+    path = tmp_path / "store"
+    with text_store(CORPUS, path) as store:
+        store.save()
+    result = subprocess.run([sys.executable, "-c", _KILLED_MID_SAVE, str(path)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env=dict(os.environ), check=False)  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    with MultimodalStore.open(path) as store:
+        integrity_check(store)
+        assert store.search_text("unsaved", k=5) == []
+        assert store.search_text("cherry", k=1)[0].record.id == "c"
+
+
+def test_a_catalog_from_before_the_index_gets_it_on_open(tmp_path) -> None:
+    path = tmp_path / "store"
+    with text_store(CORPUS, path) as store:
+        store.save()
+        store._catalog._db.execute("DROP TABLE records_text")  # as an older mm-rag wrote it
+        store._catalog._db.execute("DROP VIEW records_with_text")
+    with MultimodalStore.open(path) as store:
+        integrity_check(store)
+        assert store.search_text("cherry", k=1)[0].record.id == "c"
+
+
+def test_another_processes_commit_is_found_at_once(tmp_path) -> None:
+    from fixtures.store_process import StoreProcess
+
+    path = tmp_path / "store"
+    with text_store(CORPUS, path) as store:
+        store.save()
+        with StoreProcess(path) as other:
+            other.call("upsert", [Record("g", "text", text="quince")], {"v": np.ones((1, 4))})
+            other.call("save")
+        assert [hit.record.id for hit in store.search_text("quince", k=1)] == ["g"]
+
+
+# --- hybrid retrieval with the real MiniLM ----------------------------------------------------------------
+CUSTOMERS = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Stark", "Wayne", "Wonka"]
+
+
+def invoices() -> dict[str, str]:
+    rng = np.random.default_rng(7)
+    codes = rng.choice(np.arange(1000, 9999), size=32, replace=False)
+    return {
+        f"INV-{code}": f"Invoice INV-{code} from {CUSTOMERS[i % 8]} for {int(rng.integers(10, 90)) * 100} euros,"
+        f" due at the end of the month."
+        for i, code in enumerate(codes)
+    }
+
+
+def test_hybrid_finds_exact_codes_that_dense_search_misses(minilm_dir) -> None:
+    from mm_rag import TextEmbedder
+
+    embedder = TextEmbedder(minilm_dir, device="cpu").load()
+    corpus = invoices()
+    store = MultimodalStore()
+    store.create_space(embedder.space, embedder.dim)
+    store.add([Record(i, "text", text=t) for i, t in corpus.items()], {embedder.space: embedder.embed_texts(list(corpus.values()))})
+    queries = {code: f"Which customer sent invoice {code}?" for code in corpus}
+    recall = {}
+    for mode in ("dense", "lexical", "hybrid"):
+        retriever = MultimodalRetriever(store, text=embedder, text_k=5, mode=mode)
+        found = [code in [r.record.id for r in retriever.retrieve(question)] for code, question in queries.items()]
+        recall[mode] = sum(found) / len(found)
+    print(f"recall@5 on {len(queries)} exact-code queries: {recall}")
+    assert recall["hybrid"] == recall["lexical"] == 1.0 and recall["dense"] < 0.9
+    code = next(iter(corpus))
+    found = {r.record.id: r for r in MultimodalRetriever(store, text=embedder, text_k=5).retrieve(queries[code])}
+    assert "keywords #1 (BM25" in found[code].explain() and LEXICAL in {e.space for e in found[code].evidence}
+    store.close()
+
+
+def test_lexical_mode_needs_no_embedder_and_refuses_images() -> None:
+    with text_store(CORPUS) as store:
+        retriever = MultimodalRetriever(store, mode="lexical")
+        assert [r.record.id for r in retriever.retrieve("cherry")] == ["c", "b"]
+        with pytest.raises(InvalidInputError, match="image query needs embeddings"):
+            retriever.retrieve(image=b"not used")
+        with pytest.raises(InvalidInputError, match="unknown mode"):
+            MultimodalRetriever(store, mode="sparse")  # type: ignore[arg-type]
