@@ -21,7 +21,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from mm_rag._optional import require
 
@@ -114,6 +114,10 @@ def _add_search(server: MCPServer, service: Service, max_tokens: int, max_images
         image_k: Annotated[int | None, _count("images", 5)] = None,
         audio_k: Annotated[int | None, _count("audio transcript moments", 3)] = None,
         video_k: Annotated[int | None, _count("video moments and keyframes", 3)] = None,
+        mode: Annotated[
+            Literal["hybrid", "dense", "lexical"],
+            Field(description="hybrid: meaning and exact words (names, codes, numbers); dense: meaning; lexical: words."),
+        ] = "hybrid",
         max_images_returned: Annotated[
             int, Field(ge=0, le=MAX_IMAGES_PER_CALL, description="Most pictures attached as images.")
         ] = max_images,
@@ -126,7 +130,7 @@ def _add_search(server: MCPServer, service: Service, max_tokens: int, max_images
         counts: dict[Modality, int | None] = {"text": text_k, "image": image_k, "audio": audio_k, "video": video_k}
         try:
             conditions = parse_filter(filter, "filter") if isinstance(filter, str) else filter
-            found = service.search(query, filter=conditions, counts=counts)
+            found = service.search(query, filter=conditions, counts=counts, mode=mode)
             context = build_context(found, max_tokens=max_tokens, max_images=max_images_returned)
         except MMRagError as error:
             raise ToolError(str(error)) from error

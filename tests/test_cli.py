@@ -289,3 +289,14 @@ def _wait_for(process: subprocess.Popen, url: str) -> None:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"mm-rag serve did not start: {process.communicate()[1]}") from None
             time.sleep(0.2)
+
+
+def test_search_modes_lexical_dense_and_hybrid(store: Path) -> None:
+    lexical = mm_rag("search", "qubits", "--store", store, "--mode", "lexical", "--json", "--device", "cpu")
+    assert lexical.returncode == 0, lexical.stderr
+    results = json.loads(lexical.stdout)
+    assert [r["source"].rsplit("/", 1)[-1] for r in results] == ["notes.txt"] and "keywords #1" in results[0]["explanation"]
+    dense = json.loads(mm_rag("search", "qubits", "--store", store, "--mode", "dense", "--json", "--device", "cpu").stdout)
+    assert dense and not any(e["space"] == "lexical" for r in dense for e in r["evidence"])
+    wrong = mm_rag("search", "qubits", "--store", store, "--mode", "sparse")
+    assert wrong.returncode == 2 and "sparse" in wrong.stderr

@@ -74,6 +74,8 @@ async def _read_only_session(session: ClientSession) -> dict[str, Any]:
     answers["negative k"] = await session.call_tool("search", _search("fireworks", text_k=-1))
     answers["no query"] = await session.call_tool("search", {"filter": {"modality": "text"}})
     answers["after errors"] = await session.call_tool("search", _search("plum cake", image_k=0, video_k=0))
+    answers["keywords"] = await session.call_tool("search", _search("fireworks", mode="lexical"))
+    answers["bad mode"] = await session.call_tool("search", _search("fireworks", mode="sparse"))
     image_id = answers["images only"].structured_content["results"][0]["id"]
     answers["image id"] = image_id
     answers["get image"] = await session.call_tool("get_record", {"id": image_id})
@@ -286,3 +288,11 @@ def test_mistakes_end_with_one_error_line_before_any_model_loads(tmp_path: Path,
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith(message) and "Traceback" not in result.stderr
     assert not (tmp_path / "nothing").exists()
+
+
+def test_search_modes_reach_the_keyword_index(stdio) -> None:
+    keywords = stdio[0]["keywords"]
+    assert not keywords.is_error
+    results = keywords.structured_content["results"]
+    assert results and all("fireworks" in (r["text"] or "").lower() for r in results)
+    assert stdio[0]["bad mode"].is_error

@@ -153,6 +153,17 @@ def test_filter_and_per_modality_counts_apply(client) -> None:
     assert search(client, "a blue square", filter={"file_name": {"$in": ["notes.txt"]}}, image_k=0)[0]["text"]
 
 
+def test_search_modes_hybrid_dense_and_lexical(client) -> None:
+    lexical = search(client, "qubits", mode="lexical")
+    assert [r["source"].rsplit("/", 1)[-1] for r in lexical] == ["notes.txt"]
+    assert lexical[0]["evidence"][0]["space"] == "lexical" and "keywords #1" in lexical[0]["explanation"]
+    hybrid = search(client, "qubits")  # the default: keywords fused with the embeddings
+    assert "lexical" in {e["space"] for r in hybrid for e in r["evidence"]}
+    dense = search(client, "qubits", mode="dense")
+    assert "lexical" not in {e["space"] for r in dense for e in r["evidence"]}
+    assert client.post("/search", json={"query": "qubits", "mode": "sparse"}).status_code == 422
+
+
 def test_search_by_uploaded_image_finds_the_same_shape(client) -> None:
     response = client.post("/search/media", files={"image": ("q.png", png("green", "triangle", seed=5))},
                            data={"image_k": "1", "text_k": "0", "audio_k": "0", "video_k": "0"})  # fmt: skip

@@ -34,6 +34,14 @@ class Fusion(str, Enum):
     weighted = "weighted"
 
 
+class Mode(str, Enum):
+    """What a text query searches: embeddings and keywords, embeddings only, or keywords (BM25) only."""
+
+    hybrid = "hybrid"
+    dense = "dense"
+    lexical = "lexical"
+
+
 def _count_option(name: str, what: str) -> Any:
     return typer.Option(name, min=0, help=f"Results kept among {what} (0 leaves them out).")
 
@@ -68,6 +76,12 @@ def search(
     fusion: Annotated[
         Fusion, typer.Option("--fusion", help="rrf: reciprocal-rank fusion; weighted: scores.")
     ] = Fusion.rrf,
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            "--mode", help="hybrid: embeddings and keywords (BM25) fused; dense: embeddings; lexical: keywords."
+        ),
+    ] = Mode.hybrid,
     whisper_model: WhisperModelOption = None,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
@@ -90,7 +104,7 @@ def search(
     choice = ModelChoice(whisper_model=whisper_model, audio=audio is not None, device=device, queries_only=True)
     with open_store(store) as opened:
         models = load_models(opened, choice, recorded_only=True)
-        if models.embedders == 0:
+        if models.embedders == 0 and mode is not Mode.lexical:
             fail("no embedder could be loaded for this store" + ("" if models.unavailable else " (is it empty?)"))
         retriever = MultimodalRetriever(
             opened,
@@ -102,6 +116,7 @@ def search(
             audio_k=audio_k,
             video_k=video_k,
             fusion=fusion.value,
+            mode=mode.value,
         )
         results = retriever.retrieve(query, image=query_image, audio=query_audio, filter=conditions)
     if json_output:

@@ -129,7 +129,9 @@ def create_app(
             "audio": request.audio_k,
             "video": request.video_k,
         }
-        found = service.search(request.query, filter=request.filter, counts=counts, fusion=request.fusion)
+        found = service.search(
+            request.query, filter=request.filter, counts=counts, fusion=request.fusion, mode=request.mode
+        )
         return _results(found)
 
     @app.post(
@@ -149,6 +151,7 @@ def create_app(
         audio_k: Annotated[int | None, Form(ge=0, le=MAX_K)] = None,
         video_k: Annotated[int | None, Form(ge=0, le=MAX_K)] = None,
         fusion: Annotated[Literal["rrf", "weighted"], Form()] = "rrf",
+        mode: Annotated[Literal["hybrid", "dense", "lexical"], Form()] = "hybrid",
     ) -> SearchResponse:
         """Search with an uploaded image and/or voice clip (multipart form), optionally with text too."""
         counts: dict[Modality, int | None] = {"text": text_k, "image": image_k, "audio": audio_k, "video": video_k}
@@ -159,6 +162,7 @@ def create_app(
             filter=parse_filter(filter),
             counts=counts,
             fusion=fusion,
+            mode=mode,
         )
         return _results(found)
 

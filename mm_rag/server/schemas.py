@@ -28,6 +28,9 @@ class SearchRequest(BaseModel):
     audio_k: int | None = Field(None, ge=0, le=MAX_K, description="Audio transcript moments kept (default 3).")
     video_k: int | None = Field(None, ge=0, le=MAX_K, description="Video moments and keyframes kept (default 3).")
     fusion: Literal["rrf", "weighted"] = Field("rrf", description="rrf: reciprocal-rank fusion; weighted: scores.")
+    mode: Literal["hybrid", "dense", "lexical"] = Field(
+        "hybrid", description="hybrid: embeddings and keywords (BM25) fused; dense: embeddings; lexical: keywords."
+    )
 
 
 class Evidence(BaseModel):

@@ -21,7 +21,7 @@ from mm_rag.filters import Filter
 from mm_rag.ingestion import IngestReport, ingest
 from mm_rag.ingestion.discover import discover
 from mm_rag.records import Modality, Record
-from mm_rag.retrieval import Fusion, MultimodalRetriever, Retrieved
+from mm_rag.retrieval import Fusion, Mode, MultimodalRetriever, Retrieved
 from mm_rag.server.schemas import HealthResponse, IngestPathRequest, IngestResponse, SpaceStatus
 from mm_rag.server.security import PathRefused, confine, safe_filename
 from mm_rag.store import MultimodalStore
@@ -93,10 +93,11 @@ class Service:
         filter: Filter | None = None,
         counts: Mapping[Modality, int | None] | None = None,
         fusion: Fusion = "rrf",
+        mode: Mode = "hybrid",
     ) -> list[Retrieved]:
         """Fused results for a text query and/or an image or voice clip (bytes)."""
         retriever = MultimodalRetriever(
-            self.store, clip=self.clip, text=self.text, transcriber=self.transcriber, fusion=fusion
+            self.store, clip=self.clip, text=self.text, transcriber=self.transcriber, fusion=fusion, mode=mode
         )
         k: dict[Modality, int] = {m: value for m, value in (counts or {}).items() if value is not None}
         return retriever.retrieve(query, image=image, audio=audio, filter=filter, k=k)
