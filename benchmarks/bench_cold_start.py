@@ -62,7 +62,7 @@ def run_code(code_root: Path, args: list[str]) -> tuple[float, subprocess.Comple
 def packaged_models() -> list[str]:
     """The ``ingest`` options naming the offline models the ``dev`` extra installs (as the demo finds them)."""
     sys.path.insert(0, str(ROOT))
-    from mm_rag.demo import packaged_models as found
+    from mm_rag.embed.loading import packaged_models as found
 
     models = found()
     options = ["--text-model", models["text"]] if "text" in models else []

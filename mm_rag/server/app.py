@@ -263,6 +263,8 @@ def app_from_store(
     store = MultimodalStore(path) if create else MultimodalStore.open(path)
     try:
         models = load_models(store, choice or ModelChoice())
+        for note in models.notes:
+            logger.warning("%s", note)
         for role, reason in models.unavailable.items():
             logger.warning("the %s model cannot load, so it is left out: %s", role, reason)
         return create_app(
