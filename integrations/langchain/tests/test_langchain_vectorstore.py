@@ -8,6 +8,7 @@ from pathlib import Path
 import langchain_mm_rag
 import numpy as np
 import pytest
+from fixtures.invoices import INVOICES
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 from langchain_mm_rag import IncompatibleSpaceError, MMRagRetriever, MMRagVectorStore
@@ -329,15 +330,6 @@ def test_two_app_workers_on_one_path_see_each_others_commits(tmp_path: Path, fak
     store.save()
     reopened = MMRagVectorStore.load(path, embedding=fake)
     assert sorted(document.id for document in reopened.get_by_ids(["d0", "d1", "d2", "w1", "w2"])) == ["d1", "d2", "w1", "w2"]
-
-
-INVOICES = {
-    f"inv-{code}": f"Invoice INV-{code} from {customer} for {amount} euros, due at the end of the month."
-    for code, customer, amount in [
-        (4711, "Acme", 4000), (4712, "Globex", 4100), (5830, "Initech", 3900), (6021, "Umbrella", 4000),
-        (7164, "Hooli", 4200), (8203, "Stark", 3800), (9342, "Wayne", 4300), (1187, "Wonka", 4000),
-    ]
-}  # fmt: skip
 
 
 @pytest.mark.slow  # a real model

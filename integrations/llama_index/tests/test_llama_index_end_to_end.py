@@ -13,11 +13,12 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from fixtures.invoices import INVOICES
 from fixtures.tiny_clip import CLASSES, caption, draw_shape
 from llama_index.core import StorageContext, VectorStoreIndex, load_index_from_storage
 from llama_index.core.indices import MultiModalVectorStoreIndex
-from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
 from llama_index.core.schema import Document, ImageDocument, ImageNode, TextNode
+from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
 from llama_index.embeddings.mm_rag import OpenCLIPEmbedding, TextEmbedding
 from llama_index.vector_stores.mm_rag import MMRagVectorStore
 
@@ -158,15 +159,6 @@ def test_multimodal_index_round_trip(tiny_clip, shapes, tmp_path):
     assert after.keys() == before.keys()
     for name in before:
         assert_same_hits(after[name], before[name])
-
-
-INVOICES = {
-    f"inv-{code}": f"Invoice INV-{code} from {customer} for {amount} euros, due at the end of the month."
-    for code, customer, amount in [
-        (4711, "Acme", 4000), (4712, "Globex", 4100), (5830, "Initech", 3900), (6021, "Umbrella", 4000),
-        (7164, "Hooli", 4200), (8203, "Stark", 3800), (9342, "Wayne", 4300), (1187, "Wonka", 4000),
-    ]
-}  # fmt: skip
 
 
 @pytest.mark.slow  # a real model
