@@ -1,14 +1,12 @@
 """A LangChain agent that reaches an mm-rag store through MCP: `mm-rag mcp` over stdio, its tools as LangChain tools.
 
 The agent process starts ``mm-rag mcp --store S`` as a subprocess (what Claude Desktop or Cursor do with the same
-command), lists its tools with the MCP SDK's `ClientSession`, wraps each as a LangChain tool and hands them to
-`langchain.agents.create_agent`. When the model calls ``search``, the ToolMessage carries the server's content as
-LangChain standard blocks, numbered passages with their time ranges as text, then the pictures and video
-keyframes found as base64 image blocks. Its artifact is the structured results, for the application. A tool
-error (a malformed filter, say) reaches the model as an error message it can act on.
-
-langchain-mcp-adapters (``load_mcp_tools``) does this wrapping, but its releases so far (0.3.2) require mcp<2,
-while mm-rag's server is built on mcp 2. `load_mcp_tools` below is the few lines it takes with mcp 2.
+command) through langchain-mcp-adapters' `MultiServerMCPClient`, turns its tools into LangChain tools with
+`load_mcp_tools` and hands them to `langchain.agents.create_agent`. When the model calls ``search``, the
+ToolMessage carries the server's content as LangChain standard blocks, numbered passages with their time ranges
+as text, then the pictures and video keyframes found as base64 image blocks. Its artifact holds the structured
+results (``artifact["structured_content"]``), for the application. A tool error (a malformed filter, say)
+reaches the model as an error message it can act on.
 
 `main` uses a real provider only when one is configured (``--chat-model openai:gpt-4o-mini`` or
 ``$MM_RAG_CHAT_MODEL``). Otherwise, or with ``--fake``, a LangChain fake chat model follows a script: search with
@@ -26,18 +24,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 from langchain.agents import create_agent
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
-from langchain_core.messages.content import create_image_block, create_text_block
 from langchain_core.messages.tool import tool_call
-from langchain_core.tools import BaseTool, StructuredTool, ToolException
-from mcp import ClientSession, StdioServerParameters, stdio_client
-from mcp.types import CallToolResult, ImageContent, TextContent
+from langchain_mcp_adapters.client import MultiServerMCPClient
+from langchain_mcp_adapters.sessions import StdioConnection
+from langchain_mcp_adapters.tools import load_mcp_tools
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the fake chat model of examples/langchain_agent.py
 from langchain_agent import ToolCallingFakeChatModel
@@ -52,56 +48,19 @@ GOOD_FILTER = {"modality": {"$in": ["audio", "video"]}}  # the recordings: trans
 SEARCH_QUERY = "fireworks start time and stage budget"
 FAKE_ANSWER = "The fireworks start at 10 in the evening on Saturday, and the stage budget is 4000 euros [1]."
 ENV_CHAT_MODEL = "MM_RAG_CHAT_MODEL"
+SERVER = "mm-rag"
 
 
-def server_parameters(store: Path, options: Sequence[str] = ()) -> StdioServerParameters:
+def connection(store: Path, options: Sequence[str] = ()) -> StdioConnection:
     """How to start ``mm-rag mcp`` on `store` with this interpreter (extra `options`: models, device…)."""
+    # The SDK starts servers with a few safe variables only (PATH, HOME…), so the offline switches are passed on.
     offline = {key: os.environ[key] for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if key in os.environ}
-    return StdioServerParameters(
-        command=sys.executable, args=["-m", "mm_rag.cli", "mcp", "--store", str(store), *options], env=offline
+    return StdioConnection(
+        transport="stdio",
+        command=sys.executable,
+        args=["-m", "mm_rag.cli", "mcp", "--store", str(store), *options],
+        env=offline,
     )
-
-
-def load_mcp_tools(session: ClientSession, tools: Any) -> list[BaseTool]:
-    """One LangChain tool per MCP tool of `session` (`tools`: its ``list_tools`` result).
-
-    Each keeps the MCP tool's name, description and JSON input schema; its content is the server's text and
-    images as standard content blocks, its artifact the structured content. A tool error becomes the error
-    message the model reads (``handle_tool_error``), not an exception out of the agent.
-    """
-
-    def bind(name: str) -> Any:
-        async def call(**arguments: Any) -> tuple[list[dict[str, Any]], Any]:
-            result = await session.call_tool(name, {k: v for k, v in arguments.items() if v is not None})
-            blocks = to_blocks(result)
-            if result.is_error:
-                raise ToolException("\n".join(block["text"] for block in blocks if block["type"] == "text"))
-            return blocks, result.structured_content
-
-        return call
-
-    return [
-        StructuredTool(
-            name=tool.name,
-            description=tool.description or tool.name,
-            args_schema=tool.input_schema,
-            coroutine=bind(tool.name),
-            response_format="content_and_artifact",
-            handle_tool_error=True,
-        )
-        for tool in tools.tools
-    ]
-
-
-def to_blocks(result: CallToolResult) -> list[dict[str, Any]]:
-    """MCP text and image content as LangChain standard content blocks (other kinds are not sent by mm-rag)."""
-    blocks: list[dict[str, Any]] = []
-    for item in result.content:
-        if isinstance(item, TextContent):
-            blocks.append(dict(create_text_block(item.text)))
-        elif isinstance(item, ImageContent):
-            blocks.append(dict(create_image_block(base64=item.data, mime_type=item.mime_type)))
-    return blocks
 
 
 def scripted_model() -> GenericFakeChatModel:
@@ -118,9 +77,11 @@ async def ask(
     store: Path, model: BaseChatModel | str, question: str = QUESTION, options: Sequence[str] = ()
 ) -> list[AnyMessage]:
     """Start ``mm-rag mcp`` on `store`, run an agent with its tools on `question`, and return the conversation."""
-    async with stdio_client(server_parameters(store, options)) as (read, write), ClientSession(read, write) as session:
-        await session.initialize()
-        tools = load_mcp_tools(session, await session.list_tools())
+    client = MultiServerMCPClient({SERVER: connection(store, options)})
+    # One session for the whole conversation: `client.get_tools()` alone would start a server (and load its
+    # models) for every tool call.
+    async with client.session(SERVER) as session:
+        tools = await load_mcp_tools(session, server_name=SERVER)
         agent = create_agent(model, tools, system_prompt=SYSTEM, name="mm_rag_mcp_agent")
         state = await agent.ainvoke({"messages": [HumanMessage(question)]})
         return state["messages"]
@@ -131,7 +92,7 @@ def describe(message: AnyMessage) -> str:
     if isinstance(message, ToolMessage):
         kinds = [block["type"] for block in message.content_blocks]
         text = "\n".join(block["text"] for block in message.content_blocks if block["type"] == "text")
-        results = (message.artifact or {}).get("results", [])
+        results = (message.artifact or {}).get("structured_content", {}).get("results", [])
         lines = [f"tool {message.name} ({message.status}): blocks {kinds}; artifact: {len(results)} results"]
         return "\n".join(lines + [f"    {line}" for line in text.splitlines()])
     if isinstance(message, AIMessage) and message.tool_calls:

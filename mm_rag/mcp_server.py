@@ -17,19 +17,23 @@ back as a tool error (``isError``), which the model reads and can correct; the s
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec, TypeVar
+from urllib.parse import unquote
 
 from mm_rag._optional import require
 
 require("mcp", "the MCP server")  # one clear error naming the extra to install
 
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.server.mcpserver.resources.templates import ResourceSecurity
+import anyio
+import anyio.to_thread
+from mcp.server.fastmcp import FastMCP
+from mcp.server.fastmcp.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
 from pydantic import Field
 
@@ -68,6 +72,10 @@ FILTER_HELP = (
 )
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
 def _count(what: str, default: int) -> Any:
     return Field(default=None, ge=0, le=MAX_K, description=f"How many {what} to keep (default {default}; 0: none).")
 
@@ -81,7 +89,9 @@ def create_mcp_server(
     ingest_root: str | os.PathLike[str] | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     max_images: int = DEFAULT_MAX_IMAGES,
-) -> MCPServer:
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> FastMCP:
     """An MCP server searching (and, with `ingest_root`, filling) `store` with the given models.
 
     Args:
@@ -90,14 +100,21 @@ def create_mcp_server(
             transcriber is only needed to ingest audio and video.
         ingest_root: Folder inside which the ``ingest`` tool may read files; None leaves the tool out.
         max_tokens, max_images: Defaults of the ``search`` tool's context budget.
+        host, port: Where ``server.run("streamable-http")`` listens. The SDK checks the Host and Origin headers
+            (DNS-rebinding protection) only when `host` is a loopback address.
 
     Raises:
         InvalidInputError: no embedder given.
     """
-    # The HTTP service's Service already serialises each model across worker threads (MCPServer runs sync
-    # tools on threads), confines ingested paths and saves or rolls back each ingestion: one code path for both.
+    # The HTTP service's Service already serialises each model across worker threads, confines ingested paths
+    # and saves or rolls back each ingestion: one code path for both.
     service = Service(store, clip=clip, text=text, transcriber=transcriber, ingest_root=ingest_root)
-    server = MCPServer(SERVER_NAME, version=__version__, instructions=INSTRUCTIONS)
+    # Host and port are given here, not to `run`: the SDK chooses its DNS-rebinding checks from the host as it
+    # builds the server. At INFO it would log every request to stderr, burying the notes that matter there.
+    server = FastMCP(SERVER_NAME, instructions=INSTRUCTIONS, host=host, port=port, log_level="WARNING")
+    # FastMCP 1.x takes no version and would announce the SDK's own in the handshake.
+    server._mcp_server.version = __version__
+    logging.getLogger("mcp.server.streamable_http").addFilter(_SESSION_END_FILTER)
     _add_search(server, service, max_tokens, max_images)
     _add_records(server, service)
     if service.ingest_root is not None:
@@ -105,8 +122,9 @@ def create_mcp_server(
     return server
 
 
-def _add_search(server: MCPServer, service: Service, max_tokens: int, max_images: int) -> None:
-    @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+def _add_search(server: FastMCP, service: Service, max_tokens: int, max_images: int) -> None:
+    @server.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
+    @_on_a_thread
     def search(
         query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for.")],
         filter: Annotated[dict[str, Any] | str | None, Field(description=FILTER_HELP)] = None,
@@ -116,7 +134,9 @@ def _add_search(server: MCPServer, service: Service, max_tokens: int, max_images
         video_k: Annotated[int | None, _count("video moments and keyframes", 3)] = None,
         mode: Annotated[
             Literal["hybrid", "dense", "lexical"],
-            Field(description="hybrid: meaning and exact words (names, codes, numbers); dense: meaning; lexical: words."),
+            Field(
+                description="hybrid: meaning and exact words (names, codes, numbers); dense: meaning; lexical: words."
+            ),
         ] = "hybrid",
         max_images_returned: Annotated[
             int, Field(ge=0, le=MAX_IMAGES_PER_CALL, description="Most pictures attached as images.")
@@ -134,11 +154,12 @@ def _add_search(server: MCPServer, service: Service, max_tokens: int, max_images
             context = build_context(found, max_tokens=max_tokens, max_images=max_images_returned)
         except MMRagError as error:
             raise ToolError(str(error)) from error
-        return CallToolResult(content=context_content(context), structured_content=_structured(found, context))
+        return CallToolResult(content=context_content(context), structuredContent=_structured(found, context))
 
 
-def _add_records(server: MCPServer, service: Service) -> None:
-    @server.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
+def _add_records(server: FastMCP, service: Service) -> None:
+    @server.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
+    @_on_a_thread
     def get_record(
         id: Annotated[str, Field(min_length=1, description="The record id, as a search result gives it.")],
     ) -> CallToolResult:
@@ -146,40 +167,44 @@ def _add_records(server: MCPServer, service: Service) -> None:
         record = service.get(id)
         if record is None:
             raise ToolError(f"no record with id {id!r} in the store")
-        content: list[ContentBlock] = [TextContent(text=json.dumps(record_json(record), ensure_ascii=False))]
+        content: list[ContentBlock] = [_text(json.dumps(record_json(record), ensure_ascii=False))]
         if record.modality in ("image", "video"):
             # The context builder already reads and downscales pictures, keyframes included: one path for both.
             context = build_context([Retrieved(record, 0.0, ())], max_images=1)
-            content += [ImageContent(data=image.data, mime_type=image.mime_type) for image in context.images]
-        return CallToolResult(content=content, structured_content=record_json(record))
+            content += [_image(image.data, image.mime_type) for image in context.images]
+        return CallToolResult(content=content, structuredContent=record_json(record))
 
-    # Record ids are catalog keys bound as SQL parameters, never paths: the path-safety checks meant for
-    # file-backed templates would only refuse legitimate ids such as "notes/../a".
     @server.resource(
         RECORD_URI,
         name="record",
-        description="One stored record (JSON): id, modality, text, uri, doc_id, metadata.",
+        description="One stored record (JSON): id, modality, text, uri, doc_id, metadata. Percent-encode the id"
+        " (a '/' as %2F).",
         mime_type="application/json",
-        security=ResourceSecurity(exempt_params={"record_id"}),
     )
+    @_on_a_thread
     def record_resource(record_id: str) -> str:
+        # The SDK matches a template parameter as one path segment and passes it on still encoded, while ids
+        # may hold any character: a "/" can only arrive as %2F.
+        record_id = unquote(record_id)
         record = service.get(record_id)
         if record is None:
-            raise ResourceNotFoundError(f"no record with id {record_id!r} in the store")
+            raise ResourceError(f"no record with id {record_id!r} in the store")
         return json.dumps(record_json(record), ensure_ascii=False)
 
     @server.resource(
         STORE_URI, name="store", description="The store: record count, spaces, models.", mime_type="application/json"
     )
+    @_on_a_thread
     def store_resource() -> str:
         return service.health(detailed=False).model_dump_json()
 
 
-def _add_ingest(server: MCPServer, service: Service) -> None:
+def _add_ingest(server: FastMCP, service: Service) -> None:
     @server.tool(
         description=INGEST_DESCRIPTION,
-        annotations=ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False),
+        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, openWorldHint=False),
     )
+    @_on_a_thread
     def ingest(
         path: Annotated[
             str, Field(min_length=1, max_length=4096, description="File or folder, relative to the ingest root.")
@@ -195,7 +220,36 @@ def _add_ingest(server: MCPServer, service: Service) -> None:
             raise ToolError(str(error)) from error
         summary = report.model_dump()
         text = json.dumps(summary, ensure_ascii=False)
-        return CallToolResult(content=[TextContent(text=text)], structured_content=summary)
+        return CallToolResult(content=[_text(text)], structuredContent=summary)
+
+
+def _on_a_thread(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """`function` as a coroutine that runs it on a worker thread, keeping its signature and docstring.
+
+    FastMCP 1.x calls a plain function on its event loop, where one search (or an ingestion of minutes) would
+    stall every other request: pings, cancellations and, over HTTP, the other sessions.
+    """
+
+    @functools.wraps(function)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        return await anyio.to_thread.run_sync(functools.partial(function, *args, **kwargs))
+
+    return call
+
+
+class _SessionEndFilter(logging.Filter):
+    """Drops the traceback mcp 1.x logs each time an HTTP client ends its session (a DELETE) as it should.
+
+    Ending the session closes the stream the SDK's own listener for server-initiated messages is reading, and
+    it reports that as "Error in standalone SSE writer" with a ClosedResourceError: noise, not a fault.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, anyio.ClosedResourceError) and "standalone SSE writer" in record.getMessage())
+
+
+_SESSION_END_FILTER = _SessionEndFilter()
 
 
 def context_content(context: Context) -> list[ContentBlock]:
@@ -204,11 +258,19 @@ def context_content(context: Context) -> list[ContentBlock]:
     The label matters because MCP content is a flat list: without it a model sees pictures it cannot tie to
     the numbered lines that cite them.
     """
-    content: list[ContentBlock] = [TextContent(text=context.text or "no results")]
+    content: list[ContentBlock] = [_text(context.text or "no results")]
     for image in context.images:
-        content.append(TextContent(text=f"[{image.citation}] picture:"))
-        content.append(ImageContent(data=image.data, mime_type=image.mime_type))
+        content.append(_text(f"[{image.citation}] picture:"))
+        content.append(_image(image.data, image.mime_type))
     return content
+
+
+def _text(text: str) -> TextContent:
+    return TextContent(type="text", text=text)
+
+
+def _image(data: str, mime_type: str) -> ImageContent:
+    return ImageContent(type="image", data=data, mimeType=mime_type)
 
 
 def record_json(record: Record) -> dict[str, Any]:

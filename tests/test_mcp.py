@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
-from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
+from mcp import ClientSession, McpError, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ImageContent, TextContent
 from PIL import Image
@@ -76,7 +77,7 @@ async def _read_only_session(session: ClientSession) -> dict[str, Any]:
     answers["after errors"] = await session.call_tool("search", _search("plum cake", image_k=0, video_k=0))
     answers["keywords"] = await session.call_tool("search", _search("fireworks", mode="lexical"))
     answers["bad mode"] = await session.call_tool("search", _search("fireworks", mode="sparse"))
-    image_id = answers["images only"].structured_content["results"][0]["id"]
+    image_id = answers["images only"].structuredContent["results"][0]["id"]
     answers["image id"] = image_id
     answers["get image"] = await session.call_tool("get_record", {"id": image_id})
     answers["get unknown"] = await session.call_tool("get_record", {"id": "no-such-record"})
@@ -86,7 +87,7 @@ async def _read_only_session(session: ClientSession) -> dict[str, Any]:
     answers["store resource"] = await session.read_resource("mmrag://store")
     try:
         await session.read_resource("mmrag://records/no-such-record")
-    except MCPError as error:
+    except McpError as error:
         answers["unknown resource"] = error
     return answers
 
@@ -103,7 +104,7 @@ async def _ingesting_session(session: ClientSession) -> dict[str, Any]:
 
 def _drive(connect: Any, run: Session) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
-        async with connect as (read, write), ClientSession(read, write) as session:
+        async with connect as (read, write, *_), ClientSession(read, write) as session:  # HTTP adds a session id
             await session.initialize()
             return await run(session)
 
@@ -156,6 +157,7 @@ def http(store: Path, models: list[str], tmp_path_factory) -> Iterator[tuple[dic
         try:
             _wait_for(port, process)
             answers = _drive(streamable_http_client(f"http://127.0.0.1:{port}/mcp"), _ingesting_session)
+            answers["foreign host"] = _initialize(port, f"mm-rag.example:{port}")
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -172,7 +174,7 @@ def _images(result: CallToolResult) -> list[ImageContent]:
 
 def _decodes_as_jpeg(block: ImageContent) -> bool:
     picture = Image.open(io.BytesIO(base64.b64decode(block.data, validate=True)))
-    return block.mime_type == "image/jpeg" and picture.format == "JPEG" and min(picture.size) > 0
+    return block.mimeType == "image/jpeg" and picture.format == "JPEG" and min(picture.size) > 0
 
 
 # --- stdio ---------------------------------------------------------------------------------------------------
@@ -180,15 +182,15 @@ def test_lists_search_and_get_record_and_no_ingest_without_a_root(stdio) -> None
     answers, stderr = stdio
     tools = {tool.name: tool for tool in answers["tools"].tools}
     assert set(tools) == {"search", "get_record"}
-    properties = tools["search"].input_schema["properties"]
+    properties = tools["search"].inputSchema["properties"]
     assert {"query", "filter", "text_k", "image_k", "audio_k", "video_k"} <= set(properties)
-    assert tools["search"].input_schema["required"] == ["query"]
+    assert tools["search"].inputSchema["required"] == ["query"]
     assert "Traceback" not in stderr
 
 
 def test_search_returns_cited_passages_with_time_ranges_and_pictures_with_keyframes(stdio) -> None:
     result = stdio[0]["fireworks"]
-    assert not result.is_error
+    assert not result.isError
     context = result.content[0].text
     lines = context.splitlines()
     assert lines[0].startswith("[1] ") and all(line.startswith(f"[{n}] ") for n, line in enumerate(lines, 1))
@@ -202,17 +204,17 @@ def test_search_returns_cited_passages_with_time_ranges_and_pictures_with_keyfra
     cited = {int(label.strip("[] picture:")) for label in labels}
     assert any("video frame" in lines[number - 1] for number in cited)
     assert any(lines[number - 1].split()[1] == "image" for number in cited)
-    results = result.structured_content["results"]
+    results = result.structuredContent["results"]
     assert [r["citation"] for r in results] == list(range(1, len(lines) + 1))
     assert {r["modality"] for r in results} == {"text", "image", "audio", "video"}
 
 
 def test_a_filter_restricts_every_modality_also_written_as_json_text(stdio) -> None:
     images_only = stdio[0]["images only"]
-    assert {r["modality"] for r in images_only.structured_content["results"]} == {"image"}
-    assert len(_images(images_only)) == min(4, len(images_only.structured_content["results"]))
+    assert {r["modality"] for r in images_only.structuredContent["results"]} == {"image"}
+    assert len(_images(images_only)) == min(4, len(images_only.structuredContent["results"]))
     videos = stdio[0]["filter as text"]
-    assert not videos.is_error and {r["modality"] for r in videos.structured_content["results"]} == {"video"}
+    assert not videos.isError and {r["modality"] for r in videos.structuredContent["results"]} == {"video"}
 
 
 def test_bad_filters_and_arguments_are_tool_errors_and_the_server_goes_on(stdio) -> None:
@@ -224,10 +226,10 @@ def test_bad_filters_and_arguments_are_tool_errors_and_the_server_goes_on(stdio)
         ("no query", "query"),
     ]:
         result = answers[name]
-        assert result.is_error, name
+        assert result.isError, name
         assert expected in _texts(result)[0], (name, _texts(result))
     after = answers["after errors"]
-    assert not after.is_error and "recipes.txt" in after.content[0].text
+    assert not after.isError and "recipes.txt" in after.content[0].text
 
 
 def test_get_record_gives_the_record_and_its_picture(stdio) -> None:
@@ -235,18 +237,18 @@ def test_get_record_gives_the_record_and_its_picture(stdio) -> None:
     record = json.loads(answers["get image"].content[0].text)
     assert record["id"] == answers["image id"] and record["modality"] == "image"
     assert record["uri"].endswith(".jpg") and record["metadata"]["width"] > 0
-    assert answers["get image"].structured_content == record
+    assert answers["get image"].structuredContent == record
     assert [_decodes_as_jpeg(image) for image in _images(answers["get image"])] == [True]
     unknown = answers["get unknown"]
-    assert unknown.is_error and "no record with id 'no-such-record'" in _texts(unknown)[0]
+    assert unknown.isError and "no record with id 'no-such-record'" in _texts(unknown)[0]
 
 
 def test_records_and_the_store_are_resources(stdio) -> None:
     answers = stdio[0]
-    assert [t.uri_template for t in answers["templates"].resource_templates] == ["mmrag://records/{record_id}"]
+    assert [t.uriTemplate for t in answers["templates"].resourceTemplates] == ["mmrag://records/{record_id}"]
     assert [str(r.uri) for r in answers["resources"].resources] == ["mmrag://store"]
     (content,) = answers["record resource"].contents
-    assert content.mime_type == "application/json"
+    assert content.mimeType == "application/json"
     assert json.loads(content.text) == json.loads(answers["get image"].content[0].text)
     store = json.loads(answers["store resource"].contents[0].text)
     assert store["records"] == 15 and set(store["spaces"]) == {"clip", "text"}
@@ -257,20 +259,52 @@ def test_records_and_the_store_are_resources(stdio) -> None:
 def test_http_ingest_inside_the_root_then_search_finds_it(http) -> None:
     answers, stderr = http
     assert {tool.name for tool in answers["tools"].tools} == {"search", "get_record", "ingest"}
-    report = answers["ingest"].structured_content
-    assert not answers["ingest"].is_error and report["added"] == ["ferry.txt"] and report["records"] >= 1
+    report = answers["ingest"].structuredContent
+    assert not answers["ingest"].isError and report["added"] == ["ferry.txt"] and report["records"] >= 1
     assert json.loads(answers["ingest"].content[0].text) == report
-    again = answers["again"].structured_content
+    again = answers["again"].structuredContent
     assert again["added"] == [] and list(again["skipped"]) == ["ferry.txt"]  # unchanged: skipped by hash
     found = answers["found"]
-    assert not found.is_error and "ferry.txt" in found.content[0].text.splitlines()[0]
+    assert not found.isError and "ferry.txt" in found.content[0].text.splitlines()[0]
     assert "Traceback" not in stderr
 
 
 def test_http_ingest_outside_the_root_or_of_nothing_is_a_tool_error(http) -> None:
     answers = http[0]
-    assert answers["outside"].is_error and "outside the ingest root" in _texts(answers["outside"])[0]
-    assert answers["missing"].is_error and "does not exist" in _texts(answers["missing"])[0]
+    assert answers["outside"].isError and "outside the ingest root" in _texts(answers["outside"])[0]
+    assert answers["missing"].isError and "does not exist" in _texts(answers["missing"])[0]
+
+
+def test_http_on_loopback_refuses_requests_for_other_host_names(http) -> None:
+    assert http[0]["foreign host"] == 421  # the SDK's DNS-rebinding protection: a web page cannot reach it
+
+
+def _initialize(port: int, host_header: str) -> int:
+    """The HTTP status of an initialize request sent to 127.0.0.1:`port` as if addressed to `host_header`."""
+    request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}}  # fmt: skip
+    headers = {"Host": host_header, "Accept": "application/json, text/event-stream"}
+    return httpx.post(f"http://127.0.0.1:{port}/mcp", json=request, headers=headers, timeout=30).status_code
+
+
+def test_http_on_every_address_says_it_has_no_authentication_and_serves_any_host_name(store: Path, tmp_path) -> None:
+    port = _free_port()
+    command = [str(MM_RAG), "mcp", "--store", str(store), "--http", "--host", "0.0.0.0", "--port", str(port),
+               "--device", "cpu"]  # fmt: skip
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as errors:
+        process = subprocess.Popen(command, stdout=errors, stderr=errors, text=True, env={**os.environ, **ENV})
+        try:
+            _wait_for(port, process)
+            # The SDK's DNS-rebinding checks only allow loopback names; off loopback they must be off.
+            status = _initialize(port, f"mm-rag.example:{port}")
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    stderr = log.read_text()
+    assert status == 200, stderr
+    assert "note: the MCP endpoint has no authentication: anyone reaching 0.0.0.0" in stderr
+    assert f"serving MCP (streamable HTTP) at http://0.0.0.0:{port}/mcp" in stderr
 
 
 # --- the command's own checks ------------------------------------------------------------------------------
@@ -292,7 +326,7 @@ def test_mistakes_end_with_one_error_line_before_any_model_loads(tmp_path: Path,
 
 def test_search_modes_reach_the_keyword_index(stdio) -> None:
     keywords = stdio[0]["keywords"]
-    assert not keywords.is_error
-    results = keywords.structured_content["results"]
+    assert not keywords.isError
+    results = keywords.structuredContent["results"]
     assert results and all("fireworks" in (r["text"] or "").lower() for r in results)
-    assert stdio[0]["bad mode"].is_error
+    assert stdio[0]["bad mode"].isError

@@ -91,17 +91,23 @@ def mcp(
         if models.embedders == 0:
             fail("no embedder could be loaded (see the notes above)")
         server = create_mcp_server(
-            opened, clip=models.clip, text=models.text, transcriber=models.transcriber, ingest_root=ingest_root
+            opened,
+            clip=models.clip,
+            text=models.text,
+            transcriber=models.transcriber,
+            ingest_root=ingest_root,
+            host=host,
+            port=port,
         )
+        if http:
+            # The server logs warnings only (requests would flood stderr), so uvicorn's own line is not shown.
+            typer.echo(f"serving MCP (streamable HTTP) at http://{host}:{port}/mcp", err=True)
         if http and host not in LOOPBACK:
             typer.echo(
                 f"note: the MCP endpoint has no authentication: anyone reaching {host}:{port} can use it", err=True
             )
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the server; nothing more to say
-            if http:
-                server.run("streamable-http", host=host, port=port)
-            else:
-                server.run("stdio")
+            server.run("streamable-http" if http else "stdio")
     finally:
         opened.close()
 

@@ -1,7 +1,7 @@
 """examples/mcp_agent.py: a LangChain agent using `mm-rag mcp`'s tools over stdio, with a scripted fake chat model.
 
 The store is examples/media ingested with the tiny CLIP model, MiniLM and Whisper tiny.en; the example starts the
-real ``mm-rag mcp`` subprocess and talks to it with the MCP SDK's client.
+real ``mm-rag mcp`` subprocess and reaches its tools through langchain-mcp-adapters.
 """
 
 from __future__ import annotations
@@ -86,5 +86,5 @@ def test_the_search_tool_message_has_cited_moments_and_keyframe_images(run) -> N
     images = [block for block in blocks if block["type"] == "image"]
     assert images and all(block["mime_type"] == "image/jpeg" for block in images)
     assert all(base64.b64decode(block["base64"])[:2] == b"\xff\xd8" for block in images)  # JPEG data
-    results = answer.artifact["results"]
+    results = answer.artifact["structured_content"]["results"]
     assert {result["modality"] for result in results} == {"audio", "video"} and results[0]["start"] is not None
