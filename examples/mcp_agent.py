@@ -19,7 +19,6 @@ Run: python examples/mcp_agent.py --store /tmp/media-store [--fake | --chat-mode
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from langchain_mcp_adapters.tools import load_mcp_tools
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the fake chat model of examples/langchain_agent.py
 from langchain_agent import ToolCallingFakeChatModel
+from langchain_agent import describe as describe_message
 
 SYSTEM = (
     "You answer questions about a harbour festival and a museum from its knowledge base. Search it with the tools,"
@@ -88,17 +88,14 @@ async def ask(
 
 
 def describe(message: AnyMessage) -> str:
-    """One readable line (or a few) per message, without base64 payloads."""
-    if isinstance(message, ToolMessage):
-        kinds = [block["type"] for block in message.content_blocks]
-        text = "\n".join(block["text"] for block in message.content_blocks if block["type"] == "text")
-        results = (message.artifact or {}).get("structured_content", {}).get("results", [])
-        lines = [f"tool {message.name} ({message.status}): blocks {kinds}; artifact: {len(results)} results"]
-        return "\n".join(lines + [f"    {line}" for line in text.splitlines()])
-    if isinstance(message, AIMessage) and message.tool_calls:
-        calls = ", ".join(f"{call['name']}({json.dumps(call['args'])})" for call in message.tool_calls)
-        return f"ai calls {calls}"
-    return f"{message.type}: {message.text}"
+    """One readable line (or a few) per message, without base64 payloads (tool answers as MCP gives them)."""
+    if not isinstance(message, ToolMessage):
+        return describe_message(message)
+    kinds = [block["type"] for block in message.content_blocks]
+    text = "\n".join(block["text"] for block in message.content_blocks if block["type"] == "text")
+    results = (message.artifact or {}).get("structured_content", {}).get("results", [])
+    lines = [f"tool {message.name} ({message.status}): blocks {kinds}; artifact: {len(results)} results"]
+    return "\n".join(lines + [f"    {line}" for line in text.splitlines()])
 
 
 def main(argv: Sequence[str] | None = None) -> list[AnyMessage]:

@@ -234,3 +234,27 @@ def test_lexical_mode_needs_no_embedder_and_refuses_images() -> None:
             retriever.retrieve(image=b"not used")
         with pytest.raises(InvalidInputError, match="unknown mode"):
             MultimodalRetriever(store, mode="sparse")  # type: ignore[arg-type]
+
+
+def test_bad_arguments_of_keyword_search_and_fusion_are_named() -> None:
+    from mm_rag import FilterError, UnknownSpaceError
+    from mm_rag.retrieval import fuse_rankings
+
+    with text_store(CORPUS) as store:
+        with pytest.raises(UnknownSpaceError, match="nope"):
+            store.search_text("apple", k=3, space="nope")
+        with pytest.raises(FilterError, match="unknown operator"):
+            store.search_text("apple", k=3, filter={"n": {"$near": 1}})
+        hits = store.search_text("cherry", k=3)
+        assert [hit.record.id for hit in store.search_text("cherry", k=3, space="v")] == [hit.record.id for hit in hits]
+    with pytest.raises(InvalidInputError, match="2 weights for 1 rankings"):
+        fuse_rankings([hits], [1.0, 2.0])
+    with pytest.raises(InvalidInputError, match="unknown fusion"):
+        fuse_rankings([hits], fusion="borda")  # type: ignore[arg-type]
+    assert fuse_rankings([hits, hits[::-1]], [1.0, 0.0]) == [(hit, 1.0 / (61 + rank)) for rank, hit in enumerate(hits)]
+
+
+@pytest.mark.parametrize("timeout", [-1, "soon", True, float("nan")])
+def test_a_bad_lock_timeout_is_refused(timeout, tmp_path) -> None:
+    with pytest.raises(InvalidInputError, match="lock_timeout"):
+        MultimodalStore(tmp_path / "store", lock_timeout=timeout)

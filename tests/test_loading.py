@@ -50,3 +50,21 @@ def test_a_default_that_cannot_download_is_replaced_by_its_packaged_copy_with_a_
 def test_a_named_model_that_cannot_load_is_never_swapped_for_another(tmp_path: Path) -> None:
     loaded = load_models(None, ModelChoice(clip=False, audio=False, text_model="sentence-transformers/all-mpnet-base-v2"))
     assert loaded.text is None and "all-mpnet-base-v2" in loaded.unavailable["text"] and loaded.notes == []
+
+
+def test_the_hub_is_asked_only_when_a_model_would_be_downloaded(minilm_dir: Path, monkeypatch) -> None:
+    from mm_rag.embed import loading
+
+    asked: list[int] = []
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(loading, "_hub_reachable", lambda: asked.append(1) or True)
+    local = load_models(None, ModelChoice(clip=False, audio=False, text_model=str(minilm_dir), device="cpu"))
+    assert local.text is not None and asked == [] and local.notes == []
+    with MultimodalStore() as store:  # a search of a store whose text model is a folder: no CLIP, no hub
+        store.create_space("text", local.text.dim, model=local.text.spec)
+        searched = load_models(store, ModelChoice(audio=False, device="cpu", queries_only=True), recorded_only=True)
+        assert searched.clip is None and searched.text is not None and asked == []
+    monkeypatch.setattr(loading, "_hub_reachable", lambda: asked.append(1) or False)
+    offline = load_models(None, ModelChoice(clip=False, text=False, device="cpu"))  # tiny.en is a hub name
+    assert asked == [1] and offline.notes[0].startswith("the Hugging Face hub cannot be reached")
+    assert loading.os.environ["HF_HUB_OFFLINE"] == "1"

@@ -15,6 +15,7 @@ rather than retrying each download for a minute.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import importlib.util
 import logging
@@ -102,20 +103,31 @@ def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool =
     """
     loaded = LoadedModels()
     recorded = _recorded_specs(store)
-    if not os.environ.get("HF_HUB_OFFLINE") and _needs_hub(choice, recorded) and not _hub_reachable():
+    clip_named = choice.clip_model is not None or choice.clip_pretrained is not None
+    clip_spec = None if clip_named else recorded.get("clip")
+    text_spec = None if choice.text_model is not None else recorded.get("text")
+    want_clip = choice.clip and (clip_named or clip_spec is not None or not recorded_only)
+    want_text = choice.text and (choice.text_model is not None or text_spec is not None or not recorded_only)
+    sources: list[Any] = []  # what each model to load is called: a local path, or a name to download
+    if want_clip:
+        spec = clip_spec[1] if clip_spec else {}
+        sources += [spec.get("model", choice.clip_model or DEFAULT_MODEL)]
+        sources += [spec.get("pretrained", choice.clip_pretrained or DEFAULT_PRETRAINED)]
+    if want_text:
+        sources.append(text_spec[1].get("model") if text_spec else choice.text_model or DEFAULT_TEXT_MODEL)
+    if choice.audio:
+        sources.append(choice.whisper_model or DEFAULT_WHISPER_MODEL)
+    downloads = any(isinstance(name, str) and name and not os.path.exists(name) for name in sources)
+    if downloads and not os.environ.get("HF_HUB_OFFLINE") and not _hub_reachable():
         os.environ["HF_HUB_OFFLINE"] = "1"  # fail at once on uncached weights instead of retrying for a minute
         loaded.notes.append("the Hugging Face hub cannot be reached: only cached, local and packaged models load")
-    if choice.clip:
-        explicit = choice.clip_model is not None or choice.clip_pretrained is not None
-        if explicit or "clip" in recorded or not recorded_only:
-            loaded.clip = _attempt(loaded, "clip", lambda: _clip(choice, None if explicit else recorded.get("clip")))
-    if choice.text:
-        explicit = choice.text_model is not None
-        if explicit or "text" in recorded or not recorded_only:
-            build = lambda: _text(choice, None if explicit else recorded.get("text"))
-            if not explicit and "text" not in recorded:
-                build = _or_packaged(loaded, "text", DEFAULT_TEXT_MODEL, build, lambda path: _text(choice, None, path))
-            loaded.text = _attempt(loaded, "text", build)
+    if want_clip:
+        loaded.clip = _attempt(loaded, "clip", lambda: _clip(choice, clip_spec))
+    if want_text:
+        build = lambda: _text(choice, text_spec)
+        if choice.text_model is None and text_spec is None:
+            build = _or_packaged(loaded, "text", DEFAULT_TEXT_MODEL, build, lambda path: _text(choice, None, path))
+        loaded.text = _attempt(loaded, "text", build)
     if choice.audio:
         model = choice.whisper_model or DEFAULT_WHISPER_MODEL
         build = lambda: WhisperTranscriber(model, device=choice.device).load()
@@ -161,34 +173,14 @@ def _or_packaged(loaded: LoadedModels, kind: str, default: str, build: Any, buil
     return attempt
 
 
-def _needs_hub(choice: ModelChoice, recorded: dict[str, tuple[str, dict[str, Any]]]) -> bool:
-    """Whether some model to load is named for download (by the hub) rather than by a local path."""
-    wanted: list[str | None] = []
-    if choice.clip:
-        wanted += [choice.clip_model, choice.clip_pretrained] if "clip" not in recorded else []
-        spec = recorded.get("clip", ("", {}))[1]
-        wanted += [spec.get("model"), spec.get("pretrained")]
-    if choice.text:
-        wanted.append(recorded["text"][1].get("model") if "text" in recorded else choice.text_model or DEFAULT_TEXT_MODEL)
-    if choice.audio:
-        wanted.append(choice.whisper_model or DEFAULT_WHISPER_MODEL)
-    if choice.clip and "clip" not in recorded and choice.clip_model is None:
-        return True  # the default CLIP weights come from the hub
-    return any(isinstance(name, str) and name and not os.path.exists(name) for name in wanted)
-
-
-_REACHABLE: dict[str, bool] = {}
-
-
+@functools.cache
 def _hub_reachable(timeout: float = 3.0) -> bool:
     """Whether huggingface.co answers (asked once per process)."""
-    if "hub" not in _REACHABLE:
-        try:
-            socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-            _REACHABLE["hub"] = True
-        except OSError:
-            _REACHABLE["hub"] = False
-    return _REACHABLE["hub"]
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _recorded_specs(store: Any | None) -> dict[str, tuple[str, dict[str, Any]]]:

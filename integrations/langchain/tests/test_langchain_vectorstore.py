@@ -350,3 +350,7 @@ def test_hybrid_and_keyword_search_find_exact_codes_through_the_retriever(minilm
     picked = store.keyword_search_with_score("euros", k=2, filter=lambda document: document.metadata["n"] % 4 == 3)
     assert {document.id for document, _ in picked} == {"inv-6021", "inv-1187"}  # the only two that pass
     assert store.keyword_search("no such words here", k=3) == []
+    with pytest.raises(FilterError, match="unknown operator"):  # checked before any search or embedding
+        store.hybrid_search("invoice", k=2, filter={"n": {"$near": 1}})
+    with pytest.raises(FilterError, match="unknown operator"):
+        store.keyword_search("invoice", k=2, filter={"n": {"$near": 1}})

@@ -291,6 +291,10 @@ def test_query_errors(store):
     bad_filter = MetadataFilters(filters=[MetadataFilter(key="kind", value=1, operator=FilterOperator.TEXT_MATCH)])
     with pytest.raises(InvalidInputError, match="needs a string"):
         query(store, unit(1, 0, 0, 0), filters=bad_filter)
+    with pytest.raises(InvalidInputError, match="needs a string"):
+        store.query(VectorStoreQuery(query_str="x", mode=VectorStoreQueryMode.TEXT_SEARCH, filters=bad_filter))
+    with pytest.raises(InvalidInputError, match="'text_search' needs a query_str"):
+        store.query(VectorStoreQuery(query_str=" ", mode=VectorStoreQueryMode.TEXT_SEARCH, similarity_top_k=2))
     assert store.client.count() == 5
 
 
