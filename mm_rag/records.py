@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -81,7 +83,7 @@ def encode_record(record: Record) -> str:
         raise InvalidInputError(f"expected a Record, got {type(record).__name__}")
     if not isinstance(record.id, str) or not record.id:
         raise InvalidInputError(f"record id must be a non-empty string, got {record.id!r}")
-    if record.modality not in MODALITIES:
+    if not isinstance(record.modality, str) or record.modality not in MODALITIES:  # a list is unhashable
         raise InvalidInputError(
             f"record {record.id!r}: unknown modality {record.modality!r}; expected one of {sorted(MODALITIES)}"
         )
@@ -101,6 +103,71 @@ def encode_record(record: Record) -> str:
         except RecursionError:
             raise InvalidInputError(f"record {record.id!r}: metadata contains itself (circular reference)") from error
         raise InvalidInputError(f"record {record.id!r}: metadata is not JSON-serialisable: {error}") from error
+
+
+_OPTIONAL_TEXT = frozenset({str, type(None)})
+
+
+def encode_records(records: Sequence[Record]) -> list[str]:
+    """`encode_record` for a batch: the same checks and the same JSON, the checks made column by column.
+
+    Checking 100k records one at a time in Python cost 0.35 s of a 1.3 s `store.add`; the type sets of each
+    column are built at C speed instead. A batch the sets do not clear (a subclass, a bad value) goes through
+    `encode_record` record by record, which names the first bad record.
+
+    Raises:
+        InvalidInputError: as `encode_record`, for the first bad record.
+    """
+    if _plainly_valid(records):
+        try:
+            return list(map(_batch_encoder(), [record.metadata for record in records]))
+        except (TypeError, ValueError, RecursionError):
+            pass  # an unencodable value: encode_record below names it
+    return [encode_record(record) for record in records]
+
+
+def _batch_encoder() -> Callable[[Any], str]:
+    """`_ENCODE_METADATA` with its C encoder built once per batch instead of once per record (half the time).
+
+    CPython's ``_json.make_encoder`` is what ``json.JSONEncoder.encode`` builds on every call; where it is
+    missing or takes other arguments, the public encoder is used. Its circular-reference markers may be left
+    dirty by a failed call, so an encoder serves one batch, and a failure sends the batch to `encode_record`.
+    """
+    try:
+        from _json import make_encoder
+
+        encode = make_encoder({}, _NOT_JSON, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
+    except (ImportError, TypeError):
+        return _ENCODE_METADATA
+    return lambda value: "".join(encode(value, 0))
+
+
+_NOT_JSON = json.JSONEncoder().default  # raises TypeError naming the type
+
+
+def _plainly_valid(records: Sequence[Record]) -> bool:
+    """Whether every record passes `encode_record`'s checks of types and values (metadata JSON aside).
+
+    Exact types only: anything unusual (a subclass, an unhashable modality) answers False, never a wrong True.
+    """
+    try:
+        if set(map(type, records)) != {Record}:
+            return False
+        ids = [record.id for record in records]
+        if set(map(type, ids)) != {str} or not all(ids):
+            return False
+        if not {record.modality for record in records} <= MODALITIES:
+            return False
+        for name in ("text", "uri", "doc_id", "content_hash"):
+            if not set(map(type, [getattr(record, name) for record in records])) <= _OPTIONAL_TEXT:
+                return False
+        metadata = [record.metadata for record in records]
+        if set(map(type, metadata)) != {dict}:
+            return False
+        # The encoder would turn int, float, bool and None keys into strings without a word.
+        return set(map(type, itertools.chain.from_iterable(metadata))) <= {str}
+    except TypeError:  # e.g. an unhashable modality
+        return False
 
 
 def _check_json(value: Any, where: str) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 
 from mm_rag._optional import require
 from mm_rag.errors import InvalidInputError, StoreFormatError
-from mm_rag.records import Record, encode_record
+from mm_rag.records import Record, encode_records
 from mm_rag.store.durable import fsync_path, write_atomically
 
 FORMAT = "mm-rag-shards"
@@ -105,12 +105,9 @@ class ShardSet:
         spaces = self.manifest()["spaces"]
         pa = require("pyarrow", "embedding shards")
         parquet = require("pyarrow.parquet", "embedding shards")
-        columns: dict[str, list[Any]] = {column: [] for column in _COLUMNS}
-        for record in records:
-            metadata = encode_record(record)
-            for column in _COLUMNS[:-1]:
-                columns[column].append(getattr(record, column))
-            columns["metadata"].append(metadata)
+        metadata = encode_records(records)  # first: it checks every record
+        columns: dict[str, list[Any]] = {column: [getattr(r, column) for r in records] for column in _COLUMNS[:-1]}
+        columns["metadata"] = metadata
         staging = Path(tempfile.mkdtemp(prefix=f"{_TEMPORARY_PREFIX}{name}-", dir=self.root))
         try:
             table = pa.table({column: pa.array(values, type=pa.string()) for column, values in columns.items()})

@@ -13,7 +13,7 @@ import numpy as np
 
 from mm_rag.errors import InvalidInputError, StoreFormatError, UnknownSpaceError
 from mm_rag.filters import Filter, canonical_filter, compile_filter
-from mm_rag.records import LEXICAL, Hit, Record, encode_record
+from mm_rag.records import LEXICAL, Hit, Record, encode_records
 from mm_rag.store import indexing
 from mm_rag.store.committed import DEFAULT_LOCK_TIMEOUT, CommittedStore
 from mm_rag.store.manifest import CATALOG, MANIFEST, SPACES_DIR, open_space, space_entry
@@ -168,7 +168,7 @@ class MultimodalStore(CommittedStore):
         records = list(records)
         if not records:
             raise InvalidInputError("upsert: empty batch (no records given)")
-        metadata = [encode_record(record) for record in records]
+        metadata = encode_records(records)
         ids = [record.id for record in records]
         if len(set(ids)) != len(ids):
             seen: set[str] = set()
@@ -251,7 +251,7 @@ class MultimodalStore(CommittedStore):
         Raises:
             InvalidInputError: an id already stored (the transaction then holds part of the batch: drop it).
         """
-        metadata = [encode_record(record) for record in records]
+        metadata = encode_records(records)
         with self._writing():
             keys = np.arange(self._next_key, self._next_key + len(records), dtype=np.int64)
             try:
