@@ -149,7 +149,9 @@ def main() -> None:
                 shown = "  ".join(f"{key} {value:.3f}" for key, value in result.items())
                 print(f"  round {round_number + 1}/{args.repeats} {system:<10} {shown}", flush=True)
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False, capture_output=True)
+        subprocess.run(
+            ["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False, capture_output=True
+        )
         shutil.rmtree(work, ignore_errors=True)
 
     def median(system: str, key: str) -> float:

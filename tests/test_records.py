@@ -20,7 +20,8 @@ SCALARS = (
     | st.text(max_size=8)  # any code point: the encoder escapes non-ASCII
 )
 VALUES = st.recursive(
-    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
     max_leaves=8,
 )
 METADATA = st.dictionaries(st.text(max_size=6), VALUES, max_size=4)

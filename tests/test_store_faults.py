@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,10 @@ import pytest
 from fixtures.store_process import add, check, vector
 
 from mm_rag import MultimodalStore, ReadOnlyStoreError, Record, StoreWriteError
+from mm_rag.store import lexical
+from mm_rag.store import store as store_module
+from mm_rag.store.catalog import Catalog
+from mm_rag.store.space import Space
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,3 +207,49 @@ def test_a_read_only_error_names_the_store(saved, monkeypatch) -> None:
         assert store.read_only and store.count() == 50
         with pytest.raises(ReadOnlyStoreError, match=f"store {saved} is read-only"):
             store.upsert([Record("x-1", "text")], {"s": vector("x-1")[None]})
+
+
+@pytest.mark.parametrize("threaded", [True, False], ids=["vectors-beside", "one-thread"])
+@pytest.mark.parametrize("failing", ["catalog", "vectors"])
+def test_an_add_failing_midway_leaves_neither_its_rows_nor_its_vectors(saved, monkeypatch, threaded, failing) -> None:
+    """A write that fails after the catalog rows, or some of the vectors, went in is taken out whole; the
+    changes made before it stay, and the store saves and reopens consistent (catalog, indexes, vectors)."""
+    monkeypatch.setattr(store_module, "_THREADED_ADD", 1 if threaded else 10**9)
+    store = MultimodalStore.open(saved)
+    add(store, ["kept-1", "kept-2"])
+    if failing == "catalog":  # a statement after the rows fails, as a full disk or an I/O error would make it
+        insert = Catalog.insert
+
+        def insert_then_fail(self, *args):
+            insert(self, *args)
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(Catalog, "insert", insert_then_fail)
+        expected: type[BaseException] = StoreWriteError
+    else:  # the second space fails after the first took its vectors, and after taking some itself
+        space_add = Space.add
+
+        def add_then_fail(self, keys, vectors):
+            space_add(self, keys, vectors)
+            if self.config.name == "t":
+                raise MemoryError("no memory for the index")
+
+        monkeypatch.setattr(Space, "add", add_then_fail)
+        expected = MemoryError
+    with pytest.raises(expected):
+        add(store, ["bad-2", "bad-4"])
+    monkeypatch.undo()
+    _assert_consistent(store, {*(f"old-{i}" for i in range(50)), "kept-1", "kept-2"})
+    store.save()
+    store.close()
+    with MultimodalStore.open(saved) as reopened:
+        _assert_consistent(reopened, {*(f"old-{i}" for i in range(50)), "kept-1", "kept-2"})
+
+
+def _assert_consistent(store: MultimodalStore, ids: set[str]) -> None:
+    result = check(store)
+    assert result["problems"] == [] and set(result["versions"]) == ids
+    assert store.count("s") == len(ids) and store.count("t") == sum(int(i.rsplit("-")[1]) % 2 == 0 for i in ids)
+    assert {hit.record.id for hit in store.search_text("record", k=100)} == ids  # the keyword index
+    assert {r.id for r in store.find({"version": 0})} == ids  # the metadata index
+    store._catalog._db.execute(lexical.CHECK)  # FTS5 agrees with its content

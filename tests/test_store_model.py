@@ -40,6 +40,7 @@ from hypothesis.stateful import (
 
 from mm_rag import MultimodalStore, Record
 from mm_rag.filters import compile_filter
+from mm_rag.store import store as store_module
 
 SCORE_TOLERANCE = 1e-4
 POOL = [f"r{i}" for i in range(48)]
@@ -378,7 +379,10 @@ MODEL_SETTINGS = settings(
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_store_matches_model(variant: str, tmp_path: Path) -> None:
+def test_store_matches_model(variant: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every batch adds its vectors on a second thread beside the catalog's rows, as large batches do (the
+    # other tests' small batches take the one-thread path).
+    monkeypatch.setattr(store_module, "_THREADED_ADD", 1)
     machine = type(
         f"StoreModel_{variant}",
         (StoreModel,),

@@ -11,11 +11,12 @@ reads. The rows are written in the statement after the records' own, inside the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
-from operator import attrgetter
 from collections.abc import Iterable, Iterator, Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,21 @@ class Catalog:
         """Start the write transaction now (it holds SQLite's write lock until `commit` or `rollback`)."""
         with self._mutex:
             self._begin()
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Changes made inside are kept or undone together, within the open write transaction."""
+        with self._mutex:
+            self._begin()
+            self._db.execute("SAVEPOINT batch")
+            try:
+                yield
+            except BaseException:
+                if self._db.in_transaction:  # SQLite may have rolled the whole transaction back already
+                    self._db.execute("ROLLBACK TO batch")
+                    self._db.execute("RELEASE batch")
+                raise
+            self._db.execute("RELEASE batch")
 
     def data_version(self) -> int:
         """A number that changes whenever another connection (any process) commits to the catalog.
