@@ -620,6 +620,24 @@ def test_bad_upsert_changes_nothing(name):
         assert store.count("c") == 41
 
 
+def test_a_space_changed_between_the_checks_and_the_write_is_checked_again(monkeypatch):
+    """Vectors are checked before the write lock is taken; a space recreated meanwhile (by another process)
+    gets them checked again against its new configuration."""
+    prepare = MultimodalStore._prepare
+
+    def then_recreate(self, vectors, count):
+        checked = prepare(self, vectors, count)
+        self.drop_space("s")
+        self.create_space("s", 4, "l2")  # not cosine any more: the vectors must not be normalised
+        return checked
+
+    with MultimodalStore() as store:
+        store.create_space("s", 4)
+        monkeypatch.setattr(MultimodalStore, "_prepare", then_recreate)
+        store.add([Record("a", "text")], {"s": [[3.0, 0.0, 0.0, 4.0]]})
+        assert store.vectors("s", ["a"])["a"].tolist() == [3.0, 0.0, 0.0, 4.0]
+
+
 def test_bad_input_messages_name_the_problem(store):
     store.create_space("c", 8)
     cases = [
