@@ -159,7 +159,7 @@ def main() -> None:
 
     raw = statistics.median(sample["raw_faiss_s"] for values in samples.values() for sample in values)
     print(f"\nadd of {args.n:,} x {args.dim}, median (min-max) of {args.repeats} fresh processes per system")
-    print(f"{'system':<46} {'add':>22} {'vs raw faiss':>13} {'after is':>10}")
+    print(f"{'system':<46} {'add':>22} {'vs raw faiss':>13} {'time / after':>13}")
     after = median("after", "add_s")
     rows = {"raw faiss IndexFlatIP.add": [s["raw_faiss_s"] for v in samples.values() for s in v]}
     rows |= {
@@ -171,7 +171,7 @@ def main() -> None:
     for name, values in rows.items():
         middle = statistics.median(values)
         spread = f"{middle:.3f} s ({min(values):.2f}-{max(values):.2f})"
-        print(f"{name:<46} {spread:>22} {raw / middle:>12.2f}x {middle / after:>9.2f}x")
+        print(f"{name:<46} {spread:>22} {raw / middle:>12.2f}x {middle / after:>12.2f}x")
     saves = {side: median(side, "save_s") for side in ("before", "after")}
     print(f"{'mm-rag save() after the add (before / after)':<46} {saves['before']:.3f} s / {saves['after']:.3f} s")
     print(f"{'LlamaIndex TextNode construction (apart)':<46} {median('llamaindex', 'build_s'):.3f} s")

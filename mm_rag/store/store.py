@@ -498,7 +498,7 @@ def _both(first: Callable[[], A], second: Callable[[], B], threaded: bool) -> tu
     """`first()` and `second()`, the second on a thread of its own when `threaded`; waits for both.
 
     NumPy, Faiss and SQLite (inside a statement) let go of the GIL, so the two halves of a large add overlap
-    on two cores: 100k x 512 takes 0.80 s instead of 1.03 s. A thread costs more than it saves on a small
+    on two cores: 100k x 512 takes 0.82 s instead of 1.03 s. A thread costs more than it saves on a small
     batch. `first`'s error is raised before `second`'s, as when they run one after the other.
     """
     if not threaded:
