@@ -13,6 +13,7 @@ import pytest
 
 from mm_rag import InvalidInputError, MultimodalStore, Record, SpaceConfig, StoreFormatError, UnknownSpaceError
 from mm_rag.store import space as space_module
+from mm_rag.store import store as store_module
 
 DIM = 16
 
@@ -623,19 +624,41 @@ def test_bad_upsert_changes_nothing(name):
 def test_a_space_changed_between_the_checks_and_the_write_is_checked_again(monkeypatch):
     """Vectors are checked before the write lock is taken; a space recreated meanwhile (by another process)
     gets them checked again against its new configuration."""
-    prepare = MultimodalStore._prepare
-
-    def then_recreate(self, vectors, count):
-        checked = prepare(self, vectors, count)
-        self.drop_space("s")
-        self.create_space("s", 4, "l2")  # not cosine any more: the vectors must not be normalised
-        return checked
+    prepare = store_module._prepare
 
     with MultimodalStore() as store:
+
+        def then_recreate(spaces, vectors, count):
+            checked = prepare(spaces, vectors, count)
+            store.drop_space("s")
+            store.create_space("s", 4, "l2")  # not cosine any more: the vectors must not be normalised
+            return checked
+
         store.create_space("s", 4)
-        monkeypatch.setattr(MultimodalStore, "_prepare", then_recreate)
+        monkeypatch.setattr(store_module, "_prepare", then_recreate)
         store.add([Record("a", "text")], {"s": [[3.0, 0.0, 0.0, 4.0]]})
         assert store.vectors("s", ["a"])["a"].tolist() == [3.0, 0.0, 0.0, 4.0]
+
+
+@pytest.mark.parametrize("threaded", [True, False], ids=["vectors-beside", "one-thread"])
+def test_an_add_inside_a_held_write_lock_completes(monkeypatch, threaded):
+    """The second thread of a large add takes no lock, so an add made while this thread holds the store's
+    lock (nested in another write) cannot wait for itself."""
+    monkeypatch.setattr(store_module, "_THREADED_ADD", 1 if threaded else 10**9)
+    store = MultimodalStore()
+    store.create_space("s", 8)
+    done = threading.Event()
+
+    def nested_add():
+        with store._writing():
+            store.add(recs(30), {"s": vecs(30, 8)})
+        done.set()
+
+    threading.Thread(target=nested_add, daemon=True).start()
+    # Not closed on failure: closing would wait for the stuck thread's lock too.
+    assert done.wait(30), "the add waited for a lock its own thread holds"
+    assert store.count("s") == 30
+    store.close()
 
 
 def test_bad_input_messages_name_the_problem(store):

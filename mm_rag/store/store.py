@@ -175,9 +175,10 @@ class MultimodalStore(CommittedStore):
             raise InvalidInputError("upsert: empty batch (no records given)")
         count, vectors = len(records), dict(vectors or {})
         threaded = bool(vectors) and count >= _THREADED_ADD
-        (metadata, ids), prepared = _both(
-            lambda: _checked(records), lambda: self._prepare(vectors, count), threaded
-        )
+        self._sync()
+        with self._lock.reading():
+            spaces = dict(self._spaces)  # the second thread takes no lock: one this thread holds would block it
+        (metadata, ids), prepared = _both(lambda: _checked(records), lambda: _prepare(spaces, vectors, count), threaded)
         with self._writing():
             for name, (config, _) in prepared.items():
                 space = self._space(name)
@@ -207,13 +208,6 @@ class MultimodalStore(CommittedStore):
         return ids
 
     add = upsert  # re-adding an id replaces it, so adding and upserting are one operation
-
-    def _prepare(self, vectors: dict[str, Any], count: int) -> dict[str, tuple[SpaceConfig, np.ndarray]]:
-        """Each space's vectors checked and normalised, with the configuration they were checked against."""
-        self._sync()
-        with self._lock.reading():
-            spaces = {name: self._space(name) for name in vectors}
-        return {name: (space.config, space.prepare(vectors[name], count, "upsert")) for name, space in spaces.items()}
 
     def _add_vectors(self, keys: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
         for name, array in arrays.items():
@@ -467,10 +461,7 @@ class MultimodalStore(CommittedStore):
         return keys
 
     def _space(self, name: str) -> Space:
-        try:
-            return self._spaces[name]
-        except KeyError:
-            raise UnknownSpaceError(f"unknown space {name!r}; this store has {sorted(self._spaces)}") from None
+        return _lookup(self._spaces, name)
 
     def __repr__(self) -> str:
         return f"MultimodalStore({str(self.path)!r}, spaces={sorted(self._spaces)})"
@@ -481,6 +472,24 @@ def _nothing_to_change(existing: SpaceConfig, wanted: SpaceConfig) -> bool:
     """Whether `create_space` with `wanted` would leave the space `existing` exactly as it is."""
     same = dataclasses.replace(existing, model=None) == dataclasses.replace(wanted, model=None)
     return same and (wanted.model is None or wanted.model == existing.model)
+
+
+def _lookup(spaces: Mapping[str, Space], name: str) -> Space:
+    try:
+        return spaces[name]
+    except KeyError:
+        raise UnknownSpaceError(f"unknown space {name!r}; this store has {sorted(spaces)}") from None
+
+
+def _prepare(
+    spaces: Mapping[str, Space], vectors: Mapping[str, Any], count: int
+) -> dict[str, tuple[SpaceConfig, np.ndarray]]:
+    """Each space's vectors checked and normalised, with the configuration they were checked against."""
+    checked = {}
+    for name, array in vectors.items():
+        space = _lookup(spaces, name)
+        checked[name] = (space.config, space.prepare(array, count, "upsert"))
+    return checked
 
 
 def _checked(records: list[Record]) -> tuple[list[str], list[str]]:

@@ -71,15 +71,22 @@ def test_a_caption_finds_a_drawing_of_its_class(shapes_store: MMRagVectorStore) 
 
 def test_an_image_query_finds_its_caption_and_images_of_its_colour(shapes_store, shape_files, tmp_path: Path) -> None:
     shapes_store.add_texts([caption(c, s) for c, s in CLASSES], [{"colour": c, "shape": s} for c, s in CLASSES])
+    ranks = []
     for colour, shape in CLASSES:
         query = tmp_path / f"query-{colour}-{shape}.png"
         draw_shape(colour, shape, seed=5_000_000).save(query)  # a drawing the store does not hold
         captions = shapes_store.similarity_search_by_image(
-            query, k=1, filter={"modality": "text", "colour": {"$exists": True}}
+            query, k=3, filter={"modality": "text", "colour": {"$exists": True}}
         )
-        assert captions[0].page_content == caption(colour, shape)  # image → text across the shared space
+        found = [d.page_content for d in captions]  # image → text across the shared space
+        assert caption(colour, shape) in found, (colour, shape, found)
+        ranks.append(found.index(caption(colour, shape)))
         images = shapes_store.similarity_search_by_image(query, k=2, filter={"modality": "image"})
         assert [d.metadata["colour"] for d in images] == [colour, colour]
+    # The tiny model picks its own caption for 95-99 % of unseen drawings (training stops at 95 % on held-out
+    # drawings; where it ends varies with the machine it trained on): two of 16 may come second or third. A
+    # broken image → text path would get about one right.
+    assert sum(rank == 0 for rank in ranks) >= len(CLASSES) - 2, ranks
     stored = shape_files[("yellow", "cross")][1]
     best, score = shapes_store.similarity_search_with_score_by_vector(
         shapes_store.embeddings.embed_image([stored])[0], k=1
