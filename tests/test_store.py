@@ -624,18 +624,18 @@ def test_bad_upsert_changes_nothing(name):
 def test_a_space_changed_between_the_checks_and_the_write_is_checked_again(monkeypatch):
     """Vectors are checked before the write lock is taken; a space recreated meanwhile (by another process)
     gets them checked again against its new configuration."""
-    prepare = store_module._prepare
+    check = store_module._check
 
     with MultimodalStore() as store:
 
         def then_recreate(spaces, vectors, count):
-            checked = prepare(spaces, vectors, count)
+            checked = check(spaces, vectors, count)
             store.drop_space("s")
             store.create_space("s", 4, "l2")  # not cosine any more: the vectors must not be normalised
             return checked
 
         store.create_space("s", 4)
-        monkeypatch.setattr(store_module, "_prepare", then_recreate)
+        monkeypatch.setattr(store_module, "_check", then_recreate)
         store.add([Record("a", "text")], {"s": [[3.0, 0.0, 0.0, 4.0]]})
         assert store.vectors("s", ["a"])["a"].tolist() == [3.0, 0.0, 0.0, 4.0]
 

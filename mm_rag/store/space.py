@@ -90,6 +90,11 @@ class Space:
     # --- writes -----------------------------------------------------------------------------------------
     def prepare(self, vectors: Any, count: int, label: str) -> np.ndarray:
         """Validate and normalise vectors into a new array; raises `InvalidInputError` naming the problem."""
+        return self.normalised(*self.check(vectors, count, label))
+
+    def check(self, vectors: Any, count: int, label: str) -> tuple[np.ndarray, np.ndarray]:
+        """Validate vectors for this space: (them as float32, possibly the caller's own array; their squared
+        norms in float64). Raises `InvalidInputError` naming the problem."""
         name, dim = self.config.name, self.config.dim
         try:
             array = np.asarray(vectors, dtype=np.float32)
@@ -107,12 +112,16 @@ class Space:
         broken = ~np.isfinite(squares)
         if broken.any():
             raise InvalidInputError(f"{label}: vector {int(np.argmax(broken))} for space {name!r} has NaN or inf")
-        if self.config.metric != "cosine":
-            return np.array(array, dtype=np.float32, order="C", copy=True)  # owned: the table adopts it
-        if (squares == 0).any():
+        if self.config.metric == "cosine" and (squares == 0).any():
             raise InvalidInputError(
                 f"{label}: vector {int(np.argmin(squares))} for cosine space {name!r} is all zeros"
             )
+        return array, squares
+
+    def normalised(self, array: np.ndarray, squares: np.ndarray) -> np.ndarray:
+        """Checked vectors (see `check`) as a new C-contiguous float32 array, L2-normalised for cosine."""
+        if self.config.metric != "cosine":
+            return np.array(array, dtype=np.float32, order="C", copy=True)  # owned: the table adopts it
         return np.ascontiguousarray(array / np.sqrt(squares).astype(np.float32)[:, None], dtype=np.float32)
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:

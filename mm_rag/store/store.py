@@ -178,13 +178,12 @@ class MultimodalStore(CommittedStore):
         self._sync()
         with self._lock.reading():
             spaces = dict(self._spaces)  # the second thread takes no lock: one this thread holds would block it
-        (metadata, ids), prepared = _both(lambda: _checked(records), lambda: _prepare(spaces, vectors, count), threaded)
+        (metadata, ids), checked = _both(lambda: _checked(records), lambda: _check(spaces, vectors, count), threaded)
         with self._writing():
-            for name, (config, _) in prepared.items():
+            for name, (config, *_) in checked.items():
                 space = self._space(name)
                 if space.config != config:  # changed since (another process recreated it): check against it
-                    prepared[name] = (space.config, space.prepare(vectors[name], count, "upsert"))
-            arrays = {name: array for name, (_, array) in prepared.items()}
+                    checked[name] = (space.config, *space.check(vectors[name], count, "upsert"))
             with self._catalog_writes():
                 existing = self._catalog.keys_of_ids(ids)
                 if existing:
@@ -195,23 +194,27 @@ class MultimodalStore(CommittedStore):
                     with self._catalog.savepoint():  # a failure on either side takes the rows out again
                         _both(
                             lambda: self._catalog.insert(keys, records, metadata),
-                            lambda: self._add_vectors(keys, arrays),
+                            lambda: self._add_vectors(keys, checked),
                             threaded,
                         )
                 except BaseException:
-                    for name in arrays:
+                    for name in checked:
                         self._spaces[name].delete(keys)  # keys a space never took are ignored
                     raise
-            for name in arrays:
+            for name in checked:
                 self._changed(name)
             self._changed(None)
         return ids
 
     add = upsert  # re-adding an id replaces it, so adding and upserting are one operation
 
-    def _add_vectors(self, keys: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
-        for name, array in arrays.items():
-            self._spaces[name].add(keys, array)
+    def _add_vectors(self, keys: np.ndarray, checked: dict[str, _Checked]) -> None:
+        """Normalise checked vectors and add them; on the second thread of a large add, where the copy's page
+        faults (at times a 0.5 s wait for the kernel to compact memory into the huge pages NumPy asks for)
+        overlap SQLite's work instead of delaying it."""
+        for name, (_, array, squares) in checked.items():
+            space = self._spaces[name]
+            space.add(keys, space.normalised(array, squares))
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete records by id; unknown ids are ignored. Returns how many were deleted."""
@@ -481,14 +484,16 @@ def _lookup(spaces: Mapping[str, Space], name: str) -> Space:
         raise UnknownSpaceError(f"unknown space {name!r}; this store has {sorted(spaces)}") from None
 
 
-def _prepare(
-    spaces: Mapping[str, Space], vectors: Mapping[str, Any], count: int
-) -> dict[str, tuple[SpaceConfig, np.ndarray]]:
-    """Each space's vectors checked and normalised, with the configuration they were checked against."""
+# A space's configuration, and vectors checked against it with their squared norms (see `Space.check`).
+_Checked = tuple[SpaceConfig, np.ndarray, np.ndarray]
+
+
+def _check(spaces: Mapping[str, Space], vectors: Mapping[str, Any], count: int) -> dict[str, _Checked]:
+    """Each space's vectors checked (not yet normalised), with the configuration they were checked against."""
     checked = {}
     for name, array in vectors.items():
         space = _lookup(spaces, name)
-        checked[name] = (space.config, space.prepare(array, count, "upsert"))
+        checked[name] = (space.config, *space.check(array, count, "upsert"))
     return checked
 
 
@@ -507,7 +512,7 @@ def _both(first: Callable[[], A], second: Callable[[], B], threaded: bool) -> tu
     """`first()` and `second()`, the second on a thread of its own when `threaded`; waits for both.
 
     NumPy, Faiss and SQLite (inside a statement) let go of the GIL, so the two halves of a large add overlap
-    on two cores: 100k x 512 takes 0.82 s instead of 1.03 s. A thread costs more than it saves on a small
+    on two cores: 100k x 512 takes 0.78-0.86 s instead of 1.03 s. A thread costs more than it saves on a small
     batch. `first`'s error is raised before `second`'s, as when they run one after the other.
     """
     if not threaded:
