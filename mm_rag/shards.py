@@ -105,6 +105,7 @@ class ShardSet:
         spaces = self.manifest()["spaces"]
         pa = require("pyarrow", "embedding shards")
         parquet = require("pyarrow.parquet", "embedding shards")
+        records = list(records)
         metadata = encode_records(records)  # first: it checks every record
         columns: dict[str, list[Any]] = {column: [getattr(r, column) for r in records] for column in _COLUMNS[:-1]}
         columns["metadata"] = metadata
