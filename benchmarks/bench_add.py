@@ -26,11 +26,9 @@ processes) and against each other; all samples go to ``benchmarks/results/add.js
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import gc
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -39,6 +37,8 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+
+from before_after import checkout, remove_checkout, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -118,11 +118,6 @@ def run_child(system: str, code_root: Path, args: argparse.Namespace) -> dict[st
 # --------------------------------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------------------------------
-def checkout(rev: str, into: Path) -> Path:
-    subprocess.run(["git", "worktree", "add", "--detach", str(into), rev], cwd=ROOT, check=True, capture_output=True)
-    return into
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -149,9 +144,7 @@ def main() -> None:
                 shown = "  ".join(f"{key} {value:.3f}" for key, value in result.items())
                 print(f"  round {round_number + 1}/{args.repeats} {system:<10} {shown}", flush=True)
     finally:
-        subprocess.run(
-            ["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False, capture_output=True
-        )
+        remove_checkout(before)
         shutil.rmtree(work, ignore_errors=True)
 
     def median(system: str, key: str) -> float:
@@ -175,18 +168,15 @@ def main() -> None:
     saves = {side: median(side, "save_s") for side in ("before", "after")}
     print(f"{'mm-rag save() after the add (before / after)':<46} {saves['before']:.3f} s / {saves['after']:.3f} s")
     print(f"{'LlamaIndex TextNode construction (apart)':<46} {median('llamaindex', 'build_s'):.3f} s")
-    result = {
-        "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "config": {"n": args.n, "dim": args.dim, "repeats": args.repeats, "before_rev": args.before_rev},
-        "samples": samples,
-        "medians_s": {name: statistics.median(values) for name, values in rows.items()},
-        "save_medians_s": saves,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
-
+    write_results(
+        args.out,
+        {
+            "config": {"n": args.n, "dim": args.dim, "repeats": args.repeats, "before_rev": args.before_rev},
+            "samples": samples,
+            "medians_s": {name: statistics.median(values) for name, values in rows.items()},
+            "save_medians_s": saves,
+        },
+    )
 
 if __name__ == "__main__":
     main()

@@ -22,10 +22,8 @@ may need, each in a fresh interpreter. Everything goes to ``benchmarks/results/c
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -33,6 +31,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from before_after import checkout, remove_checkout, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -67,16 +67,6 @@ def packaged_models() -> list[str]:
     models = found()
     options = ["--text-model", models["text"]] if "text" in models else []
     return options + (["--whisper-model", models["whisper"]] if "whisper" in models else [])
-
-
-def checkout(rev: str, into: Path) -> Path:
-    """A detached worktree of `rev` in `into` (removed by `remove_checkout`)."""
-    subprocess.run(["git", "worktree", "add", "--detach", str(into), rev], cwd=ROOT, check=True, capture_output=True)
-    return into
-
-
-def remove_checkout(path: Path) -> None:
-    subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False, capture_output=True)
 
 
 def code_file(code_root: Path) -> str:
@@ -156,20 +146,17 @@ def main() -> None:
     print(f"same results (JSON): {same}\n\n{'import, in a fresh interpreter':<40} {'before':>8} {'after':>8}")
     for label in imports["after"]:
         print(f"{label:<40} {imports['before'][label]:>7.2f}s {imports['after'][label]:>7.2f}s")
-    result = {
-        "date": _dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
-        "before_rev": args.before_rev if made else str(args.before),
-        "query": args.query,
-        "search": {name: {k: v for k, v in values.items() if k != "json"} for name, values in searches.items()},
-        "ratio_after_before": ratio,
-        "same_results": same,
-        "imports_s": imports,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwritten to {args.out}")
-
+    write_results(
+        args.out,
+        {
+            "before_rev": args.before_rev if made else str(args.before),
+            "query": args.query,
+            "search": {name: {k: v for k, v in values.items() if k != "json"} for name, values in searches.items()},
+            "ratio_after_before": ratio,
+            "same_results": same,
+            "imports_s": imports,
+        },
+    )
 
 if __name__ == "__main__":
     main()
