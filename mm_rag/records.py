@@ -130,19 +130,24 @@ def _batch_encoder() -> Callable[[Any], str]:
     """`_ENCODE_METADATA` with its C encoder built once per batch instead of once per record (half the time).
 
     CPython's ``_json.make_encoder`` is what ``json.JSONEncoder.encode`` builds on every call; where it is
-    missing or takes other arguments, the public encoder is used. Its circular-reference markers may be left
+    missing, or its output on a probe differs from the public encoder's (a CPython whose private function
+    takes other arguments), the public encoder is used. Its circular-reference markers may be left
     dirty by a failed call, so an encoder serves one batch, and a failure sends the batch to `encode_record`.
     """
     try:
         from _json import make_encoder
 
         encode = make_encoder({}, _NOT_JSON, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
-    except (ImportError, TypeError):
+        fast = lambda value: "".join(encode(value, 0))
+        if fast(_PROBE) != _ENCODE_METADATA(_PROBE):  # a CPython whose private encoder takes other arguments
+            return _ENCODE_METADATA
+    except (ImportError, TypeError, ValueError):
         return _ENCODE_METADATA
-    return lambda value: "".join(encode(value, 0))
+    return fast
 
 
 _NOT_JSON = json.JSONEncoder().default  # raises TypeError naming the type
+_PROBE = {"s": "a\"é\n", "n": [1, -2.5, 1e300, 2**70, True, False, None], "o": {"k": []}, "": {}}
 
 
 def _plainly_valid(records: Sequence[Record]) -> bool:

@@ -109,5 +109,15 @@ def test_without_the_c_encoder_the_public_one_gives_the_same_text(monkeypatch):
     assert encode_records(records) == fast == [encode_record(records[0])]
 
 
+def test_a_c_encoder_that_answers_otherwise_is_not_used(monkeypatch):
+    import _json
+
+    real = _json.make_encoder
+    # As if a CPython took the separators in the other order: '{"a": 1}' would come out as '{"a",1}'.
+    monkeypatch.setattr(_json, "make_encoder", lambda *args: real(*args[:4], args[5], args[4], *args[6:]))
+    records = [Record("a", "text", metadata={"x": [1, {"y": None}]})]
+    assert encode_records(records) == [encode_record(records[0])] == ['{"x":[1,{"y":null}]}']
+
+
 def test_an_empty_batch_encodes_to_nothing():
     assert encode_records([]) == []
