@@ -17,12 +17,12 @@ import textwrap
 from pathlib import Path
 
 import faiss
-import numpy as np
 import pytest
 from fixtures.store_process import add, check, vector
 
 from mm_rag import MultimodalStore, ReadOnlyStoreError, Record, StoreWriteError
 from mm_rag.store import lexical
+from mm_rag.store import space as space_module
 from mm_rag.store import store as store_module
 from mm_rag.store.catalog import Catalog
 from mm_rag.store.space import Space
@@ -55,7 +55,7 @@ def test_a_full_disk_during_save_keeps_the_last_commit_and_the_changes(saved, mo
     store.delete(["old-0"])
     with monkeypatch.context() as patch:
         if step == "vectors":
-            patch.setattr(np, "save", _disk_full)
+            patch.setattr(space_module, "write_array", _disk_full)
         else:
             patch.setattr(faiss, "write_index", _faiss_disk_full)
         with pytest.raises(StoreWriteError, match="No space left on device") as raised:
