@@ -26,7 +26,6 @@ processes) and against each other; all samples go to ``benchmarks/results/add.js
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import shutil
@@ -34,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -54,10 +52,10 @@ def measure(system: str, n: int, dim: int, seed: int) -> dict[str, float]:
     warnings.filterwarnings("ignore")
     import faiss
     import numpy as np
-    from storebench.common import clustered, record_id, record_meta, record_text
+    from storebench.common import clustered, record_id, record_meta, record_text, timed
 
     x = clustered(np.random.default_rng(seed), n, dim)
-    out = {"raw_faiss_s": timed(lambda: faiss.IndexFlatIP(dim).add(x))}
+    out = {"raw_faiss_s": timed(lambda: faiss.IndexFlatIP(dim).add(x))[0]}
     if system in ("before", "after"):
         from mm_rag import MultimodalStore, Record
 
@@ -66,8 +64,8 @@ def measure(system: str, n: int, dim: int, seed: int) -> dict[str, float]:
         try:
             store = MultimodalStore(work / "store")
             store.create_space("clip", dim, metric="cosine", index="Flat")
-            out["add_s"] = timed(lambda: store.add(records, {"clip": x}))
-            out["save_s"] = timed(store.save)
+            out["add_s"] = timed(lambda: store.add(records, {"clip": x}))[0]
+            out["save_s"] = timed(store.save)[0]
             store.close()
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -78,30 +76,22 @@ def measure(system: str, n: int, dim: int, seed: int) -> dict[str, float]:
         texts = [record_text(i) for i in range(n)]
         metas = [record_meta(i) for i in range(n)]
         ids = [record_id(i) for i in range(n)]
-        out["add_s"] = timed(lambda: store.add_embeddings(list(zip(texts, x)), metadatas=metas, ids=ids))
+        out["add_s"] = timed(lambda: store.add_embeddings(list(zip(texts, x)), metadatas=metas, ids=ids))[0]
     else:
         from llama_index.core.schema import TextNode
         from llama_index.core.storage.docstore import SimpleDocumentStore
         from llama_index.vector_stores.faiss import FaissVectorStore
 
         rows = x.tolist()
-        nodes: list[TextNode] = []
-        out["build_s"] = timed(
-            lambda: nodes.extend(
+        out["build_s"], nodes = timed(
+            lambda: [
                 TextNode(id_=record_id(i), text=record_text(i), metadata=record_meta(i), embedding=rows[i])
                 for i in range(n)
-            )
+            ]
         )
         vector_store, docstore = FaissVectorStore(faiss_index=faiss.IndexFlatIP(dim)), SimpleDocumentStore()
-        out["add_s"] = timed(lambda: (vector_store.add(nodes), docstore.add_documents(nodes)))
+        out["add_s"] = timed(lambda: (vector_store.add(nodes), docstore.add_documents(nodes)))[0]
     return out
-
-
-def timed(fn) -> float:
-    gc.collect()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def run_child(system: str, code_root: Path, args: argparse.Namespace) -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -13,8 +14,10 @@ from typing import Any, Literal, get_args
 Modality = Literal["text", "image", "audio", "video"]
 MODALITIES: frozenset[str] = frozenset(get_args(Modality))
 
+# The optional text fields of a record: a string or None each.
+OPTIONAL_TEXT_FIELDS: tuple[str, ...] = ("text", "uri", "doc_id", "content_hash")
 # Record fields that filters address directly; every other filter key is looked up in `metadata`.
-RECORD_COLUMNS: frozenset[str] = frozenset({"id", "modality", "text", "uri", "doc_id", "content_hash"})
+RECORD_COLUMNS: frozenset[str] = frozenset({"id", "modality", *OPTIONAL_TEXT_FIELDS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +90,7 @@ def encode_record(record: Record) -> str:
         raise InvalidInputError(
             f"record {record.id!r}: unknown modality {record.modality!r}; expected one of {sorted(MODALITIES)}"
         )
-    for name in ("text", "uri", "doc_id", "content_hash"):
+    for name in OPTIONAL_TEXT_FIELDS:
         value = getattr(record, name)
         if value is not None and not isinstance(value, str):
             raise InvalidInputError(f"record {record.id!r}: {name} must be a string or None, got {type(value).__name__}")
@@ -105,7 +108,7 @@ def encode_record(record: Record) -> str:
         raise InvalidInputError(f"record {record.id!r}: metadata is not JSON-serialisable: {error}") from error
 
 
-_OPTIONAL_TEXT = frozenset({str, type(None)})
+_OPTIONAL_TEXT_TYPES = frozenset({str, type(None)})
 
 
 def encode_records(records: Sequence[Record]) -> list[str]:
@@ -129,21 +132,32 @@ def encode_records(records: Sequence[Record]) -> list[str]:
 def _batch_encoder() -> Callable[[Any], str]:
     """`_ENCODE_METADATA` with its C encoder built once per batch instead of once per record (half the time).
 
-    CPython's ``_json.make_encoder`` is what ``json.JSONEncoder.encode`` builds on every call; where it is
-    missing, or its output on a probe differs from the public encoder's (a CPython whose private function
-    takes other arguments), the public encoder is used. Its circular-reference markers may be left
-    dirty by a failed call, so an encoder serves one batch, and a failure sends the batch to `encode_record`.
+    CPython's ``_json.make_encoder`` is what ``json.JSONEncoder.encode`` builds on every call. Its
+    circular-reference markers may be left dirty by a failed call, so an encoder serves one batch, and a
+    failure sends the batch to `encode_record`.
     """
+    make = _c_encoder_maker()
+    return _ENCODE_METADATA if make is None else make()
+
+
+@functools.cache
+def _c_encoder_maker() -> Callable[[], Callable[[Any], str]] | None:
+    """What builds the C encoder with `_ENCODE_METADATA`'s settings; None where it is missing, or where its
+    text on a probe differs (a CPython whose private function takes other arguments). Decided once."""
     try:
         from _json import make_encoder
+    except ImportError:
+        return None
 
+    def make() -> Callable[[Any], str]:
         encode = make_encoder({}, _NOT_JSON, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
-        fast = lambda value: "".join(encode(value, 0))
-        if fast(_PROBE) != _ENCODE_METADATA(_PROBE):  # a CPython whose private encoder takes other arguments
-            return _ENCODE_METADATA
-    except (ImportError, TypeError, ValueError):
-        return _ENCODE_METADATA
-    return fast
+        return lambda value: "".join(encode(value, 0))
+
+    try:
+        agrees = make()(_PROBE) == _ENCODE_METADATA(_PROBE)
+    except (TypeError, ValueError):
+        agrees = False
+    return make if agrees else None
 
 
 _NOT_JSON = json.JSONEncoder().default  # raises TypeError naming the type
@@ -163,8 +177,8 @@ def _plainly_valid(records: Sequence[Record]) -> bool:
             return False
         if not {record.modality for record in records} <= MODALITIES:
             return False
-        for name in ("text", "uri", "doc_id", "content_hash"):
-            if not set(map(type, [getattr(record, name) for record in records])) <= _OPTIONAL_TEXT:
+        for name in OPTIONAL_TEXT_FIELDS:
+            if not set(map(type, [getattr(record, name) for record in records])) <= _OPTIONAL_TEXT_TYPES:
                 return False
         metadata = [record.metadata for record in records]
         if set(map(type, metadata)) != {dict}:

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mm_rag import InvalidInputError, Record
-from mm_rag.records import encode_record, encode_records
+from mm_rag.records import _c_encoder_maker, encode_record, encode_records
 
 SCALARS = (
     st.none()
@@ -102,14 +102,23 @@ def test_subclasses_take_the_record_by_record_path_and_are_accepted_as_before():
     assert encode_records(records) == [encode_record(record) for record in records] == ['{"a":1}', "{}"]
 
 
-def test_without_the_c_encoder_the_public_one_gives_the_same_text(monkeypatch):
+@pytest.fixture
+def fresh_encoder_choice():
+    """The C encoder is judged once per process: judge it again under the test's patch, and after it."""
+    _c_encoder_maker.cache_clear()
+    yield
+    _c_encoder_maker.cache_clear()
+
+
+def test_without_the_c_encoder_the_public_one_gives_the_same_text(monkeypatch, fresh_encoder_choice):
     records = [Record("a", "text", metadata={"x": [1, 2.5, "straße", None, True], "y": {"z": 2**70}})]
     fast = encode_records(records)
     monkeypatch.setitem(sys.modules, "_json", None)  # `from _json import …` now raises ImportError
+    _c_encoder_maker.cache_clear()
     assert encode_records(records) == fast == [encode_record(records[0])]
 
 
-def test_a_c_encoder_that_answers_otherwise_is_not_used(monkeypatch):
+def test_a_c_encoder_that_answers_otherwise_is_not_used(monkeypatch, fresh_encoder_choice):
     import _json
 
     real = _json.make_encoder

@@ -602,8 +602,14 @@ BAD_UPSERTS = {
 }
 
 
+# A large add checks its vectors on a second thread: every bad input is tried on that path too.
+THREADED = pytest.mark.parametrize("threaded", [False, True], ids=["one-thread", "vectors-beside"])
+
+
+@THREADED
 @pytest.mark.parametrize("name", list(BAD_UPSERTS))
-def test_bad_upsert_changes_nothing(name):
+def test_bad_upsert_changes_nothing(name, threaded, monkeypatch):
+    monkeypatch.setattr(store_module, "_THREADED_ADD", 1 if threaded else 10**9)
     with MultimodalStore() as store:
         store.create_space("c", 8, "cosine")
         store.create_space("l", 4, "l2", "HNSW32")
@@ -640,7 +646,7 @@ def test_a_space_changed_between_the_checks_and_the_write_is_checked_again(monke
         assert store.vectors("s", ["a"])["a"].tolist() == [3.0, 0.0, 0.0, 4.0]
 
 
-@pytest.mark.parametrize("threaded", [True, False], ids=["vectors-beside", "one-thread"])
+@THREADED
 def test_an_add_inside_a_held_write_lock_completes(monkeypatch, threaded):
     """The second thread of a large add takes no lock, so an add made while this thread holds the store's
     lock (nested in another write) cannot wait for itself."""
@@ -661,7 +667,9 @@ def test_an_add_inside_a_held_write_lock_completes(monkeypatch, threaded):
     store.close()
 
 
-def test_bad_input_messages_name_the_problem(store):
+@THREADED
+def test_bad_input_messages_name_the_problem(store, threaded, monkeypatch):
+    monkeypatch.setattr(store_module, "_THREADED_ADD", 1 if threaded else 10**9)
     store.create_space("c", 8)
     cases = [
         (([Record("a", "text")], {"c": vecs(1, 5)}), "dim 8"),

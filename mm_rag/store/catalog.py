@@ -32,7 +32,7 @@ from mm_rag.filters import (
     KIND_TRUE,
     register_sql_functions,
 )
-from mm_rag.records import Record
+from mm_rag.records import OPTIONAL_TEXT_FIELDS, Record
 from mm_rag.store import lexical
 
 SCHEMA = """
@@ -87,7 +87,6 @@ MAX_KEY = "SELECT max(key) FROM records"
 INDEXED_UP_TO = "metadata_index_max_key"
 CACHE_KIB = 64 * 1024
 COLUMNS = "key, id, modality, text, uri, doc_id, content_hash, metadata"
-OPTIONAL_COLUMNS = ("text", "uri", "doc_id", "content_hash")
 SELECT_KEYS_OF_IDS = "SELECT id, key FROM records WHERE id IN (SELECT value FROM json_each(?))"
 SELECT_KEYS_OF_DOC = "SELECT key FROM records WHERE doc_id = ?"
 SELECT_RECORDS_BY_KEYS = f"SELECT {COLUMNS} FROM records WHERE key IN (SELECT value FROM json_each(?))"
@@ -286,7 +285,7 @@ class Catalog:
         columns: dict[str, list[Any]] = {
             "key": keys.tolist(), "id": [r.id for r in records], "modality": [r.modality for r in records]
         }
-        for name in OPTIONAL_COLUMNS:
+        for name in OPTIONAL_TEXT_FIELDS:
             values = list(map(attrgetter(name), records))
             if values.count(None) != len(values):
                 columns[name] = values

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from mm_rag.errors import InvalidInputError
 from mm_rag.records import LEXICAL
 from mm_rag.store import indexing, ondisk
 from mm_rag.store.durable import fsync_path, write_array
+from mm_rag.store.overlap import both
 from mm_rag.store.vectors import VectorTable
 
 if TYPE_CHECKING:
@@ -312,28 +312,22 @@ class Space:
             for name, array in zip(names, (keys, vectors)):
                 write_array(directory / name, array)
 
-        if self.ondisk:
-            write_vectors()
-            files = ondisk.write_ondisk(self.index, directory, stem)
+        def write_index() -> list[str]:
+            if self.ondisk:
+                files = ondisk.write_ondisk(self.index, directory, stem)
+            elif self.index is not None:
+                files = [f"{stem}.faiss"]
+                faiss.write_index(self.index, str(directory / files[0]))
+            else:
+                return []  # an IVF/PQ index still waiting for enough vectors to train
             for name in files:
                 fsync_path(directory / name)
-            return names + files
-        if self.index is None:
-            write_vectors()
-            return names
-        if len(self.tombstones) and not self.mapped:
+            return files
+
+        if self.index is not None and not self.ondisk and len(self.tombstones) and not self.mapped:
             self._build(self.spec)  # drop dead HNSW entries rather than persist them
-        index_file = directory / f"{stem}.faiss"
-
-        def write_index() -> None:
-            faiss.write_index(self.index, str(index_file))
-            fsync_path(index_file)
-
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mm-rag-save") as pool:
-            index_written = pool.submit(write_index)
-            write_vectors()  # should it fail, leaving the block still waits for the index's write
-        index_written.result()
-        return [*names, index_file.name]
+        _, files = both(write_vectors, write_index, threaded=self.index is not None)
+        return names + files
 
     @classmethod
     def read(cls, config: SpaceConfig, directory: Path, files: list[str], spec: str | None, mmap: bool) -> Space:
