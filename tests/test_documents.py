@@ -39,7 +39,7 @@ def minilm():
 
 
 def test_pdf_pages(media_corpus):
-    passages = read_document(media_corpus["pdf"].path)
+    passages = read_document(media_corpus["pdf"].path).passages
     assert [passage.page for passage in passages] == [1, 2]
     for passage, lines in zip(passages, PDF_PAGES):
         assert passage.mime_type == "application/pdf"
@@ -47,7 +47,7 @@ def test_pdf_pages(media_corpus):
 
 
 def test_html_text_without_scripts_or_styles(media_corpus):
-    [passage] = read_document(media_corpus["html"].path)
+    [passage] = read_document(media_corpus["html"].path).passages
     assert passage.mime_type == "text/html" and passage.page is None
     for hidden in ("SCRIPT-TEXT", "MODULE-SCRIPT", "color: red", "Enable JavaScript", "<"):
         assert hidden not in passage.text
@@ -57,18 +57,18 @@ def test_html_text_without_scripts_or_styles(media_corpus):
 
 
 def test_text_markdown_and_legacy_encodings(media_corpus, bad_corpus):
-    [markdown] = read_document(media_corpus["markdown"].path)
+    [markdown] = read_document(media_corpus["markdown"].path).passages
     assert markdown == Passage(MARKDOWN, None, "text/markdown")
-    assert read_document(media_corpus["utf8_text"].path)[0].text == UTF8_TEXT
-    assert read_document(media_corpus["cp1252_text"].path)[0].text == CP1252_TEXT
-    assert read_document(bad_corpus["non_utf8_text"].path)[0].text == CP1252_TEXT
-    assert "404 Not Found" in read_document(bad_corpus["html_named_mp4"].path)[0].text
+    assert read_document(media_corpus["utf8_text"].path).passages[0].text == UTF8_TEXT
+    assert read_document(media_corpus["cp1252_text"].path).passages[0].text == CP1252_TEXT
+    assert read_document(bad_corpus["non_utf8_text"].path).passages[0].text == CP1252_TEXT
+    assert "404 Not Found" in read_document(bad_corpus["html_named_mp4"].path).passages[0].text
 
 
 def test_content_decides_the_format(renamed_corpus):
-    assert read_document(renamed_corpus["pdf.html"].path)[0].page == 1
-    assert read_document(renamed_corpus["html.mp4"].path)[0].mime_type == "text/html"
-    assert read_document(renamed_corpus["utf8_text.pdf"].path)[0].text == UTF8_TEXT
+    assert read_document(renamed_corpus["pdf.html"].path).passages[0].page == 1
+    assert read_document(renamed_corpus["html.mp4"].path).passages[0].mime_type == "text/html"
+    assert read_document(renamed_corpus["utf8_text.pdf"].path).passages[0].text == UTF8_TEXT
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_media_is_not_a_document(media_corpus, tmp_path):
         read_document(tmp_path)
     empty = tmp_path / "empty.txt"
     empty.touch()
-    assert read_document(empty) == []
+    assert read_document(empty).passages == []
 
 
 def test_encrypted_pdf(tmp_path):
@@ -206,7 +206,7 @@ def test_chunking_properties(minilm, text, max_tokens, overlap, use_minilm):
 
 
 def test_text_records(media_corpus):
-    passages = read_document(media_corpus["pdf"].path) + [Passage(_essay(3), None, "text/plain")]
+    passages = read_document(media_corpus["pdf"].path).passages + [Passage(_essay(3), None, "text/plain")]
     records = text_records(passages, doc_id="doc-1", uri="file.pdf", max_tokens=20, overlap_tokens=4)
     assert [record.metadata["chunk"] for record in records] == list(range(len(records)))
     assert {record.metadata["page"] for record in records} == {1, 2, None}

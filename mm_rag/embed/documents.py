@@ -1,28 +1,35 @@
-"""Text documents (plain text, Markdown, HTML, PDF) into passages, then into chunked text records.
+"""Documents (text, Markdown, HTML, PDF, Office files, EPUB, notebooks, e-mail) into passages and pictures.
 
-`read_document` trusts a file's bytes over its name (see `mm_rag.embed.sniff`), decodes legacy encodings
-instead of failing on them, and refuses binary data with a `MediaError` naming the file. `text_records` cuts
-passages into token-aware chunks (`mm_rag.embed.chunking`) and makes one ``"text"`` record per chunk.
+`read_document` trusts a file's bytes over its name (see `mm_rag.embed.sniff`), picks the reader of that kind
+from `READERS`, and returns a `Document`: its text as `Passage`s and the pictures inside it as `Picture`s, each
+tied to its page or slide. Readers only parse; reading text inside pictures (OCR) and embedding happen in
+`mm_rag.ingestion.extract`, the one path from files to records. Every reader raises `MediaError` naming the
+file for a corrupt, encrypted, truncated or mislabelled input. `text_records` cuts passages into token-aware
+chunks (`mm_rag.embed.chunking`) and makes one ``"text"`` record per chunk.
 """
 
 from __future__ import annotations
 
 import codecs
+import importlib
 import os
 import re
-import zlib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import zipfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mm_rag._optional import require
 from mm_rag.embed.chunking import DEFAULT_MAX_TOKENS, Chunk, TokenizerLike, chunk_text
 from mm_rag.embed.media import MediaError, describe
-from mm_rag.embed.sniff import looks_like_text, read_head, sniff
+from mm_rag.embed.sniff import looks_like_text, read_head, sniff, text_encoding
 from mm_rag.records import Record, make_id
 
-__all__ = ["MAX_TEXT_BYTES", "Chunk", "Passage", "chunk_text", "decode_text", "read_document", "text_records"]
+__all__ = [
+    "MAX_TEXT_BYTES", "MIN_PICTURE_PIXELS", "MIN_PICTURE_SIDE", "READERS", "Chunk", "Document", "Passage", "Picture",
+    "chunk_text", "decode_text", "decorative", "picture_at", "read_document", "text_records",
+]  # fmt: skip
 
 MAX_TEXT_BYTES = 64 * 1024 * 1024  # text and HTML files above this size are refused, not read into memory
 
@@ -46,43 +53,122 @@ class Passage:
 
     Attributes:
         text: The text, newlines normalised to ``\\n``.
-        page: 1-based page number for paged formats (PDF); None otherwise.
-        mime_type: The document's type: ``text/plain``, ``text/markdown``, ``text/html`` or ``application/pdf``.
+        page: 1-based page or slide number for paged formats (PDF, slides); None otherwise.
+        mime_type: The document's type (``text/plain``, ``text/markdown``, ``text/html``, ``application/pdf``…).
+        section: What part of the document it is, where the format names one: a sheet, a heading, a notebook
+            cell kind, an e-mail attachment's name; None otherwise.
+        metadata: More fields for its records (e.g. ``ocr_engine``/``ocr_confidence`` of a scanned page).
     """
 
     text: str
     page: int | None = None
     mime_type: str = "text/plain"
+    section: str | None = None
+    metadata: Mapping[str, Any] | None = None
 
 
-def read_document(path: str | os.PathLike[str]) -> list[Passage]:
-    """Read a text document into passages: one per PDF page with text, one for any other document.
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """A picture inside a document (a figure, a slide's image, an e-mail attachment) or a page to read by OCR.
 
-    The format comes from the content (`sniff`), the extension only where the bytes say nothing: PDF via
-    pypdf, HTML via BeautifulSoup (scripts, styles and other non-text elements dropped; block elements
-    become paragraphs), Markdown (by extension) and plain text as they are. Text is decoded as UTF-8 (or per
-    its BOM), falling back to cp1252 when it is not valid UTF-8. Pages and documents with no text give no
-    passage, so an empty text file or a scanned PDF returns ``[]``.
+    Attributes:
+        image: The picture: its encoded bytes as stored in the document (PNG, JPEG, …) or a PIL image.
+        locator: Where it sits in the document, stable across reads: ``"page=3&image=2"`` (PDF),
+            ``"word/media/image1.png"`` (a ZIP member), ``"attachment=2"`` (e-mail). With the document's path,
+            `picture_at` finds the picture again (to show it to an LLM).
+        page: 1-based page or slide number; None for documents without pages.
+        context: Nearby text that describes it: caption, alt text, slide title, attachment name.
+        scan: True for a rendered page without a text layer: its OCR text becomes a passage of that page,
+            not a picture record.
+    """
+
+    image: Any
+    locator: str
+    page: int | None = None
+    context: str = ""
+    scan: bool = False
+
+
+@dataclass
+class Document:
+    """What a reader found in a file: passages of text and pictures, in document order.
+
+    Attributes:
+        passages: The text, one passage per page, slide, sheet or part (see `Passage`).
+        pictures: Pictures inside the document (and, for scanned PDFs, pages to read by OCR).
+        mime_type: The document's type.
+    """
+
+    passages: list[Passage] = field(default_factory=list)
+    pictures: list[Picture] = field(default_factory=list)
+    mime_type: str = "text/plain"
+
+
+# Pictures inside documents with a side under MIN_PICTURE_SIDE px (bullets, rules, 1-px spacers) or no more pixels
+# than a 48 × 48 icon are decoration, not content.
+MIN_PICTURE_SIDE = 32
+MIN_PICTURE_PIXELS = 48 * 48 + 1
+
+
+def decorative(width: int, height: int) -> bool:
+    """Whether a picture inside a document is too small to be more than decoration (see `MIN_PICTURE_SIDE`)."""
+    return min(width, height) < MIN_PICTURE_SIDE or width * height < MIN_PICTURE_PIXELS
+
+
+Reader = Callable[[Path, str], Document]
+# Sniffed kind → "module:function" of its reader, imported on first use (each format's library is optional).
+# A reader takes (path, name for messages) and returns a `Document`, raising `MediaError` naming the file.
+READERS: dict[str, str] = {
+    "text": "mm_rag.embed.documents:read_text",
+    "html": "mm_rag.embed.documents:read_html",
+    "pdf": "mm_rag.embed.pdf:read_pdf",
+    "docx": "mm_rag.embed.office:read_docx",
+    "pptx": "mm_rag.embed.office:read_pptx",
+    "xlsx": "mm_rag.embed.tables:read_xlsx",
+    "csv": "mm_rag.embed.tables:read_csv",
+    "epub": "mm_rag.embed.packages:read_epub",
+    "notebook": "mm_rag.embed.packages:read_notebook",
+    "email": "mm_rag.embed.packages:read_email",
+    "ole": "mm_rag.embed.office:read_ole",  # encrypted OOXML and legacy .doc/.xls/.ppt: refused with the reason
+}
+
+
+def read_document(path: str | os.PathLike[str]) -> Document:
+    """Read a document into passages and pictures, with the reader its content calls for (`READERS`).
+
+    The format comes from the content (`sniff`), the extension only where the bytes say nothing. Text is
+    decoded per its BOM (UTF-8/16/32), else as UTF-8, falling back to cp1252. Pages and documents with no
+    text give no passage, so an empty text file gives an empty `Document`; a PDF page without a text layer
+    gives a `Picture` with ``scan=True`` to read by OCR.
 
     Raises:
-        MediaError: naming the file: unreadable, not a regular file, larger than `MAX_TEXT_BYTES`, binary data,
-            a corrupt or encrypted PDF, or media of another kind (image, audio, video).
+        MediaError: naming the file: unreadable, not a regular file, too large, binary data, a corrupt,
+            encrypted or truncated document, or media of another kind (image, audio, video).
+        MissingDependencyError: the library for this format is not installed (naming the extra).
     """
     name = describe(path)
     kind = sniff(path)
-    if kind == "pdf":
-        return _read_pdf(path, name)
-    if kind not in ("text", "html"):
-        raise MediaError(f"{name}: not a text document ({f'looks like {kind}' if kind else 'unrecognised data'})")
+    target = READERS.get(kind or "")
+    if target is None:
+        raise MediaError(f"{name}: not a document ({f'looks like {kind}' if kind else 'unrecognised data'})")
+    module, function = target.split(":")
+    reader: Reader = getattr(importlib.import_module(module), function)
+    return reader(Path(path), name)
+
+
+def read_text(path: Path, name: str) -> Document:
+    """Plain text or Markdown (by extension): one passage."""
     data = _read_bytes(path, name)
-    if not data:
-        return []
-    if kind == "html":
-        text, mime_type = _html_text(data, name), "text/html"
-    else:
-        mime_type = "text/markdown" if Path(path).suffix.lower() in _MARKDOWN_SUFFIXES else "text/plain"
-        text = decode_text(data, name)
-    return [Passage(text, None, mime_type)] if text.strip() else []
+    mime_type = "text/markdown" if path.suffix.lower() in _MARKDOWN_SUFFIXES else "text/plain"
+    text = decode_text(data, name) if data else ""
+    return Document([Passage(text, None, mime_type)] if text.strip() else [], mime_type=mime_type)
+
+
+def read_html(path: Path, name: str) -> Document:
+    """HTML: visible text as one passage (scripts, styles and other non-text elements dropped)."""
+    data = _read_bytes(path, name)
+    text = _html_text(data, name) if data else ""
+    return Document([Passage(text, None, "text/html")] if text.strip() else [], mime_type="text/html")
 
 
 def decode_text(data: bytes, name: str = "<bytes>") -> str:
@@ -98,6 +184,9 @@ def decode_text(data: bytes, name: str = "<bytes>") -> str:
     for bom, encoding in _BOM_CODECS:
         if data.startswith(bom):
             return _newlines(data.decode(encoding, errors="replace"))
+    encoding = text_encoding(data)  # UTF-16/32 without a BOM (mostly ASCII: every other byte NUL)
+    if encoding is not None:
+        return _newlines(data.decode(encoding, errors="replace"))
     if not looks_like_text(data):
         raise MediaError(f"{name}: binary data, not text (NUL bytes or control characters)")
     try:
@@ -127,7 +216,8 @@ def text_records(
 
     Each record has the chunk as ``text``, `uri` and `doc_id`, and metadata ``page`` (None unless paged),
     ``chunk`` (0-based, counted over the whole document), ``char_start``/``char_end`` (offsets into the
-    passage text), ``mime_type`` and any user `metadata`. The id is derived from the chunk text and
+    passage text), ``mime_type``, ``section`` (when the passage has one), the passage's own metadata and any
+    user `metadata`. The id is derived from the chunk text and
     ``doc_id#page=…&chunk=…``; ``content_hash`` from the text alone.
 
     Raises:
@@ -139,6 +229,8 @@ def text_records(
             number = len(records)
             fields = {
                 **(metadata or {}),
+                **(passage.metadata or {}),
+                **({"section": passage.section} if passage.section is not None else {}),
                 "page": passage.page,
                 "chunk": number,
                 "char_start": chunk.char_start,
@@ -184,25 +276,32 @@ def _html_text(data: bytes, name: str) -> str:
     return "\n\n".join(paragraphs)
 
 
-def _read_pdf(path: str | os.PathLike[str], name: str) -> list[Passage]:
-    pypdf = require("pypdf", "PDF reading")
-    # Malformed PDFs surface as pypdf's errors and, from deep inside its parser, as these built-in ones.
-    errors = (pypdf.errors.PyPdfError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
-              RecursionError, zlib.error)  # fmt: skip
-    try:
-        reader = pypdf.PdfReader(os.fspath(path))
-        encrypted = reader.is_encrypted and not reader.decrypt("")
-        pages = [] if encrypted else list(reader.pages)
-    except errors as error:
-        raise MediaError(f"{name}: corrupt or unreadable PDF: {error}") from error
-    if encrypted:
-        raise MediaError(f"{name}: encrypted PDF (a password is needed)")
-    passages = []
-    for number, page in enumerate(pages, start=1):
+def picture_at(path: str | os.PathLike[str], locator: str) -> Any:
+    """The picture at `locator` inside the document at `path` (see `Picture.locator`), as an RGB PIL image.
+
+    Used to show a retrieved picture to an LLM: PDF figures and pages are rendered again by PDFium, pictures
+    stored as ZIP members (Word, PowerPoint, EPUB) are read straight from the archive, anything else (e-mail
+    attachments, notebook outputs) by reading the document again.
+
+    Raises:
+        MediaError: naming the file and the locator, when the document or the picture is not there any more.
+    """
+    from mm_rag.embed.media import load_image
+
+    name = describe(path)
+    kind = sniff(path)
+    if kind == "pdf":
+        from mm_rag.embed.pdf import pdf_picture
+
+        return pdf_picture(Path(path), locator)
+    if kind in ("docx", "pptx", "xlsx", "epub") and "=" not in locator:
         try:
-            text = _newlines(page.extract_text() or "")
-        except errors as error:
-            raise MediaError(f"{name}: cannot extract the text of page {number}: {error}") from error
-        if text.strip():
-            passages.append(Passage(text, number, "application/pdf"))
-    return passages
+            with zipfile.ZipFile(path) as archive:
+                data = archive.read(locator)
+        except (zipfile.BadZipFile, KeyError, OSError) as error:
+            raise MediaError(f"{name}: no picture {locator!r} in it: {error}") from error
+        return load_image(data)
+    for picture in read_document(path).pictures:
+        if picture.locator == locator:
+            return load_image(picture.image)
+    raise MediaError(f"{name}: no picture {locator!r} in it")
