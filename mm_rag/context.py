@@ -135,8 +135,11 @@ def _line(number: int, result: Retrieved) -> str:
     when = ""
     if result.start is not None:
         when = f" {_clock(result.start)}" + (f"-{_clock(result.end)}" if result.end is not None else "")
-    if record.modality == "video" and record.text is None:
-        kind = "video frame"
+    if record.modality == "video" and "frame_time" in record.metadata:
+        kind = "video frame"  # its text, if any, is what OCR read on screen
+    elif record.modality == "image" and "picture" in record.metadata:
+        page = record.metadata.get("page")
+        kind = "picture" + (f" (page {page})" if page is not None else "") + " in"
     elif record.modality in ("audio", "video"):
         kind = f"{record.modality} transcript"
     else:
@@ -159,12 +162,18 @@ def _has_picture(result: Retrieved) -> bool:
 
 
 def _picture(result: Retrieved, max_side: int) -> tuple[str, str]:
-    """(base64 JPEG, mime type) of an image record or of a video keyframe, downscaled."""
+    """(base64 JPEG, mime type) of an image record (a file, or a picture inside a document) or of a video
+    keyframe, downscaled."""
     record = result.record
     if record.modality == "video":
         from mm_rag.embed.video import frame_at
 
         image = frame_at(record.uri, float(record.metadata["frame_time"]), max_side=max_side)
+    elif "picture" in record.metadata:  # a picture inside a document: found again by its locator
+        from mm_rag.embed.documents import picture_at
+
+        image = picture_at(record.uri, str(record.metadata["picture"]))
+        image.thumbnail((max_side, max_side))
     else:
         from mm_rag.embed.media import load_image
 

@@ -86,6 +86,7 @@ def create_mcp_server(
     clip: Any | None = None,
     text: Any | None = None,
     transcriber: Any | None = None,
+    ocr: Any | None = None,
     ingest_root: str | os.PathLike[str] | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     max_images: int = DEFAULT_MAX_IMAGES,
@@ -98,6 +99,7 @@ def create_mcp_server(
         store: The store; it stays the caller's to close.
         clip, text, transcriber: The models (at least one embedder), as for `MultimodalRetriever`; the
             transcriber is only needed to ingest audio and video.
+        ocr: The OCR engine reading text inside pictures while ingesting, or None.
         ingest_root: Folder inside which the ``ingest`` tool may read files; None leaves the tool out.
         max_tokens, max_images: Defaults of the ``search`` tool's context budget.
         host, port: Where ``server.run("streamable-http")`` listens. The SDK checks the Host and Origin headers
@@ -108,7 +110,7 @@ def create_mcp_server(
     """
     # The HTTP service's Service already serialises each model across worker threads, confines ingested paths
     # and saves or rolls back each ingestion: one code path for both.
-    service = Service(store, clip=clip, text=text, transcriber=transcriber, ingest_root=ingest_root)
+    service = Service(store, clip=clip, text=text, transcriber=transcriber, ocr=ocr, ingest_root=ingest_root)
     # Host and port are given here, not to `run`: the SDK chooses its DNS-rebinding checks from the host as it
     # builds the server. At INFO it would log every request to stderr, burying the notes that matter there.
     server = FastMCP(SERVER_NAME, instructions=INSTRUCTIONS, host=host, port=port, log_level="WARNING")

@@ -70,7 +70,7 @@ def store(folder: Path, models: list[object]) -> Path:
     store = folder.parent / "store"
     result = mm_rag("ingest", folder, "--store", store, *models)
     assert result.returncode == 0, result.stderr
-    assert "7 added, 0 updated, 0 skipped, 0 failed" in result.stdout
+    assert "7 added, 0 updated, 0 unchanged, 0 skipped, 0 failed" in result.stdout
     assert "ingest" in result.stderr and "Traceback" not in result.stderr  # the progress bar
     return store
 

@@ -171,7 +171,9 @@ def test_audio_without_transcriber_and_images_without_clip_are_skipped(tmp_path,
         shutil.copyfile(media_corpus[name].path, folder / media_corpus[name].path.name)
     store = MultimodalStore()
     report = ingest(folder, store, text=text_embedder)
-    assert sorted(report.skipped.values()) == ["audio: no transcriber configured", "image: no image embedder (CLIP) configured"]
+    assert sorted(report.skipped.values()) == [
+        "audio: no transcriber configured", "image: no image embedder (CLIP) configured, and no OCR engine"
+    ]
     assert store.count() == 0
     store.close()
     assert report.records == 0

@@ -73,21 +73,29 @@ def test_demo_ingests_the_example_media_and_answers_without_clip_weights(tmp_pat
     assert demo.returncode == 0, demo.stderr
     out = demo.stdout
     assert "clip model (images and video keyframes): not available here, continuing without it" in out
-    assert "5 added, 0 updated, 4 skipped, 0 failed" in out  # the 4 pictures wait for a CLIP model
+    # The 4 drawn pictures wait for a CLIP model; the screenshot, the scan and the slides' picture are read by OCR.
+    assert "8 added, 0 updated, 0 unchanged, 4 skipped, 0 failed" in out
+    assert "- skipped: images/red-circle.jpg: image: no image embedder (CLIP) configured, and no text found by OCR" in out
     fireworks = out.split('"When do the fireworks start?"')[1].splitlines()[1]
     assert "audio audio/planning-meeting.ogg" in fireworks and "Saturday" in fireworks  # the spoken moment, timed
     maps = out.split('"Which room has the old maps?"')[1].splitlines()[1]
     assert "museum" in maps
+    letter = out.split('"When does the library close on Fridays?"')[1].splitlines()[1]
+    assert "text  docs/scanned-letter.pdf" in letter and "Harbour Library" in letter  # read from a scan by OCR
+    invoice = out.split('"What is the total of invoice INV-2024-0413?"')[1].splitlines()[1]
+    assert "image images/invoice-screenshot.png" in invoice and "INV-2024-0413" in invoice
+    site_map = out.split('"Show me the site map of the food stalls"')[1].splitlines()[1]
+    assert "image docs/festival-plan.pptx p.2" in site_map  # the picture on slide 2, found by its words
     info = run(str(MM_RAG), "info", str(store))
     assert info.returncode == 0, info.stderr
-    assert json.loads(info.stdout)["spaces"]["text"]["vectors"] == 8
+    assert json.loads(info.stdout)["spaces"]["text"]["vectors"] == 13
 
 
 def test_demo_with_clip_weights_searches_pictures_too(tmp_path: Path, tiny_clip_paths) -> None:
     demo = run(str(MM_RAG), "demo", "--clip-model", str(tiny_clip_paths.config),
                "--clip-pretrained", str(tiny_clip_paths.checkpoint))  # fmt: skip
     assert demo.returncode == 0, demo.stderr
-    assert "not available" not in demo.stdout and "9 added" in demo.stdout
+    assert "not available" not in demo.stdout and "12 added" in demo.stdout
     red = demo.stdout.split('pictures of "a red circle"')[1].splitlines()[1]
     assert "images/red-circle.jpg" in red
     by_image = demo.stdout.split("query by image blue-square.jpg")[1].splitlines()[1]

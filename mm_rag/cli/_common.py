@@ -50,6 +50,15 @@ WhisperModelOption = Annotated[
 NoClipOption = Annotated[bool, typer.Option("--no-clip", help="Leave images and video keyframes out.")]
 NoTextOption = Annotated[bool, typer.Option("--no-text", help="Use no text embedder (texts still reach CLIP).")]
 NoAudioOption = Annotated[bool, typer.Option("--no-audio", help="Do not transcribe audio and video soundtracks.")]
+OcrEngineOption = Annotated[
+    str,
+    typer.Option(
+        "--ocr-engine",
+        help="OCR engine reading text inside pictures, scanned pages and video frames: auto (the measured default"
+        " among those installed), rapidocr or tesseract.",
+    ),
+]
+NoOcrOption = Annotated[bool, typer.Option("--no-ocr", help="Do not read text inside pictures (OCR).")]
 DeviceOption = Annotated[str, typer.Option("--device", help="Device for every model: auto, cpu, cuda[:N] or mps.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 

@@ -15,7 +15,9 @@ from mm_rag.cli._common import (
     DeviceOption,
     NoAudioOption,
     NoClipOption,
+    NoOcrOption,
     NoTextOption,
+    OcrEngineOption,
     StoreOption,
     TextModelOption,
     WhisperModelOption,
@@ -54,6 +56,8 @@ def mcp(
     no_text: NoTextOption = False,
     whisper_model: WhisperModelOption = None,
     no_audio: NoAudioOption = False,
+    ocr_engine: OcrEngineOption = "auto",
+    no_ocr: NoOcrOption = False,
     device: DeviceOption = "auto",
 ) -> None:
     """Serve a store to agents over MCP: tools `search` and `get_record` (and `ingest` with --ingest-root),
@@ -82,6 +86,7 @@ def mcp(
         audio=writes and not no_audio,
         device=device,
         queries_only=not writes,
+        ocr=None if no_ocr or not writes else ocr_engine,
     )
     opened = MultimodalStore(store)
     try:
@@ -95,6 +100,7 @@ def mcp(
             clip=models.clip,
             text=models.text,
             transcriber=models.transcriber,
+            ocr=models.ocr,
             ingest_root=ingest_root,
             host=host,
             port=port,

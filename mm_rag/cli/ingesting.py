@@ -17,7 +17,9 @@ from mm_rag.cli._common import (
     JsonOption,
     NoAudioOption,
     NoClipOption,
+    NoOcrOption,
     NoTextOption,
+    OcrEngineOption,
     StoreOption,
     TextModelOption,
     WhisperModelOption,
@@ -46,6 +48,8 @@ def ingest(
     no_text: NoTextOption = False,
     whisper_model: WhisperModelOption = None,
     no_audio: NoAudioOption = False,
+    ocr_engine: OcrEngineOption = "auto",
+    no_ocr: NoOcrOption = False,
     device: DeviceOption = "auto",
     include: Annotated[
         list[str] | None, typer.Option("--include", help="Only files matching this glob (repeatable), e.g. '*.jpg'.")
@@ -77,6 +81,10 @@ def ingest(
 ) -> None:
     """Ingest images, audio, video and documents into a store (created when missing).
 
+    Documents: text, Markdown, HTML, PDF, Word (.docx), PowerPoint (.pptx), Excel (.xlsx), CSV, EPUB, Jupyter
+    notebooks and e-mail (.eml). Pictures inside documents become image records linked to their page or slide;
+    text inside pictures and scanned pages is read by OCR (--no-ocr to turn it off).
+
     Unchanged files are skipped, changed ones replaced. The models recorded in the store are used unless
     others are named; a model that cannot load (e.g. weights not downloaded) is reported in one line and its
     modality left out. Files that cannot be ingested are listed with the reason; they do not stop the run.
@@ -98,6 +106,7 @@ def ingest(
         text=not no_text,
         audio=not no_audio,
         device=device,
+        ocr=None if no_ocr else ocr_engine,
     )
     _check_paths(paths, ray is not None)
     if ray is not None and prune:
@@ -119,6 +128,7 @@ def ingest(
             clip=models.clip,
             text=models.text,
             transcriber=models.transcriber,
+            ocr=models.ocr,
             include=include,
             exclude=exclude,
             prune=prune,
@@ -132,8 +142,8 @@ def ingest(
         return
     if not quiet:
         typer.echo(report.summary())
-    for path, reason in report.failed.items():
-        typer.echo(f"failed: {path}: {reason}")
+    for line in report.lines():
+        typer.echo(line)
 
 
 def _check_paths(paths: list[str], uris: bool) -> None:
@@ -169,6 +179,7 @@ def _ingest_on_ray(
         clip=models.clip,
         text=models.text,
         transcriber=models.transcriber,
+        ocr=models.ocr.name if models.ocr is not None else None,
         include=include,
         exclude=exclude,
         address=address,

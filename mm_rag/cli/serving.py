@@ -14,7 +14,9 @@ from mm_rag.cli._common import (
     DeviceOption,
     NoAudioOption,
     NoClipOption,
+    NoOcrOption,
     NoTextOption,
+    OcrEngineOption,
     StoreOption,
     TextModelOption,
     WhisperModelOption,
@@ -58,6 +60,8 @@ def serve(
     no_text: NoTextOption = False,
     whisper_model: WhisperModelOption = None,
     no_audio: NoAudioOption = False,
+    ocr_engine: OcrEngineOption = "auto",
+    no_ocr: NoOcrOption = False,
     device: DeviceOption = "auto",
 ) -> None:
     """Serve a store over HTTP: POST /search, /search/media, /ingest; GET/DELETE /records/{id}; GET /health.
@@ -73,8 +77,9 @@ def serve(
     if not create and not (store / MANIFEST).is_file():
         fail(f"no mm-rag store at {store} (pass --create to start an empty one)")
     choice = ModelChoice(
-        clip_model, clip_pretrained, text_model, whisper_model, not no_clip, not no_text, not no_audio, device
-    )
+        clip_model, clip_pretrained, text_model, whisper_model, not no_clip, not no_text, not no_audio, device,
+        ocr=None if no_ocr else ocr_engine,
+    )  # fmt: skip
     opened = MultimodalStore(store)
     try:
         models = load_models(opened, choice)
@@ -85,6 +90,7 @@ def serve(
             clip=models.clip,
             text=models.text,
             transcriber=models.transcriber,
+            ocr=models.ocr,
             api_key=api_key or None,
             ingest_root=ingest_root,
             max_upload_bytes=int(max_upload_mb * 2**20),

@@ -64,6 +64,7 @@ def ingest_to_shards(
     clip: Any | None = None,
     text: Any | None = None,
     transcriber: Any | None = None,
+    ocr: str | None = None,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     options: ExtractOptions | None = None,
@@ -87,6 +88,8 @@ def ingest_to_shards(
         shards_dir: The shard root (see `mm_rag.shards` for the layout), created when missing.
         clip, text: Embedders, or their specs (``{"kind": …, "model": …}``, optionally with a ``"space"``).
         transcriber: A `WhisperTranscriber`, or its spec (``{"kind": "whisper", "model": …, …}``).
+        ocr: The OCR engine each actor loads to read text inside pictures (a name for
+            `mm_rag.embed.ocr.load_ocr`: ``"auto"``, ``"rapidocr"``, ``"tesseract"``), or None.
         include, exclude: Glob patterns on file names or relative paths.
         options: Chunking, transcript windows and keyframe sampling settings.
         files_per_shard: Files per shard (a new run's plan; a saved plan keeps its shards).
@@ -131,7 +134,7 @@ def ingest_to_shards(
     report.skipped = [shard.name for shard in plan if shard.name in finished]
     if not pending:
         return report
-    settings = {"root": str(root), "clip": clip_spec, "text": text_spec, "transcriber": whisper}
+    settings = {"root": str(root), "clip": clip_spec, "text": text_spec, "transcriber": whisper, "ocr": ocr}
     settings.update(options=options or ExtractOptions(), workers=decode_threads)
     for row in _run_on_ray(
         pending, settings, address, actors, num_cpus_per_actor, num_gpus_per_actor, progress, ray_init

@@ -44,6 +44,7 @@ class ShardBuilder:
         root: The shard root (``shards.json`` is declared here from the loaded models).
         clip, text: The embedders to rebuild, or None.
         transcriber: The transcriber's spec, or None.
+        ocr: The OCR engine's name (see `mm_rag.embed.ocr.load_ocr`), or None.
         options: Chunking, windows and keyframe settings.
         device: Device of every model (``"cpu"``, ``"cuda"``…).
         workers: Threads that decode the files of a shard.
@@ -56,6 +57,7 @@ class ShardBuilder:
         text: ModelSpec | None,
         transcriber: Mapping[str, Any] | None,
         options: extract.ExtractOptions,
+        ocr: str | None = None,
         device: str = "cpu",
         workers: int = 2,
     ) -> None:
@@ -65,7 +67,12 @@ class ShardBuilder:
         self.transcriber = build_transcriber(transcriber, device) if transcriber is not None else None
         self.options = options
         self.workers = workers
-        self.capabilities = extract.Capabilities.of(self.clip, self.transcriber)
+        engine = None
+        if ocr is not None:
+            from mm_rag.embed.ocr import load_ocr
+
+            engine = load_ocr(ocr)
+        self.capabilities = extract.Capabilities.of(self.clip, self.transcriber, self.text, engine)
         self.one_transcription = threading.Lock()
         embedders = [(self.clip, clip), (self.text, text)]
         self.shards.declare_spaces(

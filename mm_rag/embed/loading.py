@@ -24,7 +24,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mm_rag.embed.clip import DEFAULT_MODEL, DEFAULT_PRETRAINED, OpenCLIPEmbedder
 from mm_rag.embed.specs import embedder_from_spec
@@ -32,11 +32,15 @@ from mm_rag.embed.text import DEFAULT_TEXT_MODEL, TextEmbedder
 from mm_rag.embed.whisper import DEFAULT_WHISPER_MODEL, WhisperTranscriber
 from mm_rag.errors import MMRagError
 
+if TYPE_CHECKING:
+    from mm_rag.embed.ocr import OcrEngine
+
 # What each model does, for messages about a model that could not load.
 ROLES: dict[str, str] = {
     "clip": "images and video keyframes",
     "text": "text passages and transcripts",
     "audio": "audio and video soundtracks",
+    "ocr": "words inside pictures and scanned pages",
 }
 
 
@@ -52,6 +56,8 @@ class ModelChoice:
         device: Device of every model (``"auto"``, ``"cpu"``, ``"cuda[:N]"``…).
         queries_only: The models will only embed queries (a search, not an ingestion): a text model that
             `mm_rag.embed.bert` can run loads without sentence-transformers, seconds sooner.
+        ocr: The OCR engine reading text inside pictures while ingesting (``"auto"``, ``"rapidocr"``,
+            ``"tesseract"``; see `mm_rag.embed.ocr`); None: no OCR (searches need none).
     """
 
     clip_model: str | None = None
@@ -63,6 +69,7 @@ class ModelChoice:
     audio: bool = True
     device: str = "auto"
     queries_only: bool = False
+    ocr: str | None = None
 
 
 @dataclass
@@ -73,13 +80,15 @@ class LoadedModels:
         clip: The image+text embedder, or None.
         text: The text embedder, or None.
         transcriber: The speech-to-text model, or None.
-        unavailable: ``"clip"``, ``"text"`` or ``"audio"`` → the reason it could not load.
+        ocr: The OCR engine, or None.
+        unavailable: ``"clip"``, ``"text"``, ``"audio"`` or ``"ocr"`` → the reason it could not load.
         notes: One line for each default replaced by its packaged copy, and for going offline.
     """
 
     clip: OpenCLIPEmbedder | None = None
     text: TextEmbedder | None = None
     transcriber: WhisperTranscriber | None = None
+    ocr: OcrEngine | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -136,6 +145,10 @@ def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool =
                 loaded, "whisper", DEFAULT_WHISPER_MODEL, build, lambda path: WhisperTranscriber(path, device=choice.device).load()
             )
         loaded.transcriber = _attempt(loaded, "audio", build)
+    if choice.ocr is not None:
+        from mm_rag.embed.ocr import load_ocr
+
+        loaded.ocr = _attempt(loaded, "ocr", lambda: load_ocr(choice.ocr))
     return loaded
 
 

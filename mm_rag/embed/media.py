@@ -90,6 +90,7 @@ def load_image(
         source_size = source_size[::-1]
     upright = turned if turned.mode == "RGB" else turned.convert("RGB")
     upright.info["source_size"] = source_size  # before any reduced-scale (draft) decoding
+    upright.info["format"] = image.format  # e.g. "JPEG": conversions drop the attribute
     return upright
 
 

@@ -22,8 +22,9 @@ import numpy as np
 
 from mm_rag.embed.base import Embedder, MultimodalEmbedder
 from mm_rag.errors import InvalidInputError
-from mm_rag.ingestion import extract
+from mm_rag.ingestion import extract, noise
 from mm_rag.ingestion.discover import discover, document_id
+from mm_rag.ingestion.extract import UNCHANGED
 from mm_rag.store import MultimodalStore
 
 # Files decoded ahead of the embedders: bounds memory while keeping the models busy.
@@ -43,6 +44,8 @@ class IngestReport:
         updated: Files whose content changed; their old records were replaced.
         skipped: Files left alone, with why (unchanged content, no embedder for their kind).
         failed: Files that could not be ingested, with the reason (corrupt, empty, unsupported, unreadable…).
+        warnings: Files stored with parts left out, with why (a broken picture inside a document, scanned
+            pages without an OCR engine), and what libraries printed while reading them.
         pruned: Documents removed because their file no longer exists (with ``prune=True``).
         records: Records written.
     """
@@ -51,14 +54,25 @@ class IngestReport:
     updated: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, str] = field(default_factory=dict)
     pruned: list[str] = field(default_factory=list)
     records: int = 0
 
     def summary(self) -> str:
+        """One line of counts: ``3 added, 0 updated, 5 unchanged, 1 skipped, 1 failed, 0 pruned; 12 records written``."""
+        unchanged = sum(reason == UNCHANGED for reason in self.skipped.values())
         return (
-            f"{len(self.added)} added, {len(self.updated)} updated, {len(self.skipped)} skipped,"
-            f" {len(self.failed)} failed, {len(self.pruned)} pruned; {self.records} records written"
+            f"{len(self.added)} added, {len(self.updated)} updated, {unchanged} unchanged,"
+            f" {len(self.skipped) - unchanged} skipped, {len(self.failed)} failed, {len(self.pruned)} pruned;"
+            f" {self.records} records written"
         )
+
+    def lines(self) -> list[str]:
+        """One line per file that was skipped (other than unchanged), failed or stored with warnings."""
+        lines = [f"skipped: {path}: {reason}" for path, reason in self.skipped.items() if reason != UNCHANGED]
+        lines += [f"failed: {path}: {reason}" for path, reason in self.failed.items()]
+        lines += [f"warning: {path}: {reason}" for path, reason in self.warnings.items()]
+        return lines
 
 
 def ingest(
@@ -68,6 +82,7 @@ def ingest(
     clip: MultimodalEmbedder | None = None,
     text: Embedder | None = None,
     transcriber: Any | None = None,
+    ocr: Any | None = None,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
     prune: bool = False,
@@ -79,10 +94,12 @@ def ingest(
 ) -> IngestReport:
     """Ingest files and folders into `store`, incrementally.
 
-    Images and video keyframes go to the CLIP space; document chunks and transcript windows go to the text
-    space and to the CLIP text tower (so a picture can find text and text can find pictures); audio and
-    video soundtracks are transcribed by `transcriber` first. A file whose content hash is unchanged is
-    skipped; a changed file replaces its records; with `prune`, documents whose files are gone are deleted.
+    Images, pictures inside documents and video keyframes go to the CLIP space, and their words (OCR text,
+    captions) to the text space; document chunks and transcript windows go to the text space and to the CLIP
+    text tower (so a picture can find text and text can find pictures); audio and video soundtracks are
+    transcribed by `transcriber` first. Every picture is verified, so a corrupt image fails even without CLIP.
+    A file whose content hash is unchanged is skipped; a changed file replaces its records; with `prune`,
+    documents whose files are gone are deleted.
 
     Args:
         paths: Files and folders (walked recursively).
@@ -90,6 +107,8 @@ def ingest(
         clip: Image+text embedder (e.g. `OpenCLIPEmbedder`); without it images and keyframes are skipped.
         text: Text embedder (e.g. `TextEmbedder`).
         transcriber: Speech-to-text (e.g. `WhisperTranscriber`); without it audio is skipped.
+        ocr: Reads text inside pictures, scanned PDF pages and video keyframes (`mm_rag.embed.ocr.load_ocr()`);
+            the text becomes the picture's record text, so it is found by keywords and the text space.
         include, exclude: Glob patterns on file names or relative paths.
         options: Chunking, transcript windows and keyframe sampling settings.
         progress: Show a progress bar over files.
@@ -118,18 +137,25 @@ def ingest(
                 store.delete_doc(doc_id)
                 report.pruned.append(doc_id)
     writer = _Writer(store, clip, text, batch_size, report, stored, save and not store.temporary)
-    capabilities = extract.Capabilities.of(clip, transcriber)
+    capabilities = extract.Capabilities.of(clip, transcriber, text, ocr)
     one_transcription = threading.Lock()
 
     def prepare(path: Path) -> extract.Extracted | extract.Skip | extract.Failure:
-        """Everything a file needs before its embeddings, on a worker thread."""
-        return extract.prepare_file(
-            path, options, capabilities, transcriber, unchanged=stored, transcription_lock=one_transcription
-        )
+        """Everything a file needs before its embeddings, on a worker thread; what libraries print meanwhile
+        goes with the file's outcome."""
+        printed: list[str] = []
+        with console.reading(printed):
+            outcome = extract.prepare_file(
+                path, options, capabilities, transcriber, unchanged=stored, transcription_lock=one_transcription
+            )
+        return noise.attach(outcome, printed)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-rag-ingest") as pool:
+    with (
+        noise.collecting() as console,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-rag-ingest") as pool,
+    ):
         results = _read_ahead(pool, files, prepare)
-        for path, outcome in _with_progress(results, len(files), progress):
+        for path, outcome in _with_progress(results, len(files), progress, console.terminal):
             if isinstance(outcome, extract.Skip):
                 report.skipped[str(path)] = outcome.reason
             elif isinstance(outcome, extract.Failure):
@@ -154,18 +180,20 @@ def _read_ahead(pool: ThreadPoolExecutor, items: list[Any], work: Any) -> Iterat
         yield item, future.result()
 
 
-def _with_progress(results: Iterator[Any], total: int, progress: bool) -> Iterator[Any]:
+def _with_progress(results: Iterator[Any], total: int, progress: bool, terminal: Any) -> Iterator[Any]:
     if not progress:
         return results
     from tqdm.auto import tqdm
 
-    return iter(tqdm(results, total=total, desc="ingest", unit="file"))
+    return iter(tqdm(results, total=total, desc="ingest", unit="file", file=terminal))
 
 
 class _Writer:
     """Gathers extracted files until a batch is full, embeds the batch, then replaces each file's records."""
 
-    def __init__(self, store, clip, text, batch_size: int, report: IngestReport, stored: dict[str, str | None], save: bool):
+    def __init__(
+        self, store, clip, text, batch_size: int, report: IngestReport, stored: dict[str, str | None], save: bool
+    ):
         self.store, self.clip, self.text = store, clip, text
         self.batch_size = batch_size
         self.report = report
@@ -192,7 +220,9 @@ class _Writer:
             for positions, vectors in groups:
                 self.store.upsert([item.records[i] for i in positions], vectors)
             (self.report.updated if item.doc_id in self.stored else self.report.added).append(str(item.path))
-            self.report.records += len(item.images) + len(item.texts)
+            self.report.records += sum(len(positions) for positions, _ in groups)
+            if item.notes:
+                self.report.warnings[str(item.path)] = "; ".join(item.notes)
         if self.save and time.monotonic() - self.last_commit >= max(COMMIT_SECONDS, 4 * self.save_seconds):
             started = time.monotonic()
             self.store.save()
@@ -205,28 +235,47 @@ def embed_extracted(
 ) -> list[tuple[extract.Extracted, list[tuple[list[int], dict[str, np.ndarray]]]]]:
     """Embed the images and texts of `batch` in one pass per model, and hand each file its vectors back.
 
-    Returns, per file in order, its groups of (positions in ``item.records``, space → one vector per position):
-    images with the CLIP image tower; texts with the text embedder and the CLIP text tower. A file's records
-    outside every group (no image, no text) get no vectors and are not stored.
+    Returns, per file in order, its groups of (positions in ``item.records``, space → one vector per position),
+    each record in one group: a picture gets its image from the CLIP image tower and, when it has words (OCR
+    text, a caption), their vector from the text embedder; any other text gets the text embedder and the CLIP
+    text tower. A file's records outside every group (no image, no text) get no vectors and are not stored.
     """
+    pictured = [{position for position, _ in item.images} for item in batch]
     images = [image for item in batch for _, image in item.images]
     texts = [passage for item in batch for _, passage in item.texts]
+    plain = [passage for item, seen in zip(batch, pictured) for p, passage in item.texts if p not in seen]
     image_vectors = clip.embed_images(images) if images and clip is not None else None
-    text_vectors: dict[str, np.ndarray] = {}
-    for embedder in (text, clip):
-        if texts and embedder is not None:
-            text_vectors[embedder.space] = embedder.embed_texts(texts)
+    text_vectors = text.embed_texts(texts) if texts and text is not None else None
+    clip_text_vectors = clip.embed_texts(plain) if plain and clip is not None else None
     embedded = []
-    image_at = text_at = 0
-    for item in batch:
+    image_at = text_at = plain_at = 0
+    for item, seen in zip(batch, pictured):
+        picture_rows = {p: image_at + n for n, (p, _) in enumerate(item.images)}
+        image_at += len(item.images)
+        text_rows = {p: text_at + n for n, (p, _) in enumerate(item.texts)}
+        text_at += len(item.texts)
+        plain_rows = {}
+        for p, _ in item.texts:
+            if p not in seen:
+                plain_rows[p] = plain_at
+                plain_at += 1
         groups: list[tuple[list[int], dict[str, np.ndarray]]] = []
-        if item.images and image_vectors is not None:
-            rows = slice(image_at, image_at + len(item.images))
-            groups.append(([i for i, _ in item.images], {clip.space: image_vectors[rows]}))
-            image_at = rows.stop
-        if item.texts:
-            rows = slice(text_at, text_at + len(item.texts))
-            groups.append(([i for i, _ in item.texts], {space: array[rows] for space, array in text_vectors.items()}))
-            text_at = rows.stop
+        worded = [p for p in picture_rows if p in text_rows]
+        for positions, with_words in (([p for p in picture_rows if p not in text_rows], False), (worded, True)):
+            if not positions or image_vectors is None:
+                continue
+            vectors = {clip.space: image_vectors[[picture_rows[p] for p in positions]]}
+            if with_words and text_vectors is not None:
+                vectors[text.space] = text_vectors[[text_rows[p] for p in positions]]
+            groups.append((positions, vectors))
+        if plain_rows:
+            positions = list(plain_rows)
+            vectors = {}
+            if text_vectors is not None:
+                vectors[text.space] = text_vectors[[text_rows[p] for p in positions]]
+            if clip_text_vectors is not None:
+                vectors[clip.space] = clip_text_vectors[[plain_rows[p] for p in positions]]
+            if vectors:
+                groups.append((positions, vectors))
         embedded.append((item, groups))
     return embedded

@@ -74,6 +74,7 @@ def create_app(
     clip: Any | None = None,
     text: Any | None = None,
     transcriber: Any | None = None,
+    ocr: Any | None = None,
     api_key: str | None = None,
     ingest_root: str | os.PathLike[str] | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
@@ -85,6 +86,7 @@ def create_app(
     Args:
         store: The store; it stays the caller's unless `close_store_on_shutdown`.
         clip, text, transcriber: The models (at least one embedder); see `MultimodalRetriever`.
+        ocr: The OCR engine for ingestion (`mm_rag.embed.ocr.load_ocr`), or None.
         api_key: When set, every endpoint but ``/health`` needs it (``X-API-Key`` or ``Authorization: Bearer``).
         ingest_root: Folder inside which ``POST /ingest`` may read server-side paths; None refuses all.
         max_upload_bytes: Largest request body accepted (413 beyond it, refused while reading).
@@ -95,8 +97,9 @@ def create_app(
         InvalidInputError: no embedder given.
     """
     service = Service(
-        store, clip=clip, text=text, transcriber=transcriber, ingest_root=ingest_root, uploads_dir=uploads_dir
-    )
+        store, clip=clip, text=text, transcriber=transcriber, ocr=ocr, ingest_root=ingest_root,
+        uploads_dir=uploads_dir,
+    )  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -262,7 +265,7 @@ def app_from_store(
 
     store = MultimodalStore(path) if create else MultimodalStore.open(path)
     try:
-        models = load_models(store, choice or ModelChoice())
+        models = load_models(store, choice or ModelChoice(ocr="auto"))
         for note in models.notes:
             logger.warning("%s", note)
         for role, reason in models.unavailable.items():
@@ -272,6 +275,7 @@ def app_from_store(
             clip=models.clip,
             text=models.text,
             transcriber=models.transcriber,
+            ocr=models.ocr,
             close_store_on_shutdown=True,
             **options,
         )

@@ -100,6 +100,9 @@ class IngestResponse(BaseModel):
     updated: list[str]
     skipped: dict[str, str] = Field(description="File → why it was left alone (e.g. unchanged).")
     failed: dict[str, str] = Field(description="File → why it could not be ingested (corrupt, unsupported…).")
+    warnings: dict[str, str] = Field(
+        default_factory=dict, description="File → parts left out of a stored file (a broken picture inside it…)."
+    )
     refused: dict[str, str] = Field(description="File → why it was not even read (a link out of the ingest root).")
     records: int = Field(description="Records written.")
 

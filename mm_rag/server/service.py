@@ -70,6 +70,7 @@ class Service:
         clip: Any | None = None,
         text: Any | None = None,
         transcriber: Any | None = None,
+        ocr: Any | None = None,
         ingest_root: str | os.PathLike[str] | None = None,
         uploads_dir: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -77,6 +78,7 @@ class Service:
         self.clip: Any = None if clip is None else Serialized(clip)
         self.text: Any = None if text is None else Serialized(text)
         self.transcriber: Any = None if transcriber is None else Serialized(transcriber)
+        self.ocr = ocr  # thread-safe itself: ingestion's workers read pictures side by side
         # A retriever checks its arguments now, so a service without any embedder fails at start-up.
         MultimodalRetriever(store, clip=self.clip, text=self.text)
         self.ingest_root = None if ingest_root is None else Path(ingest_root).resolve(strict=True)
@@ -146,7 +148,9 @@ class Service:
 
     def _ingest(self, paths: list[Path] | list[str]) -> IngestReport:
         with self._ingesting, self._saved_or_dropped():  # one ingestion at a time; searches go on meanwhile
-            return ingest(paths, self.store, clip=self.clip, text=self.text, transcriber=self.transcriber, save=True)
+            return ingest(
+                paths, self.store, clip=self.clip, text=self.text, transcriber=self.transcriber, ocr=self.ocr, save=True
+            )
 
     @contextmanager
     def _saved_or_dropped(self) -> Iterator[None]:
@@ -215,6 +219,7 @@ def _response(report: IngestReport, refused: dict[str, str], shown: Any) -> Inge
         updated=[shown(path) for path in report.updated],
         skipped={shown(path): shown(reason) for path, reason in report.skipped.items()},
         failed={shown(path): shown(reason) for path, reason in report.failed.items()},
+        warnings={shown(path): shown(reason) for path, reason in report.warnings.items()},
         refused={shown(path): shown(reason) for path, reason in refused.items()},
         records=report.records,
     )

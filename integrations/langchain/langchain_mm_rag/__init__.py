@@ -1,11 +1,18 @@
-"""LangChain integration of mm-rag: a multimodal vector store, CLIP/text embeddings, Whisper/image/video
-loaders, a retriever, and a retrieval tool for agents that answers with text and images."""
+"""LangChain integration of mm-rag: a multimodal vector store, CLIP/text embeddings, a loader for every file
+kind mm-rag reads and Whisper/image/video loaders, a retriever, and a retrieval tool for agents that answers
+with text and images."""
 
 from langchain_mm_rag._spaces import IncompatibleSpaceError
 from langchain_mm_rag.context import documents_to_context
 from langchain_mm_rag.embeddings import MMRagEmbeddings, OpenCLIPEmbeddings, TextEmbeddings
 from langchain_mm_rag.export import export_to
-from langchain_mm_rag.loaders import ImageLoader, VideoLoader, WhisperSegmentLoader, WhisperSegmentParser
+from langchain_mm_rag.loaders import (
+    ImageLoader,
+    MMRagLoader,
+    VideoLoader,
+    WhisperSegmentLoader,
+    WhisperSegmentParser,
+)
 from langchain_mm_rag.retrievers import MMRagRetriever
 from langchain_mm_rag.tools import MultimodalSearchTool, create_multimodal_retriever_tool
 from langchain_mm_rag.vectorstores import MMRagVectorStore
@@ -14,6 +21,7 @@ __all__ = [
     "ImageLoader",
     "IncompatibleSpaceError",
     "MMRagEmbeddings",
+    "MMRagLoader",
     "MMRagRetriever",
     "MMRagVectorStore",
     "MultimodalSearchTool",

@@ -78,30 +78,32 @@ def prepare_filter(filter: FilterLike) -> Mapping[str, Any] | Callable[[Document
     return translated
 
 
-def picture_source(document: Document) -> str | tuple[str, float] | None:
-    """The picture a Document stands for: an image's ``uri``, a saved keyframe's ``frame_uri``, or (video, time)
-    for a keyframe without text; None for everything embedded by its text."""
+def picture_source(document: Document) -> str | tuple[str, float] | tuple[str, str] | None:
+    """The picture a Document stands for: an image file's ``uri``, a saved keyframe's ``frame_uri``, (video, time)
+    for a keyframe, (document, locator) for a picture inside a document; None for everything embedded by its
+    text. A picture's own text (OCR, caption) does not change what it stands for."""
     metadata = document.metadata
     uri, modality = metadata.get("uri"), metadata.get("modality")
     if modality == "image" and isinstance(uri, str):
-        return uri
+        locator = metadata.get("picture")
+        return (uri, locator) if isinstance(locator, str) else uri
     if modality == "video" and isinstance(metadata.get("frame_uri"), str):
         return metadata["frame_uri"]
     frame_time = metadata.get("frame_time")
-    if (
-        modality == "video"
-        and isinstance(uri, str)
-        and isinstance(frame_time, (int, float))
-        and not document.page_content
-    ):
+    if modality == "video" and isinstance(uri, str) and isinstance(frame_time, (int, float)):
         return uri, float(frame_time)
     return None
 
 
-def picture_of(source: str | tuple[str, float]) -> Any:
-    """A path as it is; a (video, time) pair decoded into that frame (an RGB PIL image)."""
+def picture_of(source: str | tuple[str, float] | tuple[str, str]) -> Any:
+    """A path as it is; a (video, time) pair decoded into that frame, a (document, locator) pair into that
+    picture (RGB PIL images)."""
     if isinstance(source, str):
         return source
+    if isinstance(source[1], str):
+        from mm_rag.embed.documents import picture_at
+
+        return picture_at(*source)
     from mm_rag.embed.video import frame_at
 
     return frame_at(*source)

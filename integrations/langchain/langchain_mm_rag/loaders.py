@@ -1,13 +1,16 @@
-"""Document loaders for media: Whisper transcript windows (audio), images, and videos (keyframes + speech).
+"""Document loaders: any file mm-rag reads (`MMRagLoader`), and media-specific ones — Whisper transcript
+windows (audio), images, and videos (keyframes + speech).
 
-Every loader lays its records out with mm-rag's own functions (the ones `mm_rag.ingest` uses), so a Document
-loaded here has the id, ``doc_id`` and metadata that ingesting the same file would give, and converts them
-with `record_to_document`: media Documents carry ``modality``, ``uri``, ``doc_id`` and ``source``;
-time-based ones numeric ``start``/``end`` seconds.
+Every loader lays its records out with mm-rag's own functions (`MMRagLoader` and `ImageLoader` with
+`mm_rag.ingestion.reading.file_records`, the extraction `mm_rag.ingest` runs), so a Document loaded here has
+the id, ``doc_id`` and metadata that ingesting the same file would give, and converts them with
+`record_to_document`: media Documents carry ``modality``, ``uri``, ``doc_id`` and ``source``; time-based ones
+numeric ``start``/``end`` seconds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
@@ -18,7 +21,7 @@ from langchain_core.document_loaders import BaseBlobParser, BaseLoader, Blob
 from langchain_core.documents import Document
 
 from langchain_mm_rag._convert import record_to_document
-from mm_rag.embed.media import load_image
+from mm_rag.embed.media import MediaError
 from mm_rag.embed.transcript import (
     DEFAULT_MAX_CHARS,
     DEFAULT_OVERLAP_SECONDS,
@@ -31,9 +34,70 @@ from mm_rag.embed.video import SCENE_THRESHOLD, keyframe_records, sample_keyfram
 from mm_rag.embed.whisper import WhisperTranscriber
 from mm_rag.errors import InvalidInputError
 from mm_rag.ingestion.discover import content_hash, document_id
-from mm_rag.records import Record, make_id
+from mm_rag.ingestion.extract import ExtractOptions
+from mm_rag.ingestion.reading import ErrorPolicy, file_records, iter_records
+from mm_rag.records import Record
 
 PathLike = str | os.PathLike[str]
+
+
+class MMRagLoader(BaseLoader):
+    """Loads files and folders of every kind mm-rag reads as Documents: exactly the records `mm_rag.ingest`
+    would store for them (same ids, text and metadata), before any embedding.
+
+    Text, Markdown, HTML, PDF, Office files, EPUB, notebooks and e-mail become passage Documents (plus a
+    Document per picture inside them, with metadata ``picture`` (its locator), ``page`` and ``caption``);
+    images become image Documents; audio and video soundtracks become transcript-window Documents (with a
+    `transcriber`), and videos keyframe Documents. Each Document is `record_to_document` of its record, with
+    ``source`` (the file) added to the metadata, as LangChain loaders do: so beside the record's metadata it
+    has ``uri``, ``doc_id``, ``source`` and, for media, ``modality``.
+
+    Args:
+        file_path: A file or folder, or several; folders are walked recursively (see
+            `mm_rag.ingestion.discover.discover`), files are read in that (sorted) order.
+        transcriber: Speech-to-text for audio and video soundtracks (e.g. `mm_rag.WhisperTranscriber`); without
+            it, audio files are bad files (nothing to read) and videos give keyframes only.
+        ocr: An OCR engine reading text inside pictures and scanned pages, ``"auto"`` to load the default one
+            (`mm_rag.embed.ocr.load_ocr`, on first load), or None for no OCR.
+        include, exclude: Glob patterns on file names or paths relative to a folder given (``"*.pdf"``).
+        options: Chunking, transcript windows and keyframe sampling; the defaults are `mm_rag.ingest`'s.
+        errors: ``"raise"``: a file that cannot be read raises `mm_rag.MediaError` naming it (as does a path
+            that does not exist); ``"skip"``: it is logged as a warning (file and reason) and left out.
+
+    Raises:
+        mm_rag.InvalidInputError: `errors` is neither ``"raise"`` nor ``"skip"``.
+    """
+
+    def __init__(
+        self,
+        file_path: PathLike | Sequence[PathLike],
+        *,
+        transcriber: Any | None = None,
+        ocr: Any | None = None,
+        include: Sequence[str] | None = None,
+        exclude: Sequence[str] | None = None,
+        options: ExtractOptions | None = None,
+        errors: ErrorPolicy = "raise",
+    ) -> None:
+        if errors not in ("raise", "skip"):
+            raise InvalidInputError(f"errors must be 'raise' or 'skip', not {errors!r}")
+        self.paths = _paths(file_path)
+        self.transcriber, self.ocr, self.options, self.errors = transcriber, ocr, options, errors
+        self.include, self.exclude = include, exclude
+
+    def lazy_load(self) -> Iterator[Document]:
+        """File after file, one Document per record, in the order `mm_rag.ingest` lays them out.
+
+        Raises:
+            mm_rag.MediaError: with ``errors="raise"``, naming the first file that cannot be read.
+        """
+        found = iter_records(
+            self.paths, transcriber=self.transcriber, ocr=self.ocr, include=self.include, exclude=self.exclude,
+            options=self.options, errors=self.errors,
+        )  # fmt: skip
+        for _, records in found:
+            for record in records:
+                yield record_to_document(_with_source(record))
 
 
 class WhisperSegmentParser(BaseBlobParser):
@@ -125,6 +189,9 @@ class ImageLoader(BaseLoader):
     (``"image"``), ``uri`` and ``source`` (the path), ``doc_id``, ``mime_type``, ``width``, ``height`` and
     ``file_name``; its id is the one `mm_rag.ingest` gives the same file.
 
+    A thin wrapper over `file_records`: the Document is `MMRagLoader`'s for the same image file, with the
+    caption as its text.
+
     Raises:
         mm_rag.MediaError: on loading, naming a file that is not a readable image.
     """
@@ -134,21 +201,13 @@ class ImageLoader(BaseLoader):
         self.captions = {str(Path(key)): value for key, value in (captions or {}).items()}
 
     def lazy_load(self) -> Iterator[Document]:
-        """One Document per image, decoded once to check it and read its size."""
-        from PIL import Image
-
+        """One Document per image, decoded whole to check it and read its size."""
         for path in self.paths:
-            image = load_image(path)  # raises MediaError naming the file
-            width, height = image.info["source_size"]
-            with Image.open(path) as opened:
-                mime_type = Image.MIME.get(opened.format or "", "image/*")
-            digest, doc_id = content_hash(path), document_id(path)
-            metadata = {"width": width, "height": height, "file_name": path.name, "mime_type": mime_type,
-                        "source": str(path)}  # fmt: skip
-            record = Record(
-                make_id(digest, doc_id), "image", self.captions.get(str(path)), str(path), metadata, doc_id, digest
-            )
-            yield record_to_document(record)
+            records = file_records(path)  # raises MediaError naming the file
+            if len(records) != 1 or records[0].modality != "image" or "picture" in records[0].metadata:
+                raise MediaError(f"{path}: not an image file")
+            record = dataclasses.replace(records[0], text=self.captions.get(str(path)))
+            yield record_to_document(_with_source(record))
 
 
 class VideoLoader(BaseLoader):
@@ -218,6 +277,11 @@ def _save_frame(folder: Path, image: Any, name: str) -> str:
     target = folder / f"{name}.jpg"
     image.save(target, format="JPEG", quality=90)
     return str(target)
+
+
+def _with_source(record: Record) -> Record:
+    """`record` with LangChain's ``source`` (the file) in its metadata."""
+    return dataclasses.replace(record, metadata={**record.metadata, "source": record.uri})
 
 
 def _paths(file_path: PathLike | Sequence[PathLike]) -> list[Path]:

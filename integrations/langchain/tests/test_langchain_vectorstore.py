@@ -37,9 +37,10 @@ def numbered(fake: DeterministicFakeEmbedding) -> MMRagVectorStore:
 
 def test_public_names_are_pinned() -> None:
     assert sorted(langchain_mm_rag.__all__) == [
-        "ImageLoader", "IncompatibleSpaceError", "MMRagEmbeddings", "MMRagRetriever", "MMRagVectorStore",
-        "MultimodalSearchTool", "OpenCLIPEmbeddings", "TextEmbeddings", "VideoLoader", "WhisperSegmentLoader",
-        "WhisperSegmentParser", "create_multimodal_retriever_tool", "documents_to_context", "export_to",
+        "ImageLoader", "IncompatibleSpaceError", "MMRagEmbeddings", "MMRagLoader", "MMRagRetriever",
+        "MMRagVectorStore", "MultimodalSearchTool", "OpenCLIPEmbeddings", "TextEmbeddings", "VideoLoader",
+        "WhisperSegmentLoader", "WhisperSegmentParser", "create_multimodal_retriever_tool", "documents_to_context",
+        "export_to",
     ]  # fmt: skip
     for name in langchain_mm_rag.__all__:
         assert getattr(langchain_mm_rag, name).__doc__

@@ -122,7 +122,9 @@ def multimodal_answers(index: MultiModalVectorStoreIndex, shapes) -> dict[str, l
         duplicate = str(shapes[("duplicate", colour, shape)])
         by_image = retriever.image_to_image_retrieve(duplicate)
         assert Path(by_image[0].node.image_path) == shapes[("indexed", colour, shape)]
-        assert by_image[0].score > by_image[1].score and by_image[0].score == pytest.approx(1.0, abs=0.05)
+        # A redrawn copy, not the same pixels: how close it lands depends on the tiny model this machine trained
+        # (0.94-0.99 seen), far above the next picture either way.
+        assert by_image[0].score > by_image[1].score + 0.1 and by_image[0].score == pytest.approx(1.0, abs=0.1)
         assert hits(asyncio.run(retriever.aimage_to_image_retrieve(duplicate))) == hits(by_image)
         by_fresh = retriever.image_to_image_retrieve(str(shapes[("fresh", colour, shape)]))
         fresh_found += (by_fresh[0].node.metadata["colour"], by_fresh[0].node.metadata["shape"]) == wanted

@@ -23,7 +23,7 @@ PUBLIC = {
         "translate_filters",
     ],
     "llama_index.embeddings.mm_rag": ["OpenCLIPEmbedding", "TextEmbedding"],
-    "llama_index.readers.mm_rag": ["ImageReader", "VideoReader", "WhisperReader"],
+    "llama_index.readers.mm_rag": ["ImageReader", "MMRagReader", "VideoReader", "WhisperReader"],
     "llama_index.retrievers.mm_rag": ["MMRagRetriever"],
     "llama_index.tools.mm_rag": [
         "ImageHit",

@@ -1,5 +1,6 @@
-"""mm-rag for LlamaIndex: readers — `WhisperReader` (speech), `ImageReader` and `VideoReader` (keyframes + speech)."""
+"""mm-rag for LlamaIndex: readers — `MMRagReader` (every file kind mm-rag reads, as `mm_rag.ingest` stores it),
+`WhisperReader` (speech), `ImageReader` and `VideoReader` (keyframes + speech)."""
 
-from llama_index.readers.mm_rag.base import ImageReader, VideoReader, WhisperReader
+from llama_index.readers.mm_rag.base import ImageReader, MMRagReader, VideoReader, WhisperReader
 
-__all__ = ["ImageReader", "VideoReader", "WhisperReader"]
+__all__ = ["ImageReader", "MMRagReader", "VideoReader", "WhisperReader"]
