@@ -47,33 +47,9 @@ for entry in (ROOT, ROOT / "tests"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
-from fixtures.ocrset import CATEGORIES, OcrSample, build_set
+from fixtures.ocrset import CATEGORIES, OcrSample, build_set, char_accuracy, flat, word_accuracy
 
 from mm_rag.embed import ocr
-
-
-def levenshtein(a: list[str] | str, b: list[str] | str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        current = [i]
-        for j, y in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
-
-
-def char_accuracy(truth: str, read: str) -> float:
-    truth, read = flat(truth), flat(read)
-    return max(0.0, 1 - levenshtein(truth, read) / len(truth))
-
-
-def word_accuracy(truth: str, read: str) -> float:
-    words = truth.split()
-    return max(0.0, 1 - levenshtein(words, read.split()) / len(words))
 
 
 def score(samples: list[OcrSample], texts: list[str]) -> dict[str, float | None]:

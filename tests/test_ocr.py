@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from fixtures.ocrset import build_set, huge_photo, render_lines
+from fixtures.ocrset import build_set, char_accuracy, flat, huge_photo, render_lines
 from PIL import Image
 
 from mm_rag._optional import MissingDependencyError
@@ -34,24 +34,6 @@ TEXT_PICTURES = (
 # for other builds of the engines.
 MIN_CHAR_ACCURACY = 0.90
 MIN_MEAN_CHAR_ACCURACY = 0.96
-
-
-def levenshtein(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        current = [i]
-        for j, y in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
-
-
-def char_accuracy(truth: str, read: str) -> float:
-    return max(0.0, 1 - levenshtein(flat(truth), flat(read)) / len(flat(truth)))
 
 
 @pytest.fixture(scope="module")

@@ -33,16 +33,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def _colour(data: bytes) -> tuple[int, int, int]:
-    """The colour in the middle of an encoded picture (where the fixtures draw their shape)."""
-    image = Image.open(io.BytesIO(data)).convert("RGB")
-    return image.getpixel((image.width // 2, image.height // 2 + 2))
-
-
-def _near(colour: tuple[int, int, int], expected: tuple[int, int, int]) -> bool:
-    return all(abs(a - b) < 40 for a, b in zip(colour, expected))
-
-
 def test_docx_passages_start_at_headings_with_tables_as_rows(files):
     document = read_document(files["docx"])
     assert document.mime_type == DOCX
@@ -67,7 +57,7 @@ def test_docx_pictures_carry_alt_text_caption_or_heading_and_leave_spacers_out(f
     with zipfile.ZipFile(files["docx"]) as archive:
         assert [archive.read(p.locator) for p in pictures] == [p.image for p in pictures]
         assert len(archive.read("word/media/image2.png")) < 100
-    assert _near(_colour(pictures[0].image), officegen.RED) and _near(_colour(pictures[1].image), officegen.BLUE)
+    assert officegen.near(officegen.centre_colour(pictures[0].image), officegen.RED) and officegen.near(officegen.centre_colour(pictures[1].image), officegen.BLUE)
     assert Image.open(io.BytesIO(pictures[1].image)).format == "JPEG"
 
 
@@ -83,7 +73,7 @@ def test_pptx_one_passage_per_slide_with_tables_groups_and_notes(files):
     assert (picture.locator, picture.page, picture.context) == ("ppt/media/image1.png", 3, "Prices\nA green triangle")
     with zipfile.ZipFile(files["pptx"]) as archive:
         assert archive.read(picture.locator) == picture.image
-    assert _near(_colour(picture.image), officegen.GREEN)
+    assert officegen.near(officegen.centre_colour(picture.image), officegen.GREEN)
 
 
 def test_xlsx_sheets_as_header_aware_rows(files):

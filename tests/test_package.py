@@ -126,3 +126,16 @@ def test_shared_store_example(tmp_path: Path) -> None:
         "reader sees 3 records: ['beach', 'forest', 'harbour']",
         "generation 4 holds ['beach', 'forest']",
     ]
+
+
+def test_document_share_example(tmp_path: Path) -> None:
+    result = run(sys.executable, str(ROOT / "examples" / "document_share.py"), str(tmp_path / "store"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "3 added, 0 updated, 0 unchanged, 0 skipped, 0 failed, 0 pruned; 5 records written",
+        "invoice: invoice-screenshot.png, read by tesseract",
+        "picture: slide 2 of festival-plan.pptx (ppt/media/image1.png)",
+        ("[1] picture (page 2) in docs/festival-plan.pptx: Site map of the stage and the food stalls Site map: the"
+        " stage by the lighthouse, food stalls along the quay"),
+        "with 1 picture(s) for the model: image/jpeg",
+    ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from email.message import EmailMessage
@@ -10,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from fixtures import officegen
-from PIL import Image
 
 from mm_rag.embed import packages
 from mm_rag.embed.documents import Passage, read_document
@@ -33,15 +31,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def _colour(data: bytes) -> tuple[int, int, int]:
-    image = Image.open(io.BytesIO(data)).convert("RGB")
-    return image.getpixel((image.width // 2, image.height // 2 + 2))
-
-
-def _near(colour: tuple[int, int, int], expected: tuple[int, int, int]) -> bool:
-    return all(abs(a - b) < 40 for a, b in zip(colour, expected))
-
-
 def test_epub_one_passage_per_spine_document_with_its_pictures(files):
     document = read_document(files["epub"])
     assert document.mime_type == EPUB
@@ -53,8 +42,8 @@ def test_epub_one_passage_per_spine_document_with_its_pictures(files):
         ("OEBPS/images/red.png", None, "A red circle\nFigure 1: the red circle"),
         ("OEBPS/images/blue square.jpg", None, "A blue square"),  # ../images/blue%20square.jpg from text/
     ]  # the remote image is not fetched
-    assert _near(_colour(document.pictures[0].image), officegen.RED)
-    assert _near(_colour(document.pictures[1].image), officegen.BLUE)
+    assert officegen.near(officegen.centre_colour(document.pictures[0].image), officegen.RED)
+    assert officegen.near(officegen.centre_colour(document.pictures[1].image), officegen.BLUE)
 
 
 def test_notebook_cells_outputs_and_image_outputs(files):
@@ -72,7 +61,7 @@ def test_notebook_cells_outputs_and_image_outputs(files):
         None,
         "Analysis\nWe plot a red square.",
     )
-    assert _near(_colour(picture.image), officegen.RED)
+    assert officegen.near(officegen.centre_colour(picture.image), officegen.RED)
 
 
 def test_notebook_outputs_are_bounded_and_nbformat_3_is_read(tmp_path):
@@ -110,7 +99,7 @@ def test_email_headers_body_and_attachments_routed_like_files(files):
         ("attachment=2/word/media/image3.jpg", "A blue square\nBlue things\nreport.docx"),
     ]
     assert [p.image for p in document.pictures[1:]] == [p.image for p in report.pictures]
-    assert _near(_colour(document.pictures[0].image), officegen.RED)
+    assert officegen.near(officegen.centre_colour(document.pictures[0].image), officegen.RED)
 
 
 def test_email_attachment_gives_the_bytes_back(files):

@@ -237,6 +237,10 @@ class _Engine:
     replays `_finish` over other thresholds on the same)."""
 
     name: str
+    languages: str
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(languages={self.languages!r})"
 
     def read(self, image: Image) -> OcrText:
         """The text in `image` (any PIL mode and size), or an empty `OcrText` when there is none."""
