@@ -254,7 +254,7 @@ def _document(item: Extracted, options: ExtractOptions, can: Capabilities) -> No
     scans = [picture for picture in document.pictures if picture.scan]
     if scans and can.ocr is None:
         item.notes.append(
-            f"{len(scans)} page(s) without a text layer not read: no OCR engine (pip install 'mm-rag[ocr]')"
+            f"{len(scans)} page(s) without a text layer not read: no OCR engine configured"
         )
     for scan in scans if can.ocr is not None else ():
         words = can.ocr.read(pictures.decode_picture(scan.image, f"page {scan.page}"))
