@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -97,14 +96,21 @@ def test_reading_from_threads_gives_the_results_of_one_thread(engine, pictures, 
     assert results == [readings[name] for name in names]
 
 
-def test_a_huge_photo_is_read_in_bounded_time(engine) -> None:
+def test_a_huge_photo_is_read_at_a_bounded_size(engine, monkeypatch) -> None:
+    """An 8000 x 8000 photo is shrunk to `MAX_SIDE` before the engine sees it (what bounds its cost), and its
+    caption is still read. (Its speed is measured in benchmarks/bench_ocr.py, not asserted here.)"""
     photo, caption = huge_photo(8000)
-    started = time.perf_counter()
+    prepared = []
+    original = ocr._prepare
+
+    def recording(image, mode):
+        result = original(image, mode)
+        prepared.append(result.size)
+        return result
+
+    monkeypatch.setattr(ocr, "_prepare", recording)
     result = engine.read(photo)
-    seconds = time.perf_counter() - started
-    assert seconds < 30, (
-        f"{engine.name} took {seconds:.1f}s on an 8000x8000 photo (measured 0.6-1.5 s, 4-7 s under load)"
-    )
+    assert prepared and all(max(size) <= ocr.MAX_SIDE for size in prepared)
     assert caption in result.text
 
 
