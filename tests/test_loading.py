@@ -68,3 +68,10 @@ def test_the_hub_is_asked_only_when_a_model_would_be_downloaded(minilm_dir: Path
     offline = load_models(None, ModelChoice(clip=False, text=False, device="cpu"))  # tiny.en is a hub name
     assert asked == [1] and offline.notes[0].startswith("the Hugging Face hub cannot be reached")
     assert loading.os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_an_unknown_ocr_engine_is_reported_and_left_out_and_searches_load_none() -> None:
+    loaded = load_models(None, ModelChoice(clip=False, text=False, audio=False, ocr="easyocr"))
+    assert loaded.ocr is None and "easyocr" in loaded.unavailable["ocr"] and "tesseract" in loaded.unavailable["ocr"]
+    assert load_models(None, ModelChoice(clip=False, text=False, audio=False)).ocr is None  # no OCR unless asked
+    assert load_models(None, ModelChoice(clip=False, text=False, audio=False, ocr="auto")).ocr.name == "tesseract"
