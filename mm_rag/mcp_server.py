@@ -43,7 +43,7 @@ from mm_rag.errors import MMRagError
 from mm_rag.filters import parse_filter
 from mm_rag.records import Modality, Record
 from mm_rag.retrieval import Retrieved
-from mm_rag.server.schemas import MAX_K, MAX_QUERY_CHARS, IngestPathRequest
+from mm_rag.server.schemas import MAX_K, MAX_QUERY_CHARS, MIN_SCORE_HELP, IngestPathRequest, MinScore
 from mm_rag.server.security import PathRefused
 from mm_rag.server.service import Service
 
@@ -143,6 +143,7 @@ def _add_search(server: FastMCP, service: Service, max_tokens: int, max_images: 
         max_images_returned: Annotated[
             int, Field(ge=0, le=MAX_IMAGES_PER_CALL, description="Most pictures attached as images.")
         ] = max_images,
+        min_score: Annotated[MinScore, Field(description=MIN_SCORE_HELP)] = None,
     ) -> CallToolResult:
         """Search the knowledge base (text, images, audio and video) with a natural-language query.
 
@@ -152,7 +153,7 @@ def _add_search(server: FastMCP, service: Service, max_tokens: int, max_images: 
         counts: dict[Modality, int | None] = {"text": text_k, "image": image_k, "audio": audio_k, "video": video_k}
         try:
             conditions = parse_filter(filter, "filter") if isinstance(filter, str) else filter
-            found = service.search(query, filter=conditions, counts=counts, mode=mode)
+            found = service.search(query, filter=conditions, counts=counts, mode=mode, min_score=min_score)
             context = build_context(found, max_tokens=max_tokens, max_images=max_images_returned)
         except MMRagError as error:
             raise ToolError(str(error)) from error

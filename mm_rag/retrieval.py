@@ -6,12 +6,17 @@ A text query also searches the store's keyword index (BM25, `MultimodalStore.sea
 ``"hybrid"`` mode: exact names, codes and numbers that embeddings blur come back through it.
 The hits of each space are then ranked together where their scores are comparable (see `_rankings`) and the
 rankings fused: reciprocal-rank fusion by default (ranks only, so a cosine of 0.3 in the CLIP space and 0.6
-in the text space need not be compared), or weighted fusion of scores min-max normalised per ranking. A
-record reached through several rankings appears once, carrying the evidence of each.
+in the text space need not be compared), or relative-score fusion (scores min-max normalised per ranking),
+each ranking with its weight. A record reached through several rankings appears once, carrying the evidence
+of each. Only real matches enter the fusion: query words that carry no information create no keyword match
+(`MultimodalStore.keywords`), a keyword hit whose BM25 score is nil is left out, and `min_score` drops hits
+below a floor per space.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,14 +28,19 @@ from mm_rag.filters import Filter
 from mm_rag.mmr import mmr_order
 from mm_rag.records import LEXICAL, MODALITIES, Hit, Modality, Record
 
-Fusion = Literal["rrf", "weighted"]
+Fusion = Literal["rrf", "relative"]
+FUSIONS = ("rrf", "relative")
 # hybrid: embeddings and keywords fused; dense: embeddings only; lexical: keywords (BM25) only.
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES = ("hybrid", "dense", "lexical")
-QueryForm = Literal["text", "image"]
+QueryForm = Literal["text", "image", "audio"]
 
 # The constant of reciprocal-rank fusion (Cormack et al., 2009): damps the weight of the very first ranks.
 RRF_K = 60
+# FTS5 floors a word's idf at 1e-6 when half the records or more hold it, so a keyword hit scoring below this
+# matched only such words (in a store too small for `MultimodalStore.keywords` to leave them out): it ranks
+# nothing and enters no fusion.
+MIN_BM25 = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +49,8 @@ class Evidence:
 
     Attributes:
         space: The store space searched.
-        query: What was embedded for that search: the ``"text"`` of the query or the query ``"image"``.
+        query: What was searched: the query's ``"text"``, the query ``"image"``, or the words heard in the
+            query ``"audio"`` (a voice query, transcribed).
         rank: 0-based rank of the record in that list.
         score: The space's raw similarity (cosine for cosine spaces; higher is better).
     """
@@ -56,7 +67,8 @@ class Retrieved:
 
     Attributes:
         record: The stored record.
-        score: Fused score, higher is better; comparable only within one retrieval.
+        score: Fused score, higher is better; comparable only within one retrieval (see `scores` for the
+            raw similarities).
         evidence: The lists that found the record, best first.
     """
 
@@ -74,6 +86,14 @@ class Retrieved:
         return self.record.uri or self.record.doc_id
 
     @property
+    def scores(self) -> dict[str, float]:
+        """The best raw score of each ranking that found the record: cosine per space, BM25 as ``"lexical"``."""
+        best: dict[str, float] = {}
+        for e in self.evidence:
+            best[e.space] = max(best.get(e.space, e.score), e.score)
+        return best
+
+    @property
     def start(self) -> float | None:
         """Start of the time range in seconds (audio and video), if any."""
         return _seconds(self.record.metadata.get("start"))
@@ -87,7 +107,7 @@ class Retrieved:
         return "; ".join(
             f"keywords #{e.rank + 1} (BM25 {e.score:.3f})"
             if e.space == LEXICAL
-            else f"{e.space} space #{e.rank + 1} ({e.score:.3f}{', by image' if e.query == 'image' else ''})"
+            else f"{e.space} space #{e.rank + 1} ({e.score:.3f}{'' if e.query == 'text' else ', by ' + e.query})"
             for e in self.evidence
         )
 
@@ -98,6 +118,7 @@ class Retrieved:
             "id": record.id,
             "modality": record.modality,
             "score": self.score,
+            "scores": self.scores,
             "text": record.text,
             "source": self.source,
             "uri": record.uri,
@@ -121,8 +142,12 @@ class MultimodalRetriever:
         text: The text embedder of the store's text space (passages and transcripts).
         transcriber: Turns a spoken query (`audio=`) into text; needed only for voice queries.
         text_k, image_k, audio_k, video_k: Results kept per modality (0 leaves a modality out).
-        fusion: ``"rrf"`` (reciprocal-rank fusion) or ``"weighted"`` (scores min-max normalised per ranking).
+        fusion: ``"rrf"`` (reciprocal-rank fusion: ``weight / (rrf_k + rank)`` summed) or ``"relative"``
+            (relative-score fusion: each ranking's raw scores min-max normalised to [0, 1], times its weight).
         weights: Weight of each space in the fusion (default 1 for every space; ``"lexical"`` for keywords).
+        rrf_k: The constant of reciprocal-rank fusion: larger values flatten the gap between first places.
+        min_score: A relevance floor: hits scoring below it are dropped before fusion. A number applies to every
+            embedding space (cosine); a mapping sets a floor per space, ``"lexical"`` for BM25.
         mode: ``"hybrid"`` (embeddings and keywords fused), ``"dense"`` (embeddings only) or ``"lexical"``
             (keywords only: needs no embedder, and no image queries).
         diversity: None, or the MMR trade-off λ in [0, 1] (1: relevance only) to reorder results for variety.
@@ -139,6 +164,8 @@ class MultimodalRetriever:
     video_k: int = 3
     fusion: Fusion = "rrf"
     weights: Mapping[str, float] = field(default_factory=dict)
+    rrf_k: float = RRF_K
+    min_score: float | Mapping[str, float] | None = None
     diversity: float | None = None
     filter: Filter | None = None
     mode: Mode = "hybrid"
@@ -151,8 +178,8 @@ class MultimodalRetriever:
                 "MultimodalRetriever: give at least one embedder (clip= and/or text=)"
                 + ("" if self.mode != "lexical" else "; diversity needs one")
             )
-        if self.fusion not in ("rrf", "weighted"):
-            raise InvalidInputError(f"MultimodalRetriever: unknown fusion {self.fusion!r}; expected 'rrf' or 'weighted'")
+        _check_fusion("MultimodalRetriever", self.fusion, self.rrf_k)
+        _floors(self.min_score)  # checked now, not at the first query
         for name in ("text_k", "image_k", "audio_k", "video_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -186,7 +213,8 @@ class MultimodalRetriever:
         counts = self._counts(k)
         text_query = self._text_query(query, audio)
         filters = [f for f in (self.filter, filter) if f]
-        lists = self._ranked_lists(text_query, image, counts, filters)
+        form: QueryForm = "audio" if audio is not None and not (query and query.strip()) else "text"
+        lists = self._ranked_lists(text_query, form, image, counts, filters)
         fused = self._fuse(lists, counts)
         if self.diversity is not None and len(fused) > 2:
             fused = self._diversify(fused, self.diversity)
@@ -196,10 +224,17 @@ class MultimodalRetriever:
 
     # --- queries ----------------------------------------------------------------------------------------
     def _counts(self, override: Mapping[Modality, int] | None) -> dict[Modality, int]:
-        counts: dict[Modality, int] = {"text": self.text_k, "image": self.image_k, "audio": self.audio_k, "video": self.video_k}
+        counts: dict[Modality, int] = {
+            "text": self.text_k,
+            "image": self.image_k,
+            "audio": self.audio_k,
+            "video": self.video_k,
+        }
         for modality, value in (override or {}).items():
             if modality not in MODALITIES:
-                raise InvalidInputError(f"retrieve: unknown modality {modality!r} in k; expected one of {sorted(MODALITIES)}")
+                raise InvalidInputError(
+                    f"retrieve: unknown modality {modality!r} in k; expected one of {sorted(MODALITIES)}"
+                )
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidInputError(f"retrieve: k[{modality!r}] must be a non-negative integer, got {value!r}")
             counts[modality] = value
@@ -221,9 +256,10 @@ class MultimodalRetriever:
         return " ".join(parts) or None
 
     def _ranked_lists(
-        self, text_query: str | None, image: Any, counts: dict[Modality, int], filters: list[Filter]
+        self, text_query: str | None, form: QueryForm, image: Any, counts: dict[Modality, int], filters: list[Filter]
     ) -> list[tuple[str, QueryForm, Modality, list[Any]]]:
-        """Every (space, query form, modality) search, each with the modality's own k and the filters."""
+        """Every (space, query form, modality) search, each with the modality's own k and the filters, keeping
+        only real matches: hits at or above the space's floor, keyword hits with a BM25 score."""
         if text_query is None and image is None:
             raise InvalidInputError("retrieve: give a query, an image or an audio clip")
         searches: list[tuple[str, QueryForm, np.ndarray]] = []
@@ -234,9 +270,9 @@ class MultimodalRetriever:
             if self.text is not None and self.text.space in spaces:
                 embed_query = getattr(self.text, "embed_query", None)
                 vector = embed_query(text_query) if embed_query else self.text.embed_texts([text_query])[0]
-                searches.append((self.text.space, "text", vector))
+                searches.append((self.text.space, form, vector))
             if self.clip is not None and self.clip.space in spaces:
-                searches.append((self.clip.space, "text", self.clip.embed_texts([text_query])[0]))
+                searches.append((self.clip.space, form, self.clip.embed_texts([text_query])[0]))
         if image is not None:
             if self.clip is None:
                 raise InvalidInputError("retrieve: an image query needs a CLIP embedder (clip=)")
@@ -247,14 +283,23 @@ class MultimodalRetriever:
             if not k:
                 continue
             condition = {"$and": [*filters, {"modality": modality}]}
-            for space, form, vector in searches:
-                lists.append((space, form, modality, self.store.search(space, vector, k, filter=condition)))
+            for space, searched, vector in searches:
+                hits = self.store.search(space, vector, k, filter=condition)
+                lists.append((space, searched, modality, self._above_floor(space, hits)))
             if text_query is not None and self.mode != "dense":
-                lists.append((LEXICAL, "text", modality, self.store.search_text(text_query, k, filter=condition)))
+                hits = [hit for hit in self.store.search_text(text_query, k, filter=condition) if hit.score >= MIN_BM25]
+                lists.append((LEXICAL, form, modality, self._above_floor(LEXICAL, hits)))
         return lists
 
+    def _above_floor(self, space: str, hits: list[Any]) -> list[Any]:
+        floors = _floors(self.min_score)
+        floor = floors.get(space, floors.get(_EVERY_EMBEDDING_SPACE) if space != LEXICAL else None)
+        return hits if floor is None else [hit for hit in hits if hit.score >= floor]
+
     # --- fusion -----------------------------------------------------------------------------------------
-    def _fuse(self, lists: list[tuple[str, QueryForm, Modality, list[Any]]], counts: dict[Modality, int]) -> list[Retrieved]:
+    def _fuse(
+        self, lists: list[tuple[str, QueryForm, Modality, list[Any]]], counts: dict[Modality, int]
+    ) -> list[Retrieved]:
         scores: dict[str, float] = {}
         evidence: dict[str, list[Evidence]] = {}
         records: dict[str, Record] = {}
@@ -263,7 +308,9 @@ class MultimodalRetriever:
             low, high = hits[-1].score, hits[0].score
             for rank, hit in enumerate(hits):
                 key = hit.record.id
-                scores[key] = scores.get(key, 0.0) + weight * _contribution(self.fusion, rank, hit.score, low, high)
+                scores[key] = scores.get(key, 0.0) + weight * _contribution(
+                    self.fusion, self.rrf_k, rank, hit.score, low, high
+                )
                 evidence.setdefault(key, []).append(Evidence(space, form, rank, hit.score))
                 records[key] = hit.record
         # Equal fused scores (say, two first places in different rankings) go to the closer match by raw score.
@@ -295,19 +342,23 @@ class MultimodalRetriever:
 
 
 def fuse_rankings(
-    rankings: Sequence[Sequence[Hit]], weights: Sequence[float] | None = None, fusion: Fusion = "rrf"
+    rankings: Sequence[Sequence[Hit]],
+    weights: Sequence[float] | None = None,
+    fusion: Fusion = "rrf",
+    rrf_k: float = RRF_K,
 ) -> list[tuple[Hit, float]]:
     """Several rankings of one collection (say, a dense and a keyword search) as one: (hit, fused score), best first.
 
-    The fusion is `MultimodalRetriever`'s: reciprocal ranks, or (``"weighted"``) each ranking's scores min-max
+    The fusion is `MultimodalRetriever`'s: reciprocal ranks, or (``"relative"``) each ranking's scores min-max
     normalised, times its weight (default 1 each); a record found by several rankings appears once, with the
-    hit of the ranking where it ranked best, and equal fused scores go to the higher raw score.
+    hit of the ranking where it ranked best, and equal fused scores go to the higher raw score. Keyword hits
+    with a nil BM25 score (see `MIN_BM25`) are left out.
     """
     weights = [1.0] * len(rankings) if weights is None else [float(weight) for weight in weights]
     if len(weights) != len(rankings):
         raise InvalidInputError(f"fuse_rankings: {len(weights)} weights for {len(rankings)} rankings")
-    if fusion not in ("rrf", "weighted"):
-        raise InvalidInputError(f"fuse_rankings: unknown fusion {fusion!r}; expected 'rrf' or 'weighted'")
+    _check_fusion("fuse_rankings", fusion, rrf_k)
+    rankings = [[hit for hit in hits if hit.space != LEXICAL or hit.score >= MIN_BM25] for hits in rankings]
     scores: dict[str, float] = {}
     best: dict[str, Hit] = {}
     for hits, weight in zip(rankings, weights):
@@ -316,17 +367,17 @@ def fuse_rankings(
         low, high = min(hit.score for hit in hits), max(hit.score for hit in hits)
         for rank, hit in enumerate(hits):
             key = hit.record.id
-            scores[key] = scores.get(key, 0.0) + weight * _contribution(fusion, rank, hit.score, low, high)
+            scores[key] = scores.get(key, 0.0) + weight * _contribution(fusion, rrf_k, rank, hit.score, low, high)
             if key not in best or rank < best[key].rank:
                 best[key] = hit
     order = sorted(scores, key=lambda key: (-scores[key], -best[key].score, key))
     return [(best[key], scores[key]) for key in order]
 
 
-def _contribution(fusion: Fusion, rank: int, score: float, low: float, high: float) -> float:
+def _contribution(fusion: Fusion, rrf_k: float, rank: int, score: float, low: float, high: float) -> float:
     """What one ranked hit adds to its record's fused score."""
     if fusion == "rrf":
-        return 1.0 / (RRF_K + rank + 1)
+        return 1.0 / (rrf_k + rank + 1)
     return 1.0 if high == low else (score - low) / (high - low)  # min-max within the ranking: comparable there
 
 
@@ -348,6 +399,60 @@ def _rankings(lists: list[tuple[str, QueryForm, Modality, list[Any]]]) -> dict[t
     return rankings
 
 
+_EVERY_EMBEDDING_SPACE = "*"
+
+
+def _check_fusion(caller: str, fusion: str, rrf_k: float) -> None:
+    if fusion not in FUSIONS:
+        hint = " ('weighted' is now 'relative': relative-score fusion)" if fusion == "weighted" else ""
+        raise InvalidInputError(f"{caller}: unknown fusion {fusion!r}; expected one of {list(FUSIONS)}{hint}")
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or not 0 <= rrf_k < float("inf"):
+        raise InvalidInputError(f"{caller}: rrf_k must be a non-negative number, got {rrf_k!r}")
+
+
+def parse_min_score(text: str | None) -> float | dict[str, float] | None:
+    """A relevance floor as people write it: ``"0.3"`` (every embedding space), ``"text=0.35,lexical=2"`` or
+    the JSON object ``{"text": 0.35, "lexical": 2}``; None or blank for none.
+
+    Raises:
+        InvalidInputError: text that is none of these, naming it.
+    """
+    if text is None or not text.strip():
+        return None
+    text = text.strip()
+    try:
+        if text.startswith("{"):
+            floors = json.loads(text)
+            if not isinstance(floors, dict):
+                raise ValueError
+        else:
+            try:
+                return float(text)
+            except ValueError:
+                floors = {}
+                for pair in text.split(","):
+                    space, value = pair.split("=")
+                    floors[space.strip()] = float(value)
+        _floors(floors)
+        return floors
+    except (ValueError, InvalidInputError) as error:
+        raise InvalidInputError(
+            f"min_score {text!r}: expected a number (every embedding space), SPACE=NUMBER pairs separated by"
+            ' commas (e.g. "text=0.35,lexical=2"), or a JSON object of them'
+        ) from error
+
+
+def _floors(min_score: float | Mapping[str, float] | None) -> dict[str, float]:
+    """`min_score` as floors by space name (``"*"``: every embedding space)."""
+    if min_score is None:
+        return {}
+    floors = {_EVERY_EMBEDDING_SPACE: min_score} if not isinstance(min_score, Mapping) else dict(min_score)
+    for space, floor in floors.items():
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or math.isnan(floor):
+            where = "" if space == _EVERY_EMBEDDING_SPACE else f"[{space!r}]"
+            raise InvalidInputError(f"MultimodalRetriever: min_score{where} must be a number, got {floor!r}")
+    return {space: float(floor) for space, floor in floors.items()}
+
+
 def _seconds(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-

@@ -13,6 +13,7 @@ import pytest
 
 from mm_rag import InvalidInputError, MultimodalRetriever, MultimodalStore, Record
 from mm_rag.records import LEXICAL
+from mm_rag.store import lexical
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = {
@@ -62,14 +63,15 @@ def test_bm25_scores_and_order_match_the_formula(query: str) -> None:
 
 
 def test_filters_are_exact_not_applied_afterwards() -> None:
-    texts = {f"r{i}": f"invoice number {i} {'urgent ' * (i % 3)}" for i in range(60)}
+    urgency = {i: 3 if i < 15 else 1 if i >= 50 else 0 for i in range(60)}  # "urgent" in 25 of 60 records
+    texts = {f"r{i}": f"invoice number {i} {'urgent ' * urgency[i]}" for i in range(60)}
     with text_store(texts) as store:
         assert len(store.search_text("urgent invoice", k=5)) == 5
         hits = store.search_text("urgent invoice", k=5, filter={"n": {"$gte": 50}})
         # the best-scoring "urgent" records are all below 50: a post-filter of the top 5 would return nothing
         assert len(hits) == 5 and all(hit.record.metadata["n"] >= 50 for hit in hits)
-        assert store.search_text("invoice", k=100, filter={"n": {"$in": [3, 7]}})[0].record.id in {"r3", "r7"}
-        assert store.search_text("invoice", k=3, filter={"n": -1}) == []
+        assert store.search_text("urgent", k=100, filter={"n": {"$in": [3, 7]}})[0].record.id in {"r3", "r7"}
+        assert store.search_text("urgent", k=3, filter={"n": -1}) == []
 
 
 @pytest.mark.parametrize(
@@ -211,7 +213,10 @@ def test_hybrid_finds_exact_codes_that_dense_search_misses(minilm_dir) -> None:
     corpus = invoices()
     store = MultimodalStore()
     store.create_space(embedder.space, embedder.dim)
-    store.add([Record(i, "text", text=t) for i, t in corpus.items()], {embedder.space: embedder.embed_texts(list(corpus.values()))})
+    store.add(
+        [Record(i, "text", text=t) for i, t in corpus.items()],
+        {embedder.space: embedder.embed_texts(list(corpus.values()))},
+    )
     queries = {code: f"Which customer sent invoice {code}?" for code in corpus}
     recall = {}
     for mode in ("dense", "lexical", "hybrid"):
@@ -258,3 +263,69 @@ def test_bad_arguments_of_keyword_search_and_fusion_are_named() -> None:
 def test_a_bad_lock_timeout_is_refused(timeout, tmp_path) -> None:
     with pytest.raises(InvalidInputError, match="lock_timeout"):
         MultimodalStore(tmp_path / "store", lock_timeout=timeout)
+
+
+# --- words that carry no information, stemming ---------------------------------------------------------------
+FESTIVAL = {
+    "fireworks": "The fireworks start at ten o'clock over the lake.",
+    "cake": "Bake the plum cake for an hour at 180 degrees.",
+    "map": "A map of the museum hangs by the door.",
+    "maps": "Old maps and charts of the harbour.",
+    "invoice": "Invoice INV-4711 is due in March.",
+    "budget": "How do we pay for the stage? The budget is tight.",
+}
+
+
+def test_stop_words_create_no_match_of_their_own_and_are_reported() -> None:
+    with text_store(FESTIVAL) as store:
+        found = store.search_text("when do the fireworks start?", k=10)
+        assert [hit.record.id for hit in found] == ["fireworks"]  # not every record holding "the"
+        assert store.keywords("when do the fireworks start?").ignored == ("when", "do", "the")
+        assert store.search_text("How do the", k=10) == [] and store.keywords("How do the").kept == ()
+        assert [hit.record.id for hit in store.search_text("how long does the plum cake bake?", k=10)] == ["cake"]
+
+
+def test_words_in_half_the_records_or_more_create_no_match_in_a_large_enough_store() -> None:
+    texts = {
+        f"r{i}": f"festival note {i}" + (" lantern" if i < 3 else "") for i in range(lexical.MIN_RECORDS_FOR_FREQUENCY)
+    }
+    with text_store(texts) as store:
+        assert store.search_text("festival", k=5) == []  # every record: BM25 idf ≤ 0
+        assert store.keywords("festival lantern").ignored == ("festival",)
+        assert {hit.record.id for hit in store.search_text("festival lantern", k=5)} == {"r0", "r1", "r2"}
+    small = dict(list(texts.items())[: lexical.MIN_RECORDS_FOR_FREQUENCY - 1])
+    with text_store(small) as store:  # too few records to call a word common: only stop words are left out
+        assert len(store.search_text("festival", k=100)) == len(small)
+
+
+def test_stemming_finds_other_forms_and_keeps_codes_exact(tmp_path) -> None:
+    with text_store(FESTIVAL, tmp_path / "store") as store:
+        assert store.keyword_settings == {"stemming": lexical.DEFAULT_STEMMING, "languages": ["en"]}
+        assert {hit.record.id for hit in store.search_text("map", k=5)} == {"map", "maps"}
+        assert store.search_text("baking", k=5)[0].record.id == "cake"
+        assert [hit.record.id for hit in store.search_text("INV-4711", k=5)] == ["invoice"]
+        assert store.search_text("INV-4712", k=5) == []  # a neighbouring code is another code
+        store.configure_keywords(stemming="none", languages=["en", "de"])
+        integrity_check(store)
+        assert [hit.record.id for hit in store.search_text("map", k=5)] == ["map"]  # words as written
+        assert [hit.record.id for hit in store.search_text("INV-4711", k=5)] == ["invoice"]
+        store.save()
+    with MultimodalStore.open(tmp_path / "store") as store:
+        assert store.keyword_settings == {"stemming": "none", "languages": ["en", "de"]}
+        assert store.info()["keywords"] == store.keyword_settings
+        assert store.keywords("die Karte der Stadt").ignored == ("die", "der")
+        with pytest.raises(InvalidInputError, match="unknown stemming 'snowball'"):
+            store.configure_keywords(stemming="snowball")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInputError, match=r"no stop words for language\(s\) \['xx'\]"):
+            store.configure_keywords(languages=["en", "xx"])
+        assert store.keyword_settings["stemming"] == "none"
+
+
+def test_a_store_whose_index_predates_stemming_keeps_reading_words_as_written(tmp_path) -> None:
+    path = tmp_path / "store"
+    with text_store(FESTIVAL, path) as store:
+        store.configure_keywords(stemming="none")  # the index as every store before the setting built it
+        store.save()
+    with MultimodalStore.open(path) as store:
+        assert store.keyword_settings["stemming"] == "none"
+        assert [hit.record.id for hit in store.search_text("maps", k=5)] == ["maps"]

@@ -106,7 +106,7 @@ def test_comparable_scores_rank_together_and_the_modality_gap_is_kept_apart(stor
     assert {r.record.id: r.evidence[0].rank for r in results} == {"caption": 0, "picture": 0}
 
 
-def test_weights_and_weighted_fusion_change_the_order(store) -> None:
+def test_weights_and_relative_score_fusion_change_the_order(store) -> None:
     fill(store, "text", [(Record("a", "text"), unit(1, 0.2)), (Record("b", "text"), unit(1, 1))])
     store.create_space("clip", 2)
     store.upsert([Record("c", "text")], {"clip": [unit(0, 1)]})
@@ -115,13 +115,15 @@ def test_weights_and_weighted_fusion_change_the_order(store) -> None:
     default = MultimodalRetriever(store, clip=clip, text=text)
     assert ids(default.retrieve("q")) == ["c", "a", "b"]  # a tie of first places goes to the closer raw match
     assert ids(MultimodalRetriever(store, clip=clip, text=text, weights={"clip": 2.0}).retrieve("q"))[0] == "c"
-    weighted = MultimodalRetriever(store, clip=clip, text=text, fusion="weighted").retrieve("q")
+    relative = MultimodalRetriever(store, clip=clip, text=text, fusion="relative").retrieve("q")
     # min-max per space: a → 1, b → 0 in the text space; c alone in the CLIP space → 1
-    assert {r.record.id: r.score for r in weighted} == {"a": 1.0, "c": 1.0, "b": 0.0}
+    assert {r.record.id: r.score for r in relative} == {"a": 1.0, "c": 1.0, "b": 0.0}
 
 
 def test_filters_restrict_every_space(store) -> None:
-    fill(store, "text", [(Record(f"t{i}", "text", metadata={"year": 2000 + i % 3}), unit(1, 0.1 * i)) for i in range(9)])
+    fill(
+        store, "text", [(Record(f"t{i}", "text", metadata={"year": 2000 + i % 3}), unit(1, 0.1 * i)) for i in range(9)]
+    )
     store.create_space("clip", 2)
     store.upsert([Record(f"i{i}", "image", metadata={"year": 2000 + i % 3}) for i in range(6)],
                  {"clip": [unit(0.1 * i, 1) for i in range(6)]})  # fmt: skip
@@ -159,7 +161,9 @@ def test_mmr_order_by_hand() -> None:
 
 def test_query_by_image_and_by_voice(store) -> None:
     fill(store, "clip", [(Record("cat", "image"), unit(1, 0)), (Record("dog", "image"), unit(0, 1))])
-    clip = TableEmbedder("clip", {"dog.jpg": unit(0.1, 1), "a dog barking": unit(0, 1), "show me a dog barking": unit(0.2, 1)})
+    clip = TableEmbedder(
+        "clip", {"dog.jpg": unit(0.1, 1), "a dog barking": unit(0, 1), "show me a dog barking": unit(0.2, 1)}
+    )
     retriever = MultimodalRetriever(store, clip=clip, transcriber=ScriptedTranscriber("a dog barking"))
     by_image = retriever.retrieve(image="dog.jpg")
     assert ids(by_image)[0] == "dog" and by_image[0].evidence[0].query == "image"
@@ -207,6 +211,80 @@ def test_results_carry_source_and_time_range(store) -> None:
     assert (result.modality, result.source, result.start, result.end) == ("audio", "talk.wav", 12.5, 20.0)
     data = result.to_dict()
     assert data["start"] == 12.5 and data["evidence"][0]["space"] == "text" and "text space #1" in data["explanation"]
+
+
+# --- readable scores, relevance floors, only real keyword matches ---------------------------------------------
+def test_each_result_shows_its_raw_score_per_ranking_and_the_query_form(store) -> None:
+    fill(
+        store,
+        "text",
+        [
+            (Record("a", "text", text="plum cake"), unit(1, 0.1)),
+            (Record("b", "text", text="x"), unit(0, 1)),
+            (Record("c", "text", text="y"), unit(1, 1)),
+        ],  # fmt: skip
+    )
+    text = TableEmbedder("text", {"plum cake": unit(1, 0), "plum": unit(1, 0)})
+    result = MultimodalRetriever(store, text=text).retrieve("plum cake")[0]
+    assert result.record.id == "a" and set(result.scores) == {"text", "lexical"}
+    assert result.scores["text"] == pytest.approx(float(np.dot(unit(1, 0), unit(1, 0.1))), abs=1e-6)
+    assert result.scores["lexical"] > 0 and result.to_dict()["scores"] == result.scores
+    heard = MultimodalRetriever(store, text=text, transcriber=ScriptedTranscriber("plum")).retrieve(audio=b"...")
+    assert {e.query for e in heard[0].evidence} == {"audio"} and "by audio" in heard[0].explain()
+    typed = MultimodalRetriever(store, text=text, transcriber=ScriptedTranscriber("cake")).retrieve("plum", audio=b".")
+    assert {e.query for e in typed[0].evidence} == {"text"}  # the typed words lead; the heard ones join them
+
+
+def test_min_score_drops_weak_hits_per_space(store) -> None:
+    fill(store, "text", [(Record(f"t{i}", "text", text=f"note {i}"), unit(1, 0.5 * i)) for i in range(4)])
+    text = TableEmbedder("text", {"q": unit(1, 0), "note 1": unit(1, 0)})
+    cosines = {f"t{i}": float(np.dot(unit(1, 0), unit(1, 0.5 * i))) for i in range(4)}  # 1, .89, .71, .55
+    kept = MultimodalRetriever(store, text=text, min_score=0.8).retrieve("q")
+    assert ids(kept) == ["t0", "t1"] and all(cosines[r.record.id] >= 0.8 for r in kept)
+    assert ids(MultimodalRetriever(store, text=text, min_score={"text": 0.6}).retrieve("q")) == ["t0", "t1", "t2"]
+    assert MultimodalRetriever(store, text=text, min_score=1.01).retrieve("q") == []  # however weak, no padding
+    # A floor on keywords only: "note" is in every record, "1" in one; BM25 keeps t1 at the top either way.
+    keywords = MultimodalRetriever(store, text=text, mode="lexical", min_score={"lexical": 100.0})
+    assert keywords.retrieve("note 1") == []
+    for bad in ("high", {"text": "high"}, {"text": float("nan")}):
+        with pytest.raises(InvalidInputError, match="min_score"):
+            MultimodalRetriever(store, text=text, min_score=bad)  # type: ignore[arg-type]
+
+
+def test_parse_min_score_reads_a_number_pairs_or_json() -> None:
+    from mm_rag.retrieval import parse_min_score
+
+    assert parse_min_score("0.3") == 0.3 and parse_min_score(None) is None and parse_min_score(" ") is None
+    assert parse_min_score("text=0.35, lexical=2") == {"text": 0.35, "lexical": 2.0}
+    assert parse_min_score('{"clip": 0.2}') == {"clip": 0.2}
+    for bad in ("text", "text=high", "[1]", '{"text": "x"}'):
+        with pytest.raises(InvalidInputError, match="min_score"):
+            parse_min_score(bad)
+
+
+def test_keyword_hits_with_a_nil_bm25_enter_no_fusion(store) -> None:
+    # "lake" is in two of four records: BM25's idf is 0 (FTS5 floors it at 1e-6), so those two matches rank
+    # nothing; the dense ranking alone decides.
+    items = [(Record("a", "text", text="lake view"), unit(0, 1)), (Record("b", "text", text="lake shore"), unit(0.1, 1)),
+             (Record("c", "text", text="mountain"), unit(1, 0.1)), (Record("d", "text", text="valley"), unit(1, 1))]  # fmt: skip
+    fill(store, "text", items)
+    text = TableEmbedder("text", {"lake": unit(1, 0)})
+    assert [h.record.id for h in store.search_text("lake", k=5)] and max(
+        h.score for h in store.search_text("lake")
+    ) < 1e-3
+    hybrid = MultimodalRetriever(store, text=text).retrieve("lake")
+    assert ids(hybrid)[:2] == ["c", "d"] and not any(e.space == "lexical" for r in hybrid for e in r.evidence)
+
+
+def test_rrf_k_and_relative_score_fusion_are_settings(store) -> None:
+    fill(store, "text", [(Record("a", "text"), unit(1, 0)), (Record("b", "text"), unit(1, 1))])
+    text = TableEmbedder("text", {"q": unit(1, 0)})
+    results = MultimodalRetriever(store, text=text, rrf_k=0).retrieve("q")
+    assert [r.score for r in results] == pytest.approx([1.0, 0.5])
+    with pytest.raises(InvalidInputError, match="rrf_k"):
+        MultimodalRetriever(store, text=text, rrf_k=-1)
+    with pytest.raises(InvalidInputError, match="'weighted' is now 'relative'"):
+        MultimodalRetriever(store, text=text, fusion="weighted")  # type: ignore[arg-type]
 
 
 # --- real models -------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from mm_rag.cli._common import (
     open_store,
     parse_filter,
 )
+from mm_rag.records import LEXICAL
+from mm_rag.retrieval import RRF_K
 
 if TYPE_CHECKING:
     from mm_rag.retrieval import Retrieved
@@ -31,7 +33,7 @@ class Fusion(str, Enum):
     """How the ranked lists of the spaces are fused."""
 
     rrf = "rrf"
-    weighted = "weighted"
+    relative = "relative"
 
 
 class Mode(str, Enum):
@@ -74,8 +76,19 @@ def search(
     audio_k: Annotated[int, _count_option("--audio-k", "audio transcript moments")] = 3,
     video_k: Annotated[int, _count_option("--video-k", "video moments and keyframes")] = 3,
     fusion: Annotated[
-        Fusion, typer.Option("--fusion", help="rrf: reciprocal-rank fusion; weighted: scores.")
+        Fusion,
+        typer.Option("--fusion", help="rrf: reciprocal-rank fusion; relative: scores min-max normalised per ranking."),
     ] = Fusion.rrf,
+    rrf_k: Annotated[float, typer.Option("--rrf-k", min=0, help="The constant of reciprocal-rank fusion.")] = RRF_K,
+    min_score: Annotated[
+        str | None,
+        typer.Option(
+            "--min-score",
+            help="Drop weak hits: a cosine floor for every embedding space (0.3), or floors per space"
+            " (text=0.35,lexical=2; lexical is BM25).",
+            show_default=False,
+        ),
+    ] = None,
     mode: Annotated[
         Mode,
         typer.Option(
@@ -88,17 +101,20 @@ def search(
 ) -> None:
     """Search a store with text, an image (--image) or a voice clip (--audio); results of every modality, fused.
 
-    The embedders are those recorded in the store. Each line shows rank, modality, fused score, source, the
-    time range (audio and video) and a snippet of the text.
+    The embedders are those recorded in the store. Each line shows rank, modality, fused score with the raw
+    score of each ranking that found the result (cosine per space, BM25 for keywords), source, the time range
+    (audio and video) and a snippet of the text. Query words that carry no information (stop words, words in
+    half the records) are left out of the keyword search, and a note says which.
     """
     from mm_rag.embed.audio import SAMPLE_RATE, load_audio
     from mm_rag.embed.loading import ModelChoice
     from mm_rag.embed.media import load_image
     from mm_rag.filters import compile_filter
-    from mm_rag.retrieval import MultimodalRetriever
+    from mm_rag.retrieval import MultimodalRetriever, parse_min_score
 
     conditions = parse_filter(filter)
-    compile_filter(conditions)  # a malformed filter, image or clip fails before any model loads
+    compile_filter(conditions)  # a malformed filter, floor, image or clip fails before any model loads
+    floors = parse_min_score(min_score)
     query_image = None if image is None else load_image(image)
     query_audio = None if audio is None else load_audio(audio, SAMPLE_RATE)
     choice = ModelChoice(whisper_model=whisper_model, audio=audio is not None, device=device, queries_only=True)
@@ -117,8 +133,13 @@ def search(
             video_k=video_k,
             fusion=fusion.value,
             mode=mode.value,
+            rrf_k=rrf_k,
+            min_score=floors,
         )
         results = retriever.retrieve(query, image=query_image, audio=query_audio, filter=conditions)
+        ignored = opened.keywords(query).ignored if query and mode is not Mode.dense else ()
+    if ignored and not json_output:
+        typer.echo(f"note: left out of the keyword search, as carrying no information: {' '.join(ignored)}", err=True)
     if json_output:
         typer.echo(json.dumps([result.to_dict() for result in results], indent=2, ensure_ascii=False))
     elif not results:
@@ -129,8 +150,9 @@ def search(
 
 
 def _line(rank: int, result: Retrieved) -> str:
-    """``rank. modality score source [mm:ss-mm:ss] "snippet"``."""
-    parts = [f"{rank:>2}.", f"{result.modality:<5}", f"{result.score:.4f}", result.source or result.record.id]
+    """``rank. modality score (raw scores) source [mm:ss-mm:ss] "snippet"``."""
+    raw = ", ".join(f"{'bm25' if space == LEXICAL else space} {score:.3f}" for space, score in result.scores.items())
+    parts = [f"{rank:>2}.", f"{result.modality:<5}", f"{result.score:.4f} ({raw})", result.source or result.record.id]
     if result.start is not None:
         parts.append(f"[{clock(result.start)}-{clock(result.end if result.end is not None else result.start)}]")
     text = " ".join((result.record.text or "").split())

@@ -21,9 +21,10 @@ from mm_rag.embed.media import MediaError
 from mm_rag.errors import MMRagError, ReadOnlyStoreError, StoreLockedError, StoreWriteError
 from mm_rag.filters import parse_filter
 from mm_rag.records import Modality
-from mm_rag.retrieval import Retrieved
+from mm_rag.retrieval import RRF_K, Retrieved, parse_min_score
 from mm_rag.server.schemas import (
     MAX_K,
+    MIN_SCORE_HELP,
     DeleteResponse,
     ErrorResponse,
     HealthResponse,
@@ -133,7 +134,13 @@ def create_app(
             "video": request.video_k,
         }
         found = service.search(
-            request.query, filter=request.filter, counts=counts, fusion=request.fusion, mode=request.mode
+            request.query,
+            filter=request.filter,
+            counts=counts,
+            fusion=request.fusion,
+            mode=request.mode,
+            rrf_k=request.rrf_k,
+            min_score=request.min_score,
         )
         return _results(found)
 
@@ -153,8 +160,10 @@ def create_app(
         image_k: Annotated[int | None, Form(ge=0, le=MAX_K)] = None,
         audio_k: Annotated[int | None, Form(ge=0, le=MAX_K)] = None,
         video_k: Annotated[int | None, Form(ge=0, le=MAX_K)] = None,
-        fusion: Annotated[Literal["rrf", "weighted"], Form()] = "rrf",
+        fusion: Annotated[Literal["rrf", "relative"], Form()] = "rrf",
         mode: Annotated[Literal["hybrid", "dense", "lexical"], Form()] = "hybrid",
+        rrf_k: Annotated[float, Form(ge=0, le=10_000)] = RRF_K,
+        min_score: Annotated[str | None, Form(description=MIN_SCORE_HELP + " As JSON text.")] = None,
     ) -> SearchResponse:
         """Search with an uploaded image and/or voice clip (multipart form), optionally with text too."""
         counts: dict[Modality, int | None] = {"text": text_k, "image": image_k, "audio": audio_k, "video": video_k}
@@ -166,6 +175,8 @@ def create_app(
             counts=counts,
             fusion=fusion,
             mode=mode,
+            rrf_k=rrf_k,
+            min_score=parse_min_score(min_score),
         )
         return _results(found)
 

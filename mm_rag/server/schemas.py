@@ -6,10 +6,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mm_rag.retrieval import RRF_K
+
 MAX_K = 1000  # results per modality one request may ask for
 MAX_QUERY_CHARS = 10_000
 
 Modality = Literal["text", "image", "audio", "video"]
+# A relevance floor: one cosine for every embedding space, or floors by space name ("lexical": BM25).
+MinScore = float | dict[str, float] | None
+MIN_SCORE_HELP = (
+    "Drop hits scoring below a floor: a number applies to every embedding space (cosine); an object sets floors"
+    ' per space, "lexical" for BM25.'
+)
 
 
 class SearchRequest(BaseModel):
@@ -27,17 +35,23 @@ class SearchRequest(BaseModel):
     image_k: int | None = Field(None, ge=0, le=MAX_K, description="Images kept (default 5).")
     audio_k: int | None = Field(None, ge=0, le=MAX_K, description="Audio transcript moments kept (default 3).")
     video_k: int | None = Field(None, ge=0, le=MAX_K, description="Video moments and keyframes kept (default 3).")
-    fusion: Literal["rrf", "weighted"] = Field("rrf", description="rrf: reciprocal-rank fusion; weighted: scores.")
+    fusion: Literal["rrf", "relative"] = Field(
+        "rrf", description="rrf: reciprocal-rank fusion; relative: scores min-max normalised per ranking."
+    )
     mode: Literal["hybrid", "dense", "lexical"] = Field(
         "hybrid", description="hybrid: embeddings and keywords (BM25) fused; dense: embeddings; lexical: keywords."
     )
+    rrf_k: float = Field(RRF_K, ge=0, le=10_000, description="The constant of reciprocal-rank fusion.")
+    min_score: MinScore = Field(None, description=MIN_SCORE_HELP, examples=[0.3, {"text": 0.35, "lexical": 2.0}])
 
 
 class Evidence(BaseModel):
     """One ranked list that found a result."""
 
     space: str
-    query: Literal["text", "image"] = Field(description="What was embedded for that list: the text or the image.")
+    query: Literal["text", "image", "audio"] = Field(
+        description="What was searched: the query text, the query image, or the words heard in the query audio."
+    )
     rank: int = Field(description="0-based rank in that list.")
     score: float = Field(description="The space's raw similarity (higher is better).")
 
@@ -48,6 +62,9 @@ class SearchResult(BaseModel):
     id: str
     modality: Modality
     score: float = Field(description="Fused score; comparable only within one response.")
+    scores: dict[str, float] = Field(
+        description="Best raw score per ranking: cosine per space, BM25 as 'lexical' (higher is better)."
+    )
     text: str | None
     source: str | None = Field(description="The media path or the source document.")
     uri: str | None

@@ -21,7 +21,7 @@ from mm_rag.filters import Filter
 from mm_rag.ingestion import IngestReport, ingest
 from mm_rag.ingestion.discover import discover
 from mm_rag.records import Modality, Record
-from mm_rag.retrieval import Fusion, Mode, MultimodalRetriever, Retrieved
+from mm_rag.retrieval import RRF_K, Fusion, Mode, MultimodalRetriever, Retrieved
 from mm_rag.server.schemas import HealthResponse, IngestPathRequest, IngestResponse, SpaceStatus
 from mm_rag.server.security import PathRefused, confine, safe_filename
 from mm_rag.store import MultimodalStore
@@ -96,10 +96,19 @@ class Service:
         counts: Mapping[Modality, int | None] | None = None,
         fusion: Fusion = "rrf",
         mode: Mode = "hybrid",
+        rrf_k: float = RRF_K,
+        min_score: float | Mapping[str, float] | None = None,
     ) -> list[Retrieved]:
-        """Fused results for a text query and/or an image or voice clip (bytes)."""
+        """Fused results for a text query and/or an image or voice clip (bytes); see `MultimodalRetriever`."""
         retriever = MultimodalRetriever(
-            self.store, clip=self.clip, text=self.text, transcriber=self.transcriber, fusion=fusion, mode=mode
+            self.store,
+            clip=self.clip,
+            text=self.text,
+            transcriber=self.transcriber,
+            fusion=fusion,
+            mode=mode,
+            rrf_k=rrf_k,
+            min_score=min_score,
         )
         k: dict[Modality, int] = {m: value for m, value in (counts or {}).items() if value is not None}
         return retriever.retrieve(query, image=image, audio=audio, filter=filter, k=k)

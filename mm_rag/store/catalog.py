@@ -34,6 +34,7 @@ from mm_rag.filters import (
 )
 from mm_rag.records import OPTIONAL_TEXT_FIELDS, Record
 from mm_rag.store import lexical
+from mm_rag.store.stopwords import DEFAULT_LANGUAGES, stop_words
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -85,6 +86,7 @@ MAX_KEY = "SELECT max(key) FROM records"
 # The largest record key whose index rows were written: records above it were added by an mm-rag that did
 # not keep the index (the table is invisible to it), and are indexed when this one next opens the catalog.
 INDEXED_UP_TO = "metadata_index_max_key"
+KEYWORD_LANGUAGES = "keyword_languages"
 CACHE_KIB = 64 * 1024
 COLUMNS = "key, id, modality, text, uri, doc_id, content_hash, metadata"
 SELECT_KEYS_OF_IDS = "SELECT id, key FROM records WHERE id IN (SELECT value FROM json_each(?))"
@@ -116,6 +118,7 @@ class Catalog:
     def __init__(self, path: Path, read_only: bool = False) -> None:
         self._mutex = threading.RLock()
         self.read_only = read_only
+        self._stop_cache: tuple[tuple[str, ...], frozenset[str]] | None = None
         if read_only:
             self._db = _connect_read_only(path)
         else:
@@ -211,7 +214,7 @@ class Catalog:
                     for statement in _statements(INDEX_SCHEMA.format(schema="temp.")):
                         self._db.execute(statement)
                     self._db.execute(INSERT_INDEX_ROWS, (-(2**63), 2**63 - 1))
-                lexical.ensure(self._db, read_only=True)
+                lexical.ensure(self._db, read_only=True, stemming=lexical.DEFAULT_STEMMING)
             return
         if self._index_current():  # the usual case, answered without the write lock another process may hold
             return
@@ -223,7 +226,7 @@ class Catalog:
             has_text_index = self._db.execute(lexical.HAS_TABLE).fetchone() is not None
             for statement in _statements(INDEX_SCHEMA.format(schema="")):
                 self._db.execute(statement)
-            lexical.ensure(self._db, read_only=False)  # a new text index indexes every record at once
+            lexical.ensure(self._db, read_only=False, stemming=lexical.DEFAULT_STEMMING)  # indexes every record at once
             if newest is not None and (indexed is None or newest > indexed):
                 since = -(2**63) if indexed is None else indexed + 1
                 self._db.execute(INSERT_INDEX_ROWS, (since, newest))
@@ -283,7 +286,9 @@ class Catalog:
         # Each bound value costs sqlite3's executemany about 0.2 us: an optional field that is None in the
         # whole batch (the uri of text chunks, the text of pictures) is left to the column's default, NULL.
         columns: dict[str, list[Any]] = {
-            "key": keys.tolist(), "id": [r.id for r in records], "modality": [r.modality for r in records]
+            "key": keys.tolist(),
+            "id": [r.id for r in records],
+            "modality": [r.modality for r in records],
         }
         for name in OPTIONAL_TEXT_FIELDS:
             values = list(map(attrgetter(name), records))
@@ -344,7 +349,33 @@ class Catalog:
     def search_text(self, query: str, condition: str, params: list[Any], k: int) -> list[tuple[int, float]]:
         """(key, BM25 score) of the `k` records whose text best matches `query`, among those matching `condition`."""
         with self._mutex:
-            return lexical.search(self._db, query, condition, params, k)
+            return lexical.search(self._db, query, condition, params, k, self._stop_words())
+
+    # --- keyword settings -------------------------------------------------------------------------------
+    def keywords(self, query: str) -> lexical.Keywords:
+        """The words of `query` that create keyword matches, and those left out (see `lexical.keywords`)."""
+        with self._mutex:
+            return lexical.keywords(self._db, query, self._stop_words())
+
+    def keyword_languages(self) -> tuple[str, ...]:
+        languages = self.setting(KEYWORD_LANGUAGES)
+        return DEFAULT_LANGUAGES if languages is None else tuple(languages)
+
+    def stemming(self) -> lexical.Stemming:
+        with self._mutex:
+            return lexical.stemming(self._db)
+
+    def restem(self, stemming: lexical.Stemming) -> None:
+        """Index the text again with(out) stemming, in the open write transaction."""
+        with self._mutex:
+            self._begin()
+            lexical.restem(self._db, stemming)
+
+    def _stop_words(self) -> frozenset[str]:
+        languages = self.keyword_languages()
+        if self._stop_cache is None or self._stop_cache[0] != languages:
+            self._stop_cache = (languages, stop_words(languages))
+        return self._stop_cache[1]
 
     def matching_keys(self, condition: str, params: list[Any]) -> np.ndarray:
         """Sorted keys of the records matching a condition from `mm_rag.filters.compile_filter`."""

@@ -15,10 +15,13 @@ from mm_rag.errors import InvalidInputError, StoreFormatError, UnknownSpaceError
 from mm_rag.filters import Filter, canonical_filter, compile_filter
 from mm_rag.records import LEXICAL, Hit, Record, encode_records
 from mm_rag.store import indexing
+from mm_rag.store.catalog import KEYWORD_LANGUAGES
 from mm_rag.store.committed import DEFAULT_LOCK_TIMEOUT, CommittedStore
+from mm_rag.store.lexical import STEMMINGS, Keywords, Stemming
 from mm_rag.store.manifest import CATALOG, MANIFEST, SPACES_DIR, open_space, space_entry
 from mm_rag.store.overlap import both
 from mm_rag.store.space import Space, SpaceConfig
+from mm_rag.store.stopwords import STOP_WORDS
 
 __all__ = ["CATALOG", "DEFAULT_LOCK_TIMEOUT", "MANIFEST", "SPACES_DIR", "MultimodalStore"]
 
@@ -139,6 +142,7 @@ class MultimodalStore(CommittedStore):
                 "read_only": self._read_only,
                 "writer": self._write_lock.holder(),  # another process writing now: pid, since, command
                 "records": self._catalog.count(),
+                "keywords": self._keyword_settings(),
                 "spaces": {
                     name: {
                         "dim": s.config.dim,
@@ -383,9 +387,7 @@ class MultimodalStore(CommittedStore):
         """
         return self.search_batch(space, [vector], k, filter)[0]
 
-    def search_batch(
-        self, space: str, vectors: Any, k: int = 10, filter: Filter | None = None
-    ) -> list[list[Hit]]:
+    def search_batch(self, space: str, vectors: Any, k: int = 10, filter: Filter | None = None) -> list[list[Hit]]:
         """`search` for several query vectors at once (one list of hits per query)."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"search: k must be a positive integer, got {k!r}")
@@ -409,7 +411,9 @@ class MultimodalStore(CommittedStore):
         return [
             [
                 Hit(found[key], space, float(score), rank)
-                for rank, (score, key) in enumerate((s, kk) for s, kk in zip(row_scores, row_keys.tolist()) if kk in found)
+                for rank, (score, key) in enumerate(
+                    (s, kk) for s, kk in zip(row_scores, row_keys.tolist()) if kk in found
+                )
             ]
             for row_scores, row_keys in zip(scores, keys)
         ]
@@ -451,6 +455,51 @@ class MultimodalStore(CommittedStore):
         ranked = [(found[key], score) for key, score in rows if key in found]
         return [Hit(record, LEXICAL, float(score), rank) for rank, (record, score) in enumerate(ranked)]
 
+    def keywords(self, query: str) -> Keywords:
+        """The words of `query` that `search_text` matches, and those it leaves out as carrying no information:
+        stop words of the store's keyword languages, and in larger stores words found in half the records."""
+        self._sync()
+        with self._lock.reading():
+            return self._catalog.keywords(query)
+
+    @property
+    def keyword_settings(self) -> dict[str, Any]:
+        """``{"stemming": "porter" | "none", "languages": [...]}``: how the keyword index reads words."""
+        self._sync()
+        return self._keyword_settings()
+
+    def _keyword_settings(self) -> dict[str, Any]:
+        return {"stemming": self._catalog.stemming(), "languages": list(self._catalog.keyword_languages())}
+
+    def configure_keywords(self, *, stemming: Stemming | None = None, languages: Sequence[str] | None = None) -> None:
+        """Change how the keyword index reads words; durable at the next `save`, like any change.
+
+        Args:
+            stemming: ``"porter"`` (English stemming over the Unicode tokenizer: "maps" finds "map") or
+                ``"none"`` (words as written). Changing it indexes every record's text again.
+            languages: Codes of `mm_rag.store.stopwords.STOP_WORDS` whose stop words are left out of queries.
+
+        Raises:
+            InvalidInputError: an unknown stemming or language.
+        """
+        if stemming is not None and stemming not in STEMMINGS:
+            raise InvalidInputError(
+                f"configure_keywords: unknown stemming {stemming!r}; expected one of {list(STEMMINGS)}"
+            )
+        if languages is not None:
+            languages = [languages] if isinstance(languages, str) else list(languages)
+            unknown = sorted(set(languages) - set(STOP_WORDS))
+            if unknown:
+                raise InvalidInputError(
+                    f"configure_keywords: no stop words for language(s) {unknown}; known: {sorted(STOP_WORDS)}"
+                )
+        with self._writing(), self._catalog_writes():
+            if stemming is not None and stemming != self._catalog.stemming():
+                self._catalog.restem(stemming)
+            if languages is not None:
+                self._catalog.put_setting(KEYWORD_LANGUAGES, languages)
+            self._changed(None)
+
     def _matching_keys(self, filter: Filter, condition: tuple[str, list[Any]]) -> np.ndarray:
         cache_key = canonical_filter(filter)
         keys = self._filter_cache.get(cache_key)
@@ -467,7 +516,6 @@ class MultimodalStore(CommittedStore):
 
     def __repr__(self) -> str:
         return f"MultimodalStore({str(self.path)!r}, spaces={sorted(self._spaces)})"
-
 
 
 def _nothing_to_change(existing: SpaceConfig, wanted: SpaceConfig) -> bool:

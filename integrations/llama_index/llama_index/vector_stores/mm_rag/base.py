@@ -207,7 +207,7 @@ class MMRagVectorStore(BasePydanticVectorStore):
             alpha = DEFAULT_ALPHA if query.alpha is None else float(query.alpha)
             if not 0.0 <= alpha <= 1.0:
                 raise InvalidInputError(f"alpha must be in [0, 1], got {query.alpha}")
-            fused = fuse_rankings([hits, self._keyword_hits(query, where)], [alpha, 1.0 - alpha], "weighted")
+            fused = fuse_rankings([hits, self._keyword_hits(query, where)], [alpha, 1.0 - alpha], "relative")
             return _result(fused[: query.hybrid_top_k or query.similarity_top_k])
         return _result([(hit, hit.score) for hit in hits])
 
