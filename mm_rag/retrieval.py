@@ -28,8 +28,20 @@ from mm_rag.filters import Filter
 from mm_rag.mmr import mmr_order
 from mm_rag.records import LEXICAL, MODALITIES, Hit, Modality, Record
 
-Fusion = Literal["rrf", "relative"]
-FUSIONS = ("rrf", "relative")
+Fusion = Literal["rrf", "relative", "convex"]
+FUSIONS = ("rrf", "relative", "convex")
+# Measured on the retrieval-quality set of tests/test_retrieval_quality.py (benchmarks/README.md): the convex
+# combination is the one fusion whose hybrid matches the better of dense and keywords on every subset; RRF and
+# relative-score fusion each lose a question or two to a record that is second in both rankings.
+DEFAULT_FUSION: Fusion = "convex"
+FUSION_HELP = (
+    "convex: scores divided by each ranking's best, summed; rrf: reciprocal-rank fusion; relative: scores min-max"
+    " normalised per ranking."
+)
+MIN_SCORE_HELP = (
+    "Drop hits scoring below a floor: a number applies to every embedding space (cosine); an object sets floors"
+    ' per space, "lexical" for BM25.'
+)
 # hybrid: embeddings and keywords fused; dense: embeddings only; lexical: keywords (BM25) only.
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES = ("hybrid", "dense", "lexical")
@@ -142,8 +154,10 @@ class MultimodalRetriever:
         text: The text embedder of the store's text space (passages and transcripts).
         transcriber: Turns a spoken query (`audio=`) into text; needed only for voice queries.
         text_k, image_k, audio_k, video_k: Results kept per modality (0 leaves a modality out).
-        fusion: ``"rrf"`` (reciprocal-rank fusion: ``weight / (rrf_k + rank)`` summed) or ``"relative"``
-            (relative-score fusion: each ranking's raw scores min-max normalised to [0, 1], times its weight).
+        fusion: ``"convex"`` (the default: a weighted sum of each ranking's scores divided by its best, cosine
+            and BM25 counted from 0, the convex combination of Bruch et al., 2023), ``"rrf"`` (reciprocal-rank
+            fusion: ``weight / (rrf_k + rank)`` summed) or ``"relative"`` (relative-score fusion: each ranking's
+            scores min-max normalised to [0, 1], times its weight).
         weights: Weight of each space in the fusion (default 1 for every space; ``"lexical"`` for keywords).
         rrf_k: The constant of reciprocal-rank fusion: larger values flatten the gap between first places.
         min_score: A relevance floor: hits scoring below it are dropped before fusion. A number applies to every
@@ -162,7 +176,7 @@ class MultimodalRetriever:
     image_k: int = 5
     audio_k: int = 3
     video_k: int = 3
-    fusion: Fusion = "rrf"
+    fusion: Fusion = DEFAULT_FUSION
     weights: Mapping[str, float] = field(default_factory=dict)
     rrf_k: float = RRF_K
     min_score: float | Mapping[str, float] | None = None
@@ -287,7 +301,9 @@ class MultimodalRetriever:
                 hits = self.store.search(space, vector, k, filter=condition)
                 lists.append((space, searched, modality, self._above_floor(space, hits)))
             if text_query is not None and self.mode != "dense":
-                hits = [hit for hit in self.store.search_text(text_query, k, filter=condition) if hit.score >= MIN_BM25]
+                hits = self.store.search_text(text_query, k, filter=condition)
+                if self.mode == "hybrid":  # keywords alone (lexical mode) keep every word match, ranked by BM25
+                    hits = [hit for hit in hits if hit.score >= MIN_BM25]
                 lists.append((LEXICAL, form, modality, self._above_floor(LEXICAL, hits)))
         return lists
 
@@ -305,7 +321,8 @@ class MultimodalRetriever:
         records: dict[str, Record] = {}
         for (space, form, _), hits in _rankings(lists).items():
             weight = float(self.weights.get(space, 1.0))
-            low, high = hits[-1].score, hits[0].score
+            metric = "bm25" if space == LEXICAL else self.store.spaces[space].metric
+            low, high = _bounds(self.fusion, metric, hits)
             for rank, hit in enumerate(hits):
                 key = hit.record.id
                 scores[key] = scores.get(key, 0.0) + weight * _contribution(
@@ -344,13 +361,13 @@ class MultimodalRetriever:
 def fuse_rankings(
     rankings: Sequence[Sequence[Hit]],
     weights: Sequence[float] | None = None,
-    fusion: Fusion = "rrf",
+    fusion: Fusion = DEFAULT_FUSION,
     rrf_k: float = RRF_K,
 ) -> list[tuple[Hit, float]]:
     """Several rankings of one collection (say, a dense and a keyword search) as one: (hit, fused score), best first.
 
-    The fusion is `MultimodalRetriever`'s: reciprocal ranks, or (``"relative"``) each ranking's scores min-max
-    normalised, times its weight (default 1 each); a record found by several rankings appears once, with the
+    The fusion is `MultimodalRetriever`'s (convex combination, reciprocal ranks or relative scores), each
+    ranking times its weight (default 1 each); a record found by several rankings appears once, with the
     hit of the ranking where it ranked best, and equal fused scores go to the higher raw score. Keyword hits
     with a nil BM25 score (see `MIN_BM25`) are left out.
     """
@@ -364,7 +381,7 @@ def fuse_rankings(
     for hits, weight in zip(rankings, weights):
         if not hits or weight == 0:  # a ranking weighed 0 adds no candidates either (alpha=1: dense only)
             continue
-        low, high = min(hit.score for hit in hits), max(hit.score for hit in hits)
+        low, high = _bounds(fusion, "bm25" if hits[0].space == LEXICAL else "cosine", hits)
         for rank, hit in enumerate(hits):
             key = hit.record.id
             scores[key] = scores.get(key, 0.0) + weight * _contribution(fusion, rrf_k, rank, hit.score, low, high)
@@ -374,11 +391,23 @@ def fuse_rankings(
     return [(best[key], scores[key]) for key in order]
 
 
+def _bounds(fusion: Fusion, metric: str, hits: Sequence[Hit]) -> tuple[float, float]:
+    """The scores that a ranking's hits are normalised between: its own lowest and highest (``"relative"``),
+    or, for ``"convex"``, the lowest a score can mean anything (0 for cosine and BM25: nothing in common) and
+    the ranking's highest, so that a ranking of near-equal weak hits does not spread them from 0 to 1."""
+    high = max(hit.score for hit in hits)
+    if fusion == "convex" and metric in ("cosine", "bm25"):
+        return 0.0, high
+    return min(hit.score for hit in hits), high
+
+
 def _contribution(fusion: Fusion, rrf_k: float, rank: int, score: float, low: float, high: float) -> float:
     """What one ranked hit adds to its record's fused score."""
     if fusion == "rrf":
         return 1.0 / (rrf_k + rank + 1)
-    return 1.0 if high == low else (score - low) / (high - low)  # min-max within the ranking: comparable there
+    if high <= low:  # one hit, or equal scores; for convex, nothing above the floor
+        return 1.0 if fusion == "relative" or score > low else 0.0
+    return (max(score, low) - low) / (high - low)  # normalised within the ranking: comparable there
 
 
 def _rankings(lists: list[tuple[str, QueryForm, Modality, list[Any]]]) -> dict[tuple[str, str, str], list[Any]]:

@@ -171,6 +171,7 @@ def test_no_embedder_at_all_is_an_error(folder: Path, tmp_path: Path) -> None:
         (["search", "x", "--store", "<store>", "--image", "<missing>"], "does not exist"),
         (["search", "x", "--store", "<store>", "--fusion", "magic"], "--fusion"),
         (["search", "x", "--store", "<store>", "--text-k", "-1"], "--text-k"),
+        (["search", "x", "--store", "<store>", "--min-score", "high"], "min_score 'high': expected a number"),
         (["search", "x"], "Missing option '--store'"),
         (["ingest", "--store", "<store>"], "Missing argument"),
         (["ingest", "<missing>", "--store", "<store>"], "does not exist"),
@@ -300,6 +301,20 @@ def test_search_modes_lexical_dense_and_hybrid(store: Path) -> None:
     assert dense and not any(e["space"] == "lexical" for r in dense for e in r["evidence"])
     wrong = mm_rag("search", "qubits", "--store", store, "--mode", "sparse")
     assert wrong.returncode == 2 and "sparse" in wrong.stderr
+
+
+def test_search_shows_raw_scores_leaves_out_words_without_information_and_drops_weak_hits(store: Path) -> None:
+    human = mm_rag("search", "what are the qubits?", "--store", store, "--mode", "lexical", "--device", "cpu")
+    assert human.returncode == 0, human.stderr
+    assert "note: left out of the keyword search, as carrying no information: what are the" in human.stderr
+    assert "notes.txt" in human.stdout and "(bm25 " in human.stdout  # the fused score, then BM25 beside it
+    hybrid = json.loads(mm_rag("search", "qubits", "--store", store, "--json", "--device", "cpu").stdout)
+    assert {"lexical", "text"} <= set(hybrid[0]["scores"]) and hybrid[0]["scores"]["lexical"] > 0
+    floored = mm_rag("search", "qubits", "--store", store, "--json", "--device", "cpu", "--min-score", "1.01,lexical=1e9")
+    assert floored.returncode == 2 and "min_score" in floored.stderr  # "1.01," is neither form
+    floored = mm_rag("search", "qubits", "--store", store, "--json", "--device", "cpu",
+                     "--min-score", '{"text": 1.01, "clip": 1.01, "lexical": 1e9}', "--fusion", "relative")  # fmt: skip
+    assert floored.returncode == 0 and json.loads(floored.stdout) == []
 
 
 def test_ingest_and_search_work_offline_with_no_model_flags(tmp_path: Path) -> None:

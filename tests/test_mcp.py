@@ -78,6 +78,8 @@ async def _read_only_session(session: ClientSession) -> dict[str, Any]:
     answers["after errors"] = await session.call_tool("search", _search("plum cake", image_k=0, video_k=0))
     answers["keywords"] = await session.call_tool("search", _search("fireworks", mode="lexical"))
     answers["bad mode"] = await session.call_tool("search", _search("fireworks", mode="sparse"))
+    answers["floored"] = await session.call_tool("search", _search("when do the fireworks start?", min_score=1.01))
+    answers["bad floor"] = await session.call_tool("search", _search("fireworks", min_score={"text": "high"}))
     image_id = answers["images only"].structuredContent["results"][0]["id"]
     answers["image id"] = image_id
     answers["get image"] = await session.call_tool("get_record", {"id": image_id})
@@ -332,3 +334,11 @@ def test_search_modes_reach_the_keyword_index(stdio) -> None:
     results = keywords.structuredContent["results"]
     assert results and all("fireworks" in (r["text"] or "").lower() for r in results)
     assert stdio[0]["bad mode"].isError
+    assert all(set(r["scores"]) <= {"lexical", "text", "clip"} and r["scores"] for r in results)
+
+
+def test_a_relevance_floor_drops_weak_hits(stdio) -> None:
+    floored = stdio[0]["floored"]  # no cosine reaches 1.01: what is left was found by its words alone
+    assert not floored.isError
+    assert all(set(r["scores"]) == {"lexical"} for r in floored.structuredContent["results"])
+    assert stdio[0]["bad floor"].isError

@@ -81,7 +81,7 @@ def test_rrf_sums_reciprocal_ranks_and_a_record_found_twice_appears_once(store) 
     store.upsert([Record("both", "text")], {"text": [unit(1, 0.3)], "clip": [unit(0.3, 1)]})
     text = TableEmbedder("text", {"q": unit(1, 0)})
     clip = TableEmbedder("clip", {"q": unit(0, 1)})
-    results = MultimodalRetriever(store, clip=clip, text=text, text_k=10).retrieve("q")
+    results = MultimodalRetriever(store, clip=clip, text=text, text_k=10, fusion="rrf").retrieve("q")
     assert ids(results) == ["both", "clip-top", "text-top", "text-3"]
     both = results[0]
     assert both.score == pytest.approx(2 / (RRF_K + 2))
@@ -276,10 +276,24 @@ def test_keyword_hits_with_a_nil_bm25_enter_no_fusion(store) -> None:
     assert ids(hybrid)[:2] == ["c", "d"] and not any(e.space == "lexical" for r in hybrid for e in r.evidence)
 
 
+def test_convex_combination_counts_scores_from_zero_and_the_other_fusions_are_settings(store) -> None:
+    # Three near-equal weak matches: min-max (relative) spreads them over [0, 1]; the convex combination keeps
+    # them near-equal (each over the best), so one weak ranking cannot outvote a strong one.
+    fill(store, "text", [(Record(i, "text"), unit(1, x)) for i, x in (("a", 0), ("b", 0.05), ("c", 0.1))])
+    text = TableEmbedder("text", {"q": unit(1, 0)})
+    convex = MultimodalRetriever(store, text=text).retrieve("q")
+    cosines = [float(np.dot(unit(1, 0), unit(1, x))) for x in (0, 0.05, 0.1)]
+    assert [r.score for r in convex] == pytest.approx([c / cosines[0] for c in cosines], abs=1e-5)  # float32
+    relative = MultimodalRetriever(store, text=text, fusion="relative").retrieve("q")
+    assert [r.score for r in relative] == pytest.approx(
+        [1.0, (cosines[1] - cosines[2]) / (cosines[0] - cosines[2]), 0.0], abs=1e-4
+    )
+
+
 def test_rrf_k_and_relative_score_fusion_are_settings(store) -> None:
     fill(store, "text", [(Record("a", "text"), unit(1, 0)), (Record("b", "text"), unit(1, 1))])
     text = TableEmbedder("text", {"q": unit(1, 0)})
-    results = MultimodalRetriever(store, text=text, rrf_k=0).retrieve("q")
+    results = MultimodalRetriever(store, text=text, fusion="rrf", rrf_k=0).retrieve("q")
     assert [r.score for r in results] == pytest.approx([1.0, 0.5])
     with pytest.raises(InvalidInputError, match="rrf_k"):
         MultimodalRetriever(store, text=text, rrf_k=-1)

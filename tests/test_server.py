@@ -165,6 +165,21 @@ def test_search_modes_hybrid_dense_and_lexical(client) -> None:
     assert client.post("/search", json={"query": "qubits", "mode": "sparse"}).status_code == 422
 
 
+def test_results_show_raw_scores_and_floors_and_fusion_are_settings(client) -> None:
+    hybrid = search(client, "what are the qubits?")
+    assert hybrid[0]["source"].endswith("notes.txt") and hybrid[0]["scores"]["lexical"] > 0
+    assert "text" in hybrid[0]["scores"] and hybrid[0]["score"] < 1  # the fused score, beside the raw ones
+    assert search(client, "qubits", min_score={"text": 1.01, "clip": 1.01, "lexical": 1e9}) == []
+    relative = search(client, "qubits", fusion="relative", rrf_k=10)
+    assert relative[0]["source"].endswith("notes.txt") and relative[0]["score"] <= 2.0
+    for body in ({"fusion": "weighted"}, {"min_score": {"text": "high"}}, {"rrf_k": -1}):
+        assert client.post("/search", json={"query": "x", **body}).status_code == 422
+    form = client.post("/search/media", data={"query": "qubits", "min_score": "high"})
+    assert form.status_code == 400 and "min_score 'high'" in form.json()["detail"]
+    form = client.post("/search/media", data={"query": "qubits", "min_score": "lexical=1e9", "mode": "lexical"})
+    assert form.status_code == 200 and form.json()["results"] == []
+
+
 def test_search_by_uploaded_image_finds_the_same_shape(client) -> None:
     response = client.post("/search/media", files={"image": ("q.png", png("green", "triangle", seed=5))},
                            data={"image_k": "1", "text_k": "0", "audio_k": "0", "video_k": "0"})  # fmt: skip

@@ -21,7 +21,7 @@ from mm_rag.cli._common import (
     parse_filter,
 )
 from mm_rag.records import LEXICAL
-from mm_rag.retrieval import RRF_K
+from mm_rag.retrieval import DEFAULT_FUSION, FUSION_HELP, RRF_K
 
 if TYPE_CHECKING:
     from mm_rag.retrieval import Retrieved
@@ -32,8 +32,12 @@ SNIPPET_CHARS = 80
 class Fusion(str, Enum):
     """How the ranked lists of the spaces are fused."""
 
+    convex = "convex"
     rrf = "rrf"
     relative = "relative"
+
+
+DEFAULT_CLI_FUSION = Fusion(DEFAULT_FUSION)
 
 
 class Mode(str, Enum):
@@ -77,8 +81,8 @@ def search(
     video_k: Annotated[int, _count_option("--video-k", "video moments and keyframes")] = 3,
     fusion: Annotated[
         Fusion,
-        typer.Option("--fusion", help="rrf: reciprocal-rank fusion; relative: scores min-max normalised per ranking."),
-    ] = Fusion.rrf,
+        typer.Option("--fusion", help=FUSION_HELP),
+    ] = DEFAULT_CLI_FUSION,
     rrf_k: Annotated[float, typer.Option("--rrf-k", min=0, help="The constant of reciprocal-rank fusion.")] = RRF_K,
     min_score: Annotated[
         str | None,

@@ -21,10 +21,9 @@ from mm_rag.embed.media import MediaError
 from mm_rag.errors import MMRagError, ReadOnlyStoreError, StoreLockedError, StoreWriteError
 from mm_rag.filters import parse_filter
 from mm_rag.records import Modality
-from mm_rag.retrieval import RRF_K, Retrieved, parse_min_score
+from mm_rag.retrieval import DEFAULT_FUSION, FUSION_HELP, MIN_SCORE_HELP, RRF_K, Retrieved, parse_min_score
 from mm_rag.server.schemas import (
     MAX_K,
-    MIN_SCORE_HELP,
     DeleteResponse,
     ErrorResponse,
     HealthResponse,
@@ -160,7 +159,7 @@ def create_app(
         image_k: Annotated[int | None, Form(ge=0, le=MAX_K)] = None,
         audio_k: Annotated[int | None, Form(ge=0, le=MAX_K)] = None,
         video_k: Annotated[int | None, Form(ge=0, le=MAX_K)] = None,
-        fusion: Annotated[Literal["rrf", "relative"], Form()] = "rrf",
+        fusion: Annotated[Literal["convex", "rrf", "relative"], Form(description=FUSION_HELP)] = DEFAULT_FUSION,
         mode: Annotated[Literal["hybrid", "dense", "lexical"], Form()] = "hybrid",
         rrf_k: Annotated[float, Form(ge=0, le=10_000)] = RRF_K,
         min_score: Annotated[str | None, Form(description=MIN_SCORE_HELP + " As JSON text.")] = None,

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mm_rag.retrieval import RRF_K
+from mm_rag.retrieval import DEFAULT_FUSION, FUSION_HELP, MIN_SCORE_HELP, RRF_K
 
 MAX_K = 1000  # results per modality one request may ask for
 MAX_QUERY_CHARS = 10_000
@@ -14,10 +14,6 @@ MAX_QUERY_CHARS = 10_000
 Modality = Literal["text", "image", "audio", "video"]
 # A relevance floor: one cosine for every embedding space, or floors by space name ("lexical": BM25).
 MinScore = float | dict[str, float] | None
-MIN_SCORE_HELP = (
-    "Drop hits scoring below a floor: a number applies to every embedding space (cosine); an object sets floors"
-    ' per space, "lexical" for BM25.'
-)
 
 
 class SearchRequest(BaseModel):
@@ -35,9 +31,7 @@ class SearchRequest(BaseModel):
     image_k: int | None = Field(None, ge=0, le=MAX_K, description="Images kept (default 5).")
     audio_k: int | None = Field(None, ge=0, le=MAX_K, description="Audio transcript moments kept (default 3).")
     video_k: int | None = Field(None, ge=0, le=MAX_K, description="Video moments and keyframes kept (default 3).")
-    fusion: Literal["rrf", "relative"] = Field(
-        "rrf", description="rrf: reciprocal-rank fusion; relative: scores min-max normalised per ranking."
-    )
+    fusion: Literal["convex", "rrf", "relative"] = Field(DEFAULT_FUSION, description=FUSION_HELP)
     mode: Literal["hybrid", "dense", "lexical"] = Field(
         "hybrid", description="hybrid: embeddings and keywords (BM25) fused; dense: embeddings; lexical: keywords."
     )

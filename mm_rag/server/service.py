@@ -21,7 +21,7 @@ from mm_rag.filters import Filter
 from mm_rag.ingestion import IngestReport, ingest
 from mm_rag.ingestion.discover import discover
 from mm_rag.records import Modality, Record
-from mm_rag.retrieval import RRF_K, Fusion, Mode, MultimodalRetriever, Retrieved
+from mm_rag.retrieval import DEFAULT_FUSION, RRF_K, Fusion, Mode, MultimodalRetriever, Retrieved
 from mm_rag.server.schemas import HealthResponse, IngestPathRequest, IngestResponse, SpaceStatus
 from mm_rag.server.security import PathRefused, confine, safe_filename
 from mm_rag.store import MultimodalStore
@@ -94,7 +94,7 @@ class Service:
         audio: bytes | None = None,
         filter: Filter | None = None,
         counts: Mapping[Modality, int | None] | None = None,
-        fusion: Fusion = "rrf",
+        fusion: Fusion = DEFAULT_FUSION,
         mode: Mode = "hybrid",
         rrf_k: float = RRF_K,
         min_score: float | Mapping[str, float] | None = None,

@@ -273,9 +273,10 @@ class MMRagVectorStore(VectorStore):
         keyword_weight: float = 1.0,
         **kwargs: Any,
     ) -> list[tuple[Document, float]]:
-        """Dense and keyword search together: each ranks `fetch_k` candidates, the rankings are fused by
-        reciprocal rank (the keyword ranking weighted `keyword_weight`, the dense one 1), the `k` best are
-        returned with their fused scores (comparable within one call)."""
+        """Dense and keyword search together: each ranks `fetch_k` candidates, the rankings are fused as
+        `mm_rag.retrieval.fuse_rankings` does by default (a convex combination of each ranking's scores over its
+        best; the keyword ranking weighted `keyword_weight`, the dense one 1), the `k` best are returned with
+        their fused scores (comparable within one call)."""
         if k < 1 or self.space not in self.store.spaces:
             return []
         vector = self._embedding.embed_query(query)

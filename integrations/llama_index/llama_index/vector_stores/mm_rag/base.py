@@ -171,7 +171,7 @@ class MMRagVectorStore(BasePydanticVectorStore):
         query or `kwargs`, default 0.5 — weighs relevance against diversity); ``text_search`` (the nodes whose
         text best matches `query.query_str`, BM25 over the store's keyword index, `sparse_top_k` or else
         `similarity_top_k` of them); ``hybrid`` (the dense `similarity_top_k` and the keyword `sparse_top_k`
-        fused by relative score, dense weighted `alpha` (default 0.5) and keywords 1 - `alpha`, best
+        fused as a convex combination, dense weighted `alpha` (default 0.5) and keywords 1 - `alpha`, best
         `hybrid_top_k` or else `similarity_top_k` kept). Similarities are the store's scores (cosine by
         default; BM25 for text search; the fused score for hybrid), higher is better. Empty
         `node_ids`/`doc_ids` lists do not restrict the search (as `MultiModalVectorStoreIndex` passes them).
@@ -207,7 +207,7 @@ class MMRagVectorStore(BasePydanticVectorStore):
             alpha = DEFAULT_ALPHA if query.alpha is None else float(query.alpha)
             if not 0.0 <= alpha <= 1.0:
                 raise InvalidInputError(f"alpha must be in [0, 1], got {query.alpha}")
-            fused = fuse_rankings([hits, self._keyword_hits(query, where)], [alpha, 1.0 - alpha], "relative")
+            fused = fuse_rankings([hits, self._keyword_hits(query, where)], [alpha, 1.0 - alpha], "convex")
             return _result(fused[: query.hybrid_top_k or query.similarity_top_k])
         return _result([(hit, hit.score) for hit in hits])
 
