@@ -3,12 +3,35 @@
 A query file is JSON Lines, one query per line::
 
     {"query": "a dog on a beach", "relevant": ["img-17", "txt-3"]}
+    {"query": "when is the launch?", "relevant": ["docs/plan.pdf", "/data/talks/kickoff.mp3"]}
     {"image": "queries/harbour.jpg", "relevant": ["img-4"], "filter": {"year": {"$gte": 2020}}}
     {"audio": "queries/question.wav", "relevant": ["talk-2#t=30"], "reference": "where did we meet"}
 
-Relevance is binary. Metrics are computed on the fused ranking ("all") and per modality, where both the
-ranking and the relevant ids are restricted to records of that modality (a query counts for a modality only
-when it has relevant records of it). A line with ``audio`` and ``reference`` also scores the transcript.
+**Relevant items** are what a user knows: a record id, a document id, or a file path. Each item is looked up
+in the store as follows, and stands for a *set* of records:
+
+1. exact matches: the record with that id, plus every record whose ``doc_id`` or ``uri`` equals the string;
+2. only if nothing matched exactly, the item is read as a file path: an absolute path as it is, a relative one
+   first against the query file's folder, then against the current directory. Ingestion stores a file's
+   ``doc_id`` (and ``uri``) as its absolute path, so a path matches the records of that file; symbolic links
+   and ``..`` are followed on both sides, so a differently spelled path to the same file matches too.
+
+Items that match nothing are **reported**, never silently scored as misses: `EvalReport.unknown` lists them per
+query, `evaluate` warns (or raises with ``strict=True``), and ``mm-rag eval`` prints them. They are left out of
+the scores (no retriever could find a record the store does not hold), and a query with no known item left is
+skipped and listed in `EvalReport.skipped`.
+
+**Scoring by item.** A document or file is found when *any* of its records is retrieved; the ranking is read
+item by item: the first retrieved record of a relevant item is a hit at its position, later records of an
+already-found item are dropped from the ranking (neither hit nor miss: one document in five chunks counts once,
+and its other chunks do not push results down), and any other record is a miss. On that ranking, with ``n``
+relevant items: recall@k is found items / n, precision@k is hits / k (a short ranking counts the missing places
+as misses), MRR is 1 / position of the first hit, and nDCG@k uses binary gains against ``min(k, n)`` ideal
+hits. With record ids only, this is the usual record-level evaluation.
+
+Metrics are computed on the fused ranking ("all") and per modality, where the ranking is restricted to records
+of that modality and each item to its records of that modality (a query counts for a modality only when one of
+its items has records of it). A line with ``audio`` and ``reference`` also scores the transcript.
 """
 
 from __future__ import annotations
@@ -17,7 +40,8 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,8 +55,12 @@ _QUERY_KEYS = frozenset({"query", "image", "audio", "relevant", "filter", "refer
 
 @dataclass(frozen=True)
 class EvalQuery:
-    """One evaluation query: text, image and/or audio, the relevant record ids, and optionally a reference
-    transcript of the audio."""
+    """One evaluation query: text, image and/or audio, the relevant items (record ids, document ids or file
+    paths), and optionally a reference transcript of the audio.
+
+    `folder` is where relative paths among the relevant items are looked up first (the query file's folder when
+    read by `load_queries`; the current directory is tried after it). `where` names the query in messages.
+    """
 
     relevant: frozenset[str]
     query: str | None = None
@@ -41,6 +69,8 @@ class EvalQuery:
     filter: dict[str, Any] | None = None
     reference: str | None = None
     id: str | None = None
+    folder: str | None = None
+    where: str | None = None
 
 
 @dataclass
@@ -49,16 +79,31 @@ class EvalReport:
 
     ``metrics[modality]`` maps names like ``"recall@5"``, ``"precision@5"``, ``"f1@5"``, ``"ndcg@5"`` and
     ``"mrr"`` to means over the queries counted for that modality. ``wer`` is the corpus word error rate of
-    the transcribed audio queries that had a reference (None when none had).
+    the transcribed audio queries that had a reference (None when none had). ``unknown`` maps a query's name
+    to its relevant items that match no record; ``skipped`` names the queries left out because none of their
+    items matched.
     """
 
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     queries: dict[str, int] = field(default_factory=dict)
     wer: float | None = None
     wer_queries: int = 0
+    unknown: dict[str, list[str]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metrics": self.metrics, "queries": self.queries, "wer": self.wer, "wer_queries": self.wer_queries}
+        return {
+            "metrics": self.metrics, "queries": self.queries, "wer": self.wer, "wer_queries": self.wer_queries,
+            "unknown": self.unknown, "skipped": self.skipped,
+        }  # fmt: skip
+
+    def problems(self) -> list[str]:
+        """One line per query with unknown relevant items (and whether it was skipped), for people to read."""
+        lines = []
+        for name, items in self.unknown.items():
+            left_out = " (query skipped: no relevant item is in the store)" if name in self.skipped else ""
+            lines.append(f"{name}: relevant items not in the store: {', '.join(map(repr, items))}{left_out}")
+        return lines
 
     def table(self) -> str:
         """A plain-text table: one row per modality, one column per metric."""
@@ -99,6 +144,53 @@ def ndcg_at(ranked: Sequence[str], relevant: frozenset[str], k: int) -> float:
     return gain / ideal if ideal else 0.0
 
 
+def credit_ranking(ranked: Sequence[str], items: Mapping[str, Iterable[str]]) -> list[frozenset[str]]:
+    """Read a ranking of record ids item by item: per kept position, the relevant items it finds first.
+
+    Args:
+        ranked: Record ids, best first.
+        items: Each relevant item → the ids of its records.
+
+    Returns:
+        One entry per kept position: the items first found there (empty: a miss). A record of items that
+        were all found higher up is dropped, so a document counts once however many of its chunks come back.
+    """
+    owners: dict[str, list[str]] = {}
+    for item, records in items.items():
+        for record in records:
+            owners.setdefault(record, []).append(item)
+    found: set[str] = set()
+    positions: list[frozenset[str]] = []
+    for record in ranked:
+        mine = owners.get(record)
+        if not mine:
+            positions.append(frozenset())
+            continue
+        new = frozenset(item for item in mine if item not in found)
+        if new:
+            found |= new
+            positions.append(new)
+    return positions
+
+
+def item_metrics(positions: Sequence[frozenset[str]], relevant: int, ks: Sequence[int]) -> dict[str, float]:
+    """recall/precision/F1/nDCG at each k and MRR of a `credit_ranking` result with `relevant` items in all."""
+    values: dict[str, float] = {}
+    hits = [bool(found) for found in positions]
+    for k in ks:
+        found = len(frozenset().union(*positions[:k]))
+        recall = found / relevant if relevant else 0.0
+        precision = sum(hits[:k]) / k
+        values[f"recall@{k}"] = recall
+        values[f"precision@{k}"] = precision
+        values[f"f1@{k}"] = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        gain = sum(1.0 / math.log2(rank + 2) for rank, hit in enumerate(hits[:k]) if hit)
+        ideal = sum(1.0 / math.log2(rank + 2) for rank in range(min(k, relevant)))
+        values[f"ndcg@{k}"] = gain / ideal if ideal else 0.0
+    values["mrr"] = next((1.0 / (rank + 1) for rank, hit in enumerate(hits) if hit), 0.0)
+    return values
+
+
 def word_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     """Corpus WER: word edits (substitutions, insertions, deletions) over reference words, after lower-casing
     and dropping punctuation."""
@@ -126,18 +218,79 @@ def _edit_distance(expected: list[str], heard: list[str]) -> int:
     return previous[-1]
 
 
+# --- relevant items → records ----------------------------------------------------------------------------------
+class RelevantIndex:
+    """Looks relevant items (record ids, document ids, file paths) up in a store: each → {record id: modality}.
+
+    See the module docstring for the rules. The map from real file paths to document ids is built on the first
+    item that needs it (one read of the store's documents), since most items match exactly.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self._real_paths: dict[str, list[str]] | None = None
+
+    def resolve(self, items: Iterable[str], folder: str | None = None) -> tuple[dict[str, dict[str, str]], list[str]]:
+        """The records of each item that matches, and the items that match nothing (sorted)."""
+        items = sorted(set(items))
+        found: dict[str, dict[str, str]] = {item: {} for item in items}
+        for record in self.store.get(items):
+            found[record.id][record.id] = record.modality
+        for record in self._with_doc_or_uri(items):
+            for value in {record.doc_id, record.uri} & found.keys():
+                found[value][record.id] = record.modality
+        for item in [item for item in items if not found[item]]:
+            documents = self._documents_at(item, folder)
+            if documents:
+                for record in self._with_doc_or_uri(documents):
+                    found[item][record.id] = record.modality
+        unknown = [item for item in items if not found[item]]
+        return {item: records for item, records in found.items() if records}, unknown
+
+    def _with_doc_or_uri(self, values: Sequence[str]) -> list[Any]:
+        values = list(values)
+        return self.store.find({"$or": [{"doc_id": {"$in": values}}, {"uri": {"$in": values}}]})
+
+    def _documents_at(self, item: str, folder: str | None) -> list[str]:
+        """Stored document ids (or uris) naming the file `item` denotes, trying the query folder, then the cwd."""
+        path = Path(item).expanduser()
+        bases = [path] if path.is_absolute() else [Path(base) / path for base in (folder, os.getcwd()) if base]
+        for candidate in bases:
+            spellings = sorted({str(candidate.absolute()), os.path.normpath(candidate.absolute())})
+            exact = {
+                value for r in self._with_doc_or_uri(spellings) for value in (r.doc_id, r.uri) if value in spellings
+            }
+            if exact:
+                return sorted(exact)
+            # The same file under another spelling: a symlinked folder, ".." kept in a stored path.
+            same_file = self._by_real_path().get(os.path.realpath(candidate))
+            if same_file:
+                return same_file
+        return []
+
+    def _by_real_path(self) -> dict[str, list[str]]:
+        if self._real_paths is None:
+            self._real_paths = {}
+            for doc_id in self.store.documents():
+                if doc_id and os.path.isabs(doc_id):
+                    self._real_paths.setdefault(os.path.realpath(doc_id), []).append(doc_id)
+        return self._real_paths
+
+
 # --- running an evaluation -------------------------------------------------------------------------------------
 def load_queries(path: str | os.PathLike[str]) -> list[EvalQuery]:
-    """Read a JSON Lines query file; media paths are relative to the file's folder.
+    """Read a JSON Lines query file; media paths are relative to the file's folder, and so are relative paths
+    among the relevant items (then the current directory, see the module docstring).
 
     Raises:
-        InvalidInputError: naming the line: not JSON, unknown keys, no query at all, or no relevant ids.
+        InvalidInputError: naming the line: not JSON, unknown keys, no query at all, or no relevant items.
     """
     source = Path(path)
     try:
         lines = source.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise InvalidInputError(f"cannot read query file {source}: {error}") from error
+    folder = str(source.parent.absolute())
     queries = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -153,38 +306,85 @@ def load_queries(path: str | os.PathLike[str]) -> list[EvalQuery]:
         if unknown:
             raise InvalidInputError(f"{where}: unknown keys {sorted(unknown)}; expected some of {sorted(_QUERY_KEYS)}")
         relevant = item.get("relevant")
-        if not isinstance(relevant, list) or not relevant or not all(isinstance(i, str) for i in relevant):
-            raise InvalidInputError(f"{where}: 'relevant' must be a non-empty list of record ids")
+        if not isinstance(relevant, list) or not relevant or not all(isinstance(i, str) and i for i in relevant):
+            raise InvalidInputError(
+                f"{where}: 'relevant' must be a non-empty list of record ids, document ids or file paths"
+            )
         if not any(item.get(key) for key in ("query", "image", "audio")):
             raise InvalidInputError(f"{where}: give a 'query', an 'image' or an 'audio' file")
         media = {key: str(source.parent / item[key]) for key in ("image", "audio") if item.get(key)}
         queries.append(
             EvalQuery(
                 frozenset(relevant), item.get("query"), media.get("image"), media.get("audio"),
-                item.get("filter"), item.get("reference"), item.get("id"),
+                item.get("filter"), item.get("reference"), item.get("id"), folder, where,
             )
         )  # fmt: skip
     return queries
 
 
 def evaluate(
-    queries: Iterable[EvalQuery] | str | os.PathLike[str], retriever: Any, ks: Sequence[int] = DEFAULT_KS
+    queries: Iterable[EvalQuery] | str | os.PathLike[str],
+    retriever: Any,
+    ks: Sequence[int] = DEFAULT_KS,
+    *,
+    strict: bool = False,
 ) -> EvalReport:
     """Run every query through `retriever` and average the metrics.
 
     Each modality is retrieved with ``k = max(ks)`` so that every cut-off can be measured. Audio queries with
-    a reference transcript are transcribed once for both the WER and the search.
+    a reference transcript are transcribed once for both the WER and the search. Relevant items are matched
+    to records as the module docstring describes, before any query runs.
+
+    Args:
+        queries: `EvalQuery` items, or the path of a query file (see `load_queries`).
+        retriever: A `mm_rag.retrieval.MultimodalRetriever` (anything with ``retrieve`` and ``store``).
+        ks: The cut-offs.
+        strict: Raise instead of warning when relevant items match no record.
+
+    Raises:
+        InvalidInputError: bad cut-offs; with `strict`, relevant items that match nothing (all listed).
     """
     if isinstance(queries, (str, os.PathLike)):
         queries = load_queries(queries)
     ks = sorted(set(ks))
     if not ks or ks[0] < 1:
         raise InvalidInputError(f"evaluate: cut-offs must be positive integers, got {ks}")
+    report = EvalReport()
+    index = RelevantIndex(retriever.store)
+    resolved: list[tuple[EvalQuery, dict[str, dict[str, str]]]] = []
+    for number, item in enumerate(queries, start=1):
+        items, unknown = index.resolve(item.relevant, item.folder)
+        if unknown:
+            name = _name(item, number)
+            report.unknown[name] = unknown
+            if not items:
+                report.skipped.append(name)
+                continue
+        resolved.append((item, items))
+    if report.unknown:
+        message = "evaluate: relevant items match no record:\n  " + "\n  ".join(report.problems())
+        if strict:
+            raise InvalidInputError(message)
+        warnings.warn(message, UserWarning, stacklevel=2)
+    _run(resolved, retriever, ks, report)
+    return report
+
+
+def _name(item: EvalQuery, number: int) -> str:
+    if item.id:
+        return item.id
+    if item.where:
+        return item.where
+    return f"query #{number}" + (f" ({item.query[:40]!r})" if item.query else "")
+
+
+def _run(
+    resolved: list[tuple[EvalQuery, dict[str, dict[str, str]]]], retriever: Any, ks: Sequence[int], report: EvalReport
+) -> None:
     depth = dict.fromkeys(MODALITIES, ks[-1])
     sums: dict[str, dict[str, float]] = {}
-    counts: dict[str, int] = {}
     references, heard = [], []
-    for item in queries:
+    for item, items in resolved:
         text = item.query
         if item.audio and item.reference is not None:
             spoken = retriever.transcriber.transcribe(item.audio).text
@@ -195,35 +395,24 @@ def evaluate(
         else:
             audio = item.audio
         results = retriever.retrieve(text, image=item.image, audio=audio, filter=item.filter, k=depth)
-        modality_of = {r.record.id: r.modality for r in results}
-        modality_of.update({r.id: r.modality for r in retriever.store.get(list(item.relevant))})
-        ranked = [r.record.id for r in results]
-        views = {"all": (ranked, item.relevant)}
-        for modality in sorted({modality_of[i] for i in item.relevant if i in modality_of}):
+        ranked = [(r.record.id, r.modality) for r in results]
+        views = {"all": ([i for i, _ in ranked], {name: list(records) for name, records in items.items()})}
+        for modality in sorted({m for records in items.values() for m in records.values()}):
             views[modality] = (
-                [i for i in ranked if modality_of.get(i) == modality],
-                frozenset(i for i in item.relevant if modality_of.get(i) == modality),
+                [i for i, m in ranked if m == modality],
+                {
+                    name: [i for i, m in records.items() if m == modality]
+                    for name, records in items.items()
+                    if modality in records.values()
+                },
             )
         for view, (ids, relevant) in views.items():
             totals = sums.setdefault(view, {})
-            for name, value in _metrics(ids, relevant, ks).items():
+            for name, value in item_metrics(credit_ranking(ids, relevant), len(relevant), ks).items():
                 totals[name] = totals.get(name, 0.0) + value
-            counts[view] = counts.get(view, 0) + 1
-    report = EvalReport(
-        {view: {name: total / counts[view] for name, total in values.items()} for view, values in sums.items()},
-        counts,
-    )
+            report.queries[view] = report.queries.get(view, 0) + 1
+    report.metrics = {
+        view: {name: total / report.queries[view] for name, total in values.items()} for view, values in sums.items()
+    }
     if references:
         report.wer, report.wer_queries = word_error_rate(references, heard), len(references)
-    return report
-
-
-def _metrics(ranked: list[str], relevant: frozenset[str], ks: Sequence[int]) -> dict[str, float]:
-    values: dict[str, float] = {}
-    for k in ks:
-        values[f"recall@{k}"] = recall_at(ranked, relevant, k)
-        values[f"precision@{k}"] = precision_at(ranked, relevant, k)
-        values[f"f1@{k}"] = f1_at(ranked, relevant, k)
-        values[f"ndcg@{k}"] = ndcg_at(ranked, relevant, k)
-    values["mrr"] = reciprocal_rank(ranked, relevant)
-    return values

@@ -118,12 +118,19 @@ def evaluate(
     queries: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines file of queries.")],
     store: StoreOption,
     ks: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "1,5,10",
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail (exit 2) when a relevant item matches no record, instead of warning.")
+    ] = False,
     whisper_model: WhisperModelOption = None,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
     """Evaluate retrieval on a query file: recall, precision, F1, MRR and nDCG per modality (and WER for audio
-    queries with a reference transcript). See `mm_rag.eval` for the file format."""
+    queries with a reference transcript). Relevant items may be record ids, document ids or file paths (relative
+    ones against the query file's folder, then the current directory); a document counts once, found through
+    any of its records. Items that match no record are listed on stderr. See `mm_rag.eval` for the format."""
+    import warnings
+
     from mm_rag.eval import evaluate as run_evaluation
     from mm_rag.eval import load_queries
 
@@ -135,8 +142,13 @@ def evaluate(
     with open_store(store) as opened:
         spoken = any(item.audio for item in items)
         retriever = _retriever(opened, device, whisper_model=whisper_model, audio=spoken)
-        report = run_evaluation(items, retriever, cutoffs)
+        with warnings.catch_warnings():
+            # The report carries the unknown items; they are printed below, once, in the command's own words.
+            warnings.simplefilter("ignore", UserWarning)
+            report = run_evaluation(items, retriever, cutoffs, strict=strict)
     typer.echo(json.dumps(report.to_dict(), indent=2) if json_output else report.table())
+    for line in report.problems():
+        typer.echo(f"warning: {line}", err=True)
 
 
 def _retriever(store: Any, device: str, *, whisper_model: str | None = None, audio: bool = False) -> Any:
