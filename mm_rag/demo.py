@@ -61,7 +61,6 @@ def run_demo(
     Returns the number of records stored (0 means nothing could run).
     """
     from mm_rag.ingestion import ingest
-    from mm_rag.ingestion.extract import ExtractOptions
     from mm_rag.retrieval import MultimodalRetriever
     from mm_rag.store import MultimodalStore
 
@@ -74,10 +73,7 @@ def run_demo(
     store = MultimodalStore(store_path)
     try:
         say(f"\ningesting {media}")
-        short_windows = ExtractOptions(window_seconds=6.0, window_overlap=0.0)  # one or two sentences each
-        report = ingest(
-            media, store, clip=clip, text=text, transcriber=transcriber, ocr=loaded.ocr, options=short_windows
-        )
+        report = ingest(media, store, clip=clip, text=text, transcriber=transcriber, ocr=loaded.ocr)
         say(f"  {report.summary()}")
         for line in report.lines():
             say(f"  - {line.replace(f'{media}{os.sep}', '')}")

@@ -42,8 +42,8 @@ from mm_rag.context import DEFAULT_MAX_IMAGES, DEFAULT_MAX_TOKENS, Context, buil
 from mm_rag.errors import MMRagError
 from mm_rag.filters import parse_filter
 from mm_rag.records import Modality, Record
-from mm_rag.retrieval import Retrieved
-from mm_rag.server.schemas import MAX_K, MAX_QUERY_CHARS, MIN_SCORE_HELP, IngestPathRequest, MinScore
+from mm_rag.retrieval import MIN_SCORE_HELP, Retrieved
+from mm_rag.server.schemas import MAX_K, MAX_QUERY_CHARS, IngestPathRequest, MinScore
 from mm_rag.server.security import PathRefused
 from mm_rag.server.service import Service
 
@@ -154,7 +154,8 @@ def _add_search(server: FastMCP, service: Service, max_tokens: int, max_images: 
         try:
             conditions = parse_filter(filter, "filter") if isinstance(filter, str) else filter
             found = service.search(query, filter=conditions, counts=counts, mode=mode, min_score=min_score)
-            context = build_context(found, max_tokens=max_tokens, max_images=max_images_returned)
+            # Transcript hits widened to the talk around them, from the store searched.
+            context = build_context(found, max_tokens=max_tokens, max_images=max_images_returned, store=service.store)
         except MMRagError as error:
             raise ToolError(str(error)) from error
         return CallToolResult(content=context_content(context), structuredContent=_structured(found, context))

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mm_rag.apps.llm import complete
-from mm_rag.context import DEFAULT_MAX_IMAGES, DEFAULT_MAX_TOKENS, Context, build_context
+from mm_rag.context import DEFAULT_MAX_IMAGES, DEFAULT_MAX_TOKENS, DEFAULT_WIDEN_SECONDS, Context, build_context
 from mm_rag.filters import Filter
 from mm_rag.retrieval import MultimodalRetriever, Retrieved
 
@@ -36,6 +36,7 @@ def answer(
     filter: Filter | None = None,
     max_tokens: int = DEFAULT_MAX_TOKENS,
     max_images: int = DEFAULT_MAX_IMAGES,
+    widen_seconds: float = DEFAULT_WIDEN_SECONDS,
     system_prompt: str = ANSWER_SYSTEM_PROMPT,
 ) -> Answer:
     """Answer `question` from what `retriever` finds, citing it.
@@ -48,11 +49,15 @@ def answer(
         image: An image that is part of the question (searched in the CLIP space).
         filter: Restricts every space searched.
         max_tokens, max_images: Budget of the context (see `build_context`).
+        widen_seconds: How far around a transcript hit its passage reaches, from the retriever's store (see
+            `build_context`); 0 gives the model the hit's own window only.
 
     Raises:
         LLMNotConfiguredError: no `llm` and none configured; InvalidInputError: a bad query.
     """
     results = retriever.retrieve(question, image=image, audio=audio, filter=filter)
-    context = build_context(results, max_tokens=max_tokens, max_images=max_images)
+    context = build_context(
+        results, max_tokens=max_tokens, max_images=max_images, store=retriever.store, widen_seconds=widen_seconds
+    )
     text = complete(llm, system_prompt, context, f"Question: {question}")
     return Answer(text, results, context)

@@ -26,9 +26,46 @@ from mm_rag.cli._common import (
     fail,
     load_models,
 )
+from mm_rag.embed.transcript import DEFAULT_MAX_SENTENCES, DEFAULT_OVERLAP_SECONDS, DEFAULT_WINDOW_SECONDS
 
 if TYPE_CHECKING:
     from mm_rag.embed.loading import LoadedModels
+    from mm_rag.ingestion.extract import ExtractOptions
+
+# Transcript windows, shared by every command that ingests (ingest, serve, mcp): the library's defaults.
+WindowSecondsOption = Annotated[
+    float,
+    typer.Option(
+        "--window-seconds",
+        help="Longest transcript window (audio and video soundtracks), in seconds: a search hit spans at most this.",
+    ),
+]
+WindowOverlapOption = Annotated[
+    float,
+    typer.Option(
+        "--window-overlap",
+        help="Each transcript window starts again this many seconds before the previous one ends (0: no overlap;"
+        " above 0 at least the previous window's last sentence comes again).",
+    ),
+]
+WindowSentencesOption = Annotated[
+    int,
+    typer.Option("--window-sentences", help="Most sentences in a transcript window (0: no limit but the seconds)."),
+]
+
+
+def window_options(seconds: float, overlap: float, sentences: int) -> ExtractOptions:
+    """The ingestion settings for the transcript window options, or exit status 2 naming the bad option."""
+    from mm_rag.errors import InvalidInputError
+    from mm_rag.ingestion.extract import ExtractOptions
+
+    if sentences < 0:
+        fail(f"--window-sentences must be 0 (no limit) or more, got {sentences}")
+    try:
+        return ExtractOptions(window_seconds=seconds, window_overlap=overlap, window_sentences=sentences or None)
+    except InvalidInputError as error:
+        message = str(error).replace("window_seconds", "--window-seconds").replace("window_overlap", "--window-overlap")
+        fail(message.replace("window_sentences", "--window-sentences"))
 
 
 def ingest(
@@ -62,6 +99,9 @@ def ingest(
         bool, typer.Option("--quiet", "-q", help="No progress bar and no summary; failures only.")
     ] = False,
     json_output: JsonOption = False,
+    window_seconds: WindowSecondsOption = DEFAULT_WINDOW_SECONDS,
+    window_overlap: WindowOverlapOption = DEFAULT_OVERLAP_SECONDS,
+    window_sentences: WindowSentencesOption = DEFAULT_MAX_SENTENCES,
     ray: Annotated[
         str | None,
         typer.Option(
@@ -89,6 +129,10 @@ def ingest(
     others are named; a model that cannot load (e.g. weights not downloaded) is reported in one line and its
     modality left out. Files that cannot be ingested are listed with the reason; they do not stop the run.
 
+    Speech (audio files, video soundtracks) is indexed in short transcript windows, a sentence or two each,
+    overlapping by a sentence, so a hit points at the moment something was said (--window-seconds,
+    --window-overlap, --window-sentences change them; a changed setting applies to files ingested afterwards).
+
     With `--ray ADDRESS` the files are decoded and embedded by a pool of Ray actors into resumable embedding
     shards (`--shards`; a re-run skips finished shards); a new store is then built from the shards, an
     existing one gets the documents it lacks or holds in an older version.
@@ -108,6 +152,7 @@ def ingest(
         device=device,
         ocr=None if no_ocr else ocr_engine,
     )
+    options = window_options(window_seconds, window_overlap, window_sentences)
     _check_paths(paths, ray is not None)
     if ray is not None and prune:
         fail("--prune does not work with --ray (the shards record what was ingested, not what was removed)")
@@ -118,8 +163,9 @@ def ingest(
             fail("no embedder could be loaded (see the notes above); nothing was ingested")
         if ray is not None:
             _ingest_on_ray(
-                paths, store, opened, ray, shards or store / "shards", models, include, exclude, quiet, json_output
-            )
+                paths, store, opened, ray, shards or store / "shards", models, include, exclude, quiet, json_output,
+                options,
+            )  # fmt: skip
             return
         opened = opened if opened is not None else MultimodalStore(store)
         report = run_ingest(
@@ -133,6 +179,7 @@ def ingest(
             exclude=exclude,
             prune=prune,
             progress=not quiet and not json_output,
+            options=options,
         )
     finally:
         if opened is not None:
@@ -167,6 +214,7 @@ def _ingest_on_ray(
     exclude: list[str] | None,
     quiet: bool,
     json_output: bool,
+    options: ExtractOptions,
 ) -> None:
     """Shards on Ray, then the store: built by `mm_rag.indexbuild` when new, else brought up to date."""
     from mm_rag.distributed import ingest_to_shards
@@ -184,6 +232,7 @@ def _ingest_on_ray(
         exclude=exclude,
         address=address,
         progress=not quiet and not json_output,
+        options=options,
     )
     if not ShardSet(shards).finished():
         outcome = "no shards to build a store from"

@@ -1,4 +1,10 @@
-"""Timestamped transcripts and what ingestion makes of them: overlapping windows of segments → text records.
+"""Timestamped transcripts and what ingestion makes of them: short overlapping windows of sentences → text records.
+
+A transcript is indexed in windows of one or two sentences (`DEFAULT_MAX_SENTENCES`, at most
+`DEFAULT_WINDOW_SECONDS`), each sharing its last sentence with the next, so a search hit points at the moment
+something was said rather than at half a minute of talk; `mm_rag.context.build_context` widens a hit back to
+its neighbouring windows for the LLM. The defaults here are the only ones: ingestion (`ExtractOptions`), the
+command line, the HTTP and MCP servers and the LangChain/LlamaIndex loaders all read them.
 
 Nothing here runs a model: `WhisperTranscriber` (``mm_rag.embed.whisper``) produces a `Transcript`; any other
 speech recogniser that returns one fits the `Transcriber` protocol.
@@ -7,6 +13,7 @@ speech recogniser that returns one fits the `Transcriber` protocol.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -14,8 +21,14 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from mm_rag.errors import InvalidInputError
 from mm_rag.records import Record, make_id
 
-DEFAULT_WINDOW_SECONDS = 30.0
-DEFAULT_OVERLAP_SECONDS = 5.0
+# Measured on a 2-minute recording of 24 spoken facts (benchmarks/bench_moments.py): the old 30-s windows put
+# the answering sentence inside the top hit for 24 of 24 questions, but in hits 26 s long on average (none
+# within 12 s); windows of at most two sentences and 10 s, sharing one, put it there for 23 of 24, in hits of
+# 8.7 s on average. Two sentences rather than one keep a sentence that leans on its predecessor ("It opens in
+# March.") findable; any overlap above 0 repeats at least a window's last sentence in the next one.
+DEFAULT_WINDOW_SECONDS = 10.0
+DEFAULT_OVERLAP_SECONDS = 2.0
+DEFAULT_MAX_SENTENCES = 2
 # ~250 words: about what a MiniLM-class text embedder reads (256 tokens) before it truncates.
 DEFAULT_MAX_CHARS = 1200
 
@@ -67,13 +80,13 @@ class Transcriber(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """Consecutive segments joined into one retrievable passage.
+    """Consecutive sentences joined into one retrievable passage.
 
     Attributes:
-        start: Start of its first segment, in seconds.
-        end: End of its last segment, in seconds.
-        text: The segment texts joined by spaces.
-        segments: Indices of its segments in the list the window was made from.
+        start: Start of its first sentence, in seconds.
+        end: End of its last sentence, in seconds.
+        text: The sentence texts joined by spaces.
+        segments: Indices of the segments its sentences come from, in the list the window was made from.
         confidence: The segments' confidences averaged, weighted by their text length.
     """
 
@@ -84,53 +97,145 @@ class Window:
     confidence: float
 
 
+@dataclass(frozen=True, slots=True)
+class Sentence:
+    """One sentence of a transcript (or a whole segment that holds no sentence end).
+
+    Attributes:
+        start, end: Its time range in seconds: its segment's, or for one of several sentences in a segment a
+            share of the segment's time proportional to its share of the characters (recognisers time
+            segments, not words).
+        text: The words.
+        segment: Index of the segment it comes from.
+        confidence: Its segment's confidence.
+    """
+
+    start: float
+    end: float
+    text: str
+    segment: int
+    confidence: float
+
+
+# A sentence ends at . ! ? or … (maybe followed by a closing quote or bracket) and a space. Not after a title
+# or an initial ("Dr. Smith", "J. Smith") nor inside a dotted abbreviation ("e.g. this", "the U.S. army").
+_SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+")
+_NOT_AN_END = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|St|Mt|No|vs|etc|approx)|\b[A-Za-z]|\b[A-Za-z]\.[A-Za-z]+)\.$")
+_MIN_SENTENCE_WORDS = 3  # a shorter piece ("Okay.", "Right, yes.") joins its neighbour: it is no moment alone
+
+
+def split_sentences(segments: Sequence[Segment]) -> list[Sentence]:
+    """The sentences of `segments`, in order: a segment holding several is cut at its sentence ends.
+
+    Segments are never joined: one without a sentence end (a recogniser without punctuation, a sentence
+    cut across two segments) stays one unit, so a window never depends on punctuation to stay short.
+    """
+    sentences: list[Sentence] = []
+    for index, segment in enumerate(segments):
+        pieces = _sentence_pieces(segment.text)
+        total = sum(len(piece) for piece in pieces) or 1
+        cursor = float(segment.start)
+        span = max(float(segment.end) - float(segment.start), 0.0)
+        for number, piece in enumerate(pieces):
+            end = float(segment.end) if number == len(pieces) - 1 else cursor + span * len(piece) / total
+            sentences.append(Sentence(cursor, end, piece, index, float(segment.confidence)))
+            cursor = end
+    return sentences
+
+
+def _sentence_pieces(text: str) -> list[str]:
+    pieces: list[str] = []
+    cursor = 0
+    for found in _SENTENCE_END.finditer(text):
+        candidate = text[cursor : found.start()]
+        if _NOT_AN_END.search(candidate):
+            continue
+        pieces.append(candidate.strip())
+        cursor = found.end()
+    pieces.append(text[cursor:].strip())
+    pieces = [piece for piece in pieces if piece]
+    merged: list[str] = []
+    for piece in pieces:  # a short piece joins the one before it (the first one, the one after)
+        if merged and (len(piece.split()) < _MIN_SENTENCE_WORDS or len(merged[-1].split()) < _MIN_SENTENCE_WORDS):
+            merged[-1] = f"{merged[-1]} {piece}"
+        else:
+            merged.append(piece)
+    return merged or [text.strip()]
+
+
 def transcript_windows(
     segments: Sequence[Segment],
     window_seconds: float = DEFAULT_WINDOW_SECONDS,
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
     max_chars: int = DEFAULT_MAX_CHARS,
+    *,
+    max_sentences: int | None = DEFAULT_MAX_SENTENCES,
 ) -> list[Window]:
-    """Group consecutive segments into windows of at most `window_seconds` and `max_chars` characters.
+    """Group consecutive sentences into windows of at most `max_sentences` sentences, `window_seconds` and
+    `max_chars` characters.
 
-    Each window after the first starts again at the earliest segment of its predecessor that reaches into the
-    predecessor's last `overlap_seconds`, so speech around a window boundary is found from either side. A
-    segment that alone exceeds a limit makes a window of its own; segments are never split. Every segment is
-    in at least one window, and windows start strictly later one after another.
+    Sentences come from `split_sentences` (a segment holding several is cut at its sentence ends). Each
+    window after the first starts again at the earliest sentence of its predecessor that reaches into the
+    predecessor's last `overlap_seconds` (any overlap above 0 repeats at least the predecessor's last
+    sentence), so speech around a window boundary is found from either side. A sentence that alone exceeds a
+    limit makes a window of its own; sentences are never split. Every segment is in at least one window, and
+    each window starts at a later sentence than the one before.
+
+    Args:
+        segments: The transcript's segments, in time order.
+        window_seconds: Longest time from a window's first sentence start to its last sentence end.
+        overlap_seconds: How far back, from a window's end, the next window starts again (0: no overlap).
+        max_chars: Most characters in a window (the text embedder reads no further).
+        max_sentences: Most sentences in a window; None: as many as the other limits allow.
 
     Raises:
-        InvalidInputError: a non-positive window or max_chars, or an overlap outside ``[0, window_seconds)``.
+        InvalidInputError: a non-positive window, max_chars or max_sentences, or an overlap outside
+            ``[0, window_seconds)``; the message names the argument and the value.
     """
-    if not (math.isfinite(window_seconds) and window_seconds > 0):
-        raise InvalidInputError(f"window_seconds must be a positive number, got {window_seconds!r}")
-    if not 0 <= overlap_seconds < window_seconds:
-        raise InvalidInputError(f"overlap_seconds must be in [0, window_seconds), got {overlap_seconds!r}")
-    if max_chars <= 0:
-        raise InvalidInputError(f"max_chars must be positive, got {max_chars!r}")
+    if isinstance(window_seconds, bool) or not (
+        isinstance(window_seconds, (int, float)) and math.isfinite(window_seconds) and window_seconds > 0
+    ):
+        raise InvalidInputError(f"window_seconds must be a positive number of seconds, got {window_seconds!r}")
+    if isinstance(overlap_seconds, bool) or not (
+        isinstance(overlap_seconds, (int, float)) and 0 <= overlap_seconds < window_seconds
+    ):
+        raise InvalidInputError(
+            f"overlap_seconds must be at least 0 and less than window_seconds ({window_seconds!r}), got {overlap_seconds!r}"
+        )
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars <= 0:
+        raise InvalidInputError(f"max_chars must be a positive integer, got {max_chars!r}")
+    if max_sentences is not None and (
+        isinstance(max_sentences, bool) or not isinstance(max_sentences, int) or max_sentences <= 0
+    ):
+        raise InvalidInputError(f"max_sentences must be a positive integer or None (no limit), got {max_sentences!r}")
+    sentences = split_sentences(segments)
+    most = len(sentences) if max_sentences is None else max_sentences
     windows: list[Window] = []
     first = 0
-    while first < len(segments):
-        last, chars = first, len(segments[first].text)
-        while last + 1 < len(segments):
-            following = segments[last + 1]
-            if following.end - segments[first].start > window_seconds or chars + 1 + len(following.text) > max_chars:
+    while first < len(sentences):
+        last, chars = first, len(sentences[first].text)
+        while last + 1 < len(sentences) and last + 1 - first < most:
+            following = sentences[last + 1]
+            if following.end - sentences[first].start > window_seconds or chars + 1 + len(following.text) > max_chars:
                 break
             last, chars = last + 1, chars + 1 + len(following.text)
-        chosen = segments[first : last + 1]
-        weights = [max(len(segment.text), 1) for segment in chosen]
-        windows.append(
-            Window(
-                start=float(chosen[0].start),
-                end=float(max(segment.end for segment in chosen)),
-                text=" ".join(segment.text for segment in chosen if segment.text),
-                segments=tuple(range(first, last + 1)),
-                confidence=sum(w * s.confidence for w, s in zip(weights, chosen)) / sum(weights),
-            )
-        )
-        if last + 1 >= len(segments):
+        windows.append(_window(sentences[first : last + 1], segments))
+        if last + 1 >= len(sentences):
             break
         boundary = windows[-1].end - overlap_seconds
-        first = next((i for i in range(first + 1, last + 1) if segments[i].end > boundary), last + 1)
+        first = next((i for i in range(first + 1, last + 1) if sentences[i].end > boundary), last + 1)
     return windows
+
+
+def _window(chosen: Sequence[Sentence], segments: Sequence[Segment]) -> Window:
+    weights = [max(len(sentence.text), 1) for sentence in chosen]
+    return Window(
+        start=float(chosen[0].start),
+        end=float(max(sentence.end for sentence in chosen)),
+        text=" ".join(sentence.text for sentence in chosen if sentence.text),
+        segments=tuple(sorted({sentence.segment for sentence in chosen})),
+        confidence=sum(w * s.confidence for w, s in zip(weights, chosen)) / sum(weights),
+    )
 
 
 def transcript_records(

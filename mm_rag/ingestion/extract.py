@@ -16,6 +16,13 @@ from typing import Any
 import numpy as np
 
 from mm_rag.embed.media import MediaError
+from mm_rag.embed.transcript import (
+    DEFAULT_MAX_SENTENCES,
+    DEFAULT_OVERLAP_SECONDS,
+    DEFAULT_WINDOW_SECONDS,
+    transcript_records,
+    transcript_windows,
+)
 from mm_rag.errors import InvalidInputError
 from mm_rag.ingestion import noise
 from mm_rag.ingestion.discover import content_hash, document_id
@@ -29,16 +36,32 @@ class ExtractOptions:
     Attributes:
         chunk_tokens, chunk_overlap: Token-aware chunking of documents (overlap None: a default share).
         tokenizer: Tokenizer that counts chunk tokens (a HuggingFace tokenizer or its path); None: words.
-        window_seconds, window_overlap: Transcript windows (consecutive Whisper segments).
+        window_seconds, window_overlap, window_sentences: Transcript windows of audio and of video soundtracks
+            alike (see `mm_rag.embed.transcript.transcript_windows`): at most `window_sentences` sentences
+            (None: no limit) and `window_seconds`, each starting again `window_overlap` seconds before its
+            predecessor's end. The defaults are the library's one set (a sentence or two, overlapping by one).
         keyframe_every: Seconds between sampled video frames (scene changes add frames).
+
+    Raises:
+        InvalidInputError: transcript window settings out of range, named with their value.
     """
 
     chunk_tokens: int = 200
     chunk_overlap: int | None = None
     tokenizer: Any = None
-    window_seconds: float = 30.0
-    window_overlap: float = 5.0
+    window_seconds: float = DEFAULT_WINDOW_SECONDS
+    window_overlap: float = DEFAULT_OVERLAP_SECONDS
+    window_sentences: int | None = DEFAULT_MAX_SENTENCES
     keyframe_every: float = 2.0
+
+    def __post_init__(self) -> None:
+        # Checked here, before any file is read or model runs, rather than on the first transcript.
+        try:
+            transcript_windows([], self.window_seconds, self.window_overlap, max_sentences=self.window_sentences)
+        except InvalidInputError as error:
+            message = str(error).replace("overlap_seconds", "window_overlap")
+            message = message.replace("max_sentences", "window_sentences")
+            raise InvalidInputError(f"transcript windows: {message}") from None
 
 
 @dataclass(frozen=True)
@@ -351,11 +374,13 @@ def transcribe_into(item: Extracted, transcriber: Any, options: ExtractOptions) 
     """Transcribe `item.audio` (if any) into timestamped window records; silence adds none."""
     if item.audio is None:
         return
-    from mm_rag.embed.transcript import transcript_records, transcript_windows
-
     transcript = transcriber.transcribe(item.audio)
     item.audio = None
-    windows = transcript_windows(transcript.segments, options.window_seconds, options.window_overlap)
+    # A video's soundtrack gets the same windows as any recording: keyframes (start/end on the same clock,
+    # see `mm_rag.embed.video.video_audio`) then line up with a moment of speech, not with half a minute.
+    windows = transcript_windows(
+        transcript.segments, options.window_seconds, options.window_overlap, max_sentences=options.window_sentences
+    )
     records = transcript_records(
         windows,
         content_hash=item.content_hash,
