@@ -41,6 +41,7 @@ from mm_rag import __version__
 from mm_rag.context import DEFAULT_MAX_IMAGES, DEFAULT_MAX_TOKENS, Context, build_context
 from mm_rag.errors import MMRagError
 from mm_rag.filters import parse_filter
+from mm_rag.ingestion.extract import ExtractOptions
 from mm_rag.records import Modality, Record
 from mm_rag.retrieval import MIN_SCORE_HELP, Retrieved
 from mm_rag.server.schemas import MAX_K, MAX_QUERY_CHARS, IngestPathRequest, MinScore
@@ -92,6 +93,7 @@ def create_mcp_server(
     max_images: int = DEFAULT_MAX_IMAGES,
     host: str = "127.0.0.1",
     port: int = 8000,
+    options: ExtractOptions | None = None,
 ) -> FastMCP:
     """An MCP server searching (and, with `ingest_root`, filling) `store` with the given models.
 
@@ -102,6 +104,7 @@ def create_mcp_server(
         ocr: The OCR engine reading text inside pictures while ingesting, or None.
         ingest_root: Folder inside which the ``ingest`` tool may read files; None leaves the tool out.
         max_tokens, max_images: Defaults of the ``search`` tool's context budget.
+        options: How the ``ingest`` tool cuts what it reads (transcript windows…); `ExtractOptions()` by default.
         host, port: Where ``server.run("streamable-http")`` listens. The SDK checks the Host and Origin headers
             (DNS-rebinding protection) only when `host` is a loopback address.
 
@@ -110,7 +113,9 @@ def create_mcp_server(
     """
     # The HTTP service's Service already serialises each model across worker threads, confines ingested paths
     # and saves or rolls back each ingestion: one code path for both.
-    service = Service(store, clip=clip, text=text, transcriber=transcriber, ocr=ocr, ingest_root=ingest_root)
+    service = Service(
+        store, clip=clip, text=text, transcriber=transcriber, ocr=ocr, ingest_root=ingest_root, options=options
+    )
     # Host and port are given here, not to `run`: the SDK chooses its DNS-rebinding checks from the host as it
     # builds the server. At INFO it would log every request to stderr, burying the notes that matter there.
     server = FastMCP(SERVER_NAME, instructions=INSTRUCTIONS, host=host, port=port, log_level="WARNING")

@@ -148,6 +148,32 @@ def test_one_default_everywhere() -> None:
         assert parameters["window_seconds"].default == DEFAULT_WINDOW_SECONDS, integration
         assert parameters["overlap_seconds"].default == DEFAULT_OVERLAP_SECONDS, integration
     assert DEFAULT_WINDOW_SECONDS <= MOMENT_SECONDS
+    from mm_rag.cli.agents import mcp
+    from mm_rag.cli.serving import serve
+
+    for command in (serve, mcp):  # the servers ingest with the same windows, and take the same options
+        parameters = inspect.signature(command).parameters
+        assert parameters["window_seconds"].default == DEFAULT_WINDOW_SECONDS, command
+        assert parameters["window_sentences"].default == DEFAULT_MAX_SENTENCES, command
+
+
+@pytest.mark.parametrize("command", ["serve", "mcp"])
+def test_the_servers_take_window_options_and_hand_them_to_ingestion(tmp_path: Path, command: str) -> None:
+    from mm_rag import MultimodalStore
+    from mm_rag.server.service import Service
+
+    root = ["--ingest-root", str(tmp_path)] if command == "mcp" else []
+    refused = runner.invoke(app, [command, "--store", str(tmp_path / "s"), "--create", *root, "--window-seconds", "0"])
+    assert refused.exit_code == 2 and "--window-seconds must be a positive number of seconds, got 0" in refused.stderr
+    with MultimodalStore() as store:
+        store.create_space("text", 3)
+        options = ExtractOptions(window_seconds=4.0, window_overlap=0.0, window_sentences=1)
+        service = Service(store, text=_ThreeDimensions(), options=options)
+        assert service.options is options
+
+
+class _ThreeDimensions:
+    space, dim = "text", 3
 
 
 # --------------------------------------------------------------------------------------------------------------

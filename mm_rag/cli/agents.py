@@ -24,6 +24,13 @@ from mm_rag.cli._common import (
     fail,
     load_models,
 )
+from mm_rag.cli.ingesting import (
+    WindowOverlapOption,
+    WindowSecondsOption,
+    WindowSentencesOption,
+    window_options,
+)
+from mm_rag.embed.transcript import DEFAULT_MAX_SENTENCES, DEFAULT_OVERLAP_SECONDS, DEFAULT_WINDOW_SECONDS
 
 # The SDK turns on its DNS-rebinding protection (Host and Origin checks) for these addresses only.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -58,6 +65,9 @@ def mcp(
     no_audio: NoAudioOption = False,
     ocr_engine: OcrEngineOption = "auto",
     no_ocr: NoOcrOption = False,
+    window_seconds: WindowSecondsOption = DEFAULT_WINDOW_SECONDS,
+    window_overlap: WindowOverlapOption = DEFAULT_OVERLAP_SECONDS,
+    window_sentences: WindowSentencesOption = DEFAULT_MAX_SENTENCES,
     device: DeviceOption = "auto",
 ) -> None:
     """Serve a store to agents over MCP: tools `search` and `get_record` (and `ingest` with --ingest-root),
@@ -75,6 +85,7 @@ def mcp(
     if not create and not (store / MANIFEST).is_file():
         fail(f"no mm-rag store at {store}" + (" (pass --create to start an empty one)" if ingest_root else ""))
     writes = ingest_root is not None
+    options = window_options(window_seconds, window_overlap, window_sentences)
     # Without ingestion the models only embed queries: the store's own, no transcriber, the light text encoder.
     choice = ModelChoice(
         clip_model=clip_model,
@@ -104,6 +115,7 @@ def mcp(
             ingest_root=ingest_root,
             host=host,
             port=port,
+            options=options,
         )
         if http:
             # The server logs warnings only (requests would flood stderr), so uvicorn's own line is not shown.

@@ -23,6 +23,13 @@ from mm_rag.cli._common import (
     fail,
     load_models,
 )
+from mm_rag.cli.ingesting import (
+    WindowOverlapOption,
+    WindowSecondsOption,
+    WindowSentencesOption,
+    window_options,
+)
+from mm_rag.embed.transcript import DEFAULT_MAX_SENTENCES, DEFAULT_OVERLAP_SECONDS, DEFAULT_WINDOW_SECONDS
 
 
 def serve(
@@ -62,6 +69,9 @@ def serve(
     no_audio: NoAudioOption = False,
     ocr_engine: OcrEngineOption = "auto",
     no_ocr: NoOcrOption = False,
+    window_seconds: WindowSecondsOption = DEFAULT_WINDOW_SECONDS,
+    window_overlap: WindowOverlapOption = DEFAULT_OVERLAP_SECONDS,
+    window_sentences: WindowSentencesOption = DEFAULT_MAX_SENTENCES,
     device: DeviceOption = "auto",
 ) -> None:
     """Serve a store over HTTP: POST /search, /search/media, /ingest; GET/DELETE /records/{id}; GET /health.
@@ -74,6 +84,7 @@ def serve(
     from mm_rag.store.store import MANIFEST, MultimodalStore
 
     uvicorn = require("uvicorn", "mm-rag serve")
+    options = window_options(window_seconds, window_overlap, window_sentences)
     if not create and not (store / MANIFEST).is_file():
         fail(f"no mm-rag store at {store} (pass --create to start an empty one)")
     choice = ModelChoice(
@@ -94,6 +105,7 @@ def serve(
             api_key=api_key or None,
             ingest_root=ingest_root,
             max_upload_bytes=int(max_upload_mb * 2**20),
+            options=options,
         )
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has already shut down gracefully
             uvicorn.run(app, host=host, port=port)

@@ -20,6 +20,7 @@ from mm_rag import __version__
 from mm_rag.embed.media import MediaError
 from mm_rag.errors import MMRagError, ReadOnlyStoreError, StoreLockedError, StoreWriteError
 from mm_rag.filters import parse_filter
+from mm_rag.ingestion.extract import ExtractOptions
 from mm_rag.records import Modality
 from mm_rag.retrieval import DEFAULT_FUSION, FUSION_HELP, MIN_SCORE_HELP, RRF_K, Retrieved, parse_min_score
 from mm_rag.server.schemas import (
@@ -80,6 +81,7 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     uploads_dir: str | os.PathLike[str] | None = None,
     close_store_on_shutdown: bool = False,
+    options: ExtractOptions | None = None,
 ) -> FastAPI:
     """The HTTP service over `store`, searching and ingesting with the given models.
 
@@ -91,6 +93,7 @@ def create_app(
         ingest_root: Folder inside which ``POST /ingest`` may read server-side paths; None refuses all.
         max_upload_bytes: Largest request body accepted (413 beyond it, refused while reading).
         uploads_dir: Where uploaded files are kept (default: ``uploads/`` in the store directory).
+        options: How ``POST /ingest`` cuts what it reads (transcript windows…); `ExtractOptions()` by default.
         close_store_on_shutdown: Close the store when the application shuts down.
 
     Raises:
@@ -98,7 +101,7 @@ def create_app(
     """
     service = Service(
         store, clip=clip, text=text, transcriber=transcriber, ocr=ocr, ingest_root=ingest_root,
-        uploads_dir=uploads_dir,
+        uploads_dir=uploads_dir, options=options,
     )  # fmt: skip
 
     @asynccontextmanager
@@ -269,7 +272,7 @@ def app_from_store(
     Args:
         choice: A `ModelChoice` (default: the store's models, else the library defaults).
         create: Create an empty store when `path` holds none (else `StoreFormatError`).
-        options: Passed to `create_app` (api_key, ingest_root, max_upload_bytes, uploads_dir).
+        options: Passed to `create_app` (api_key, ingest_root, max_upload_bytes, uploads_dir, options).
     """
     from mm_rag.embed.loading import ModelChoice, load_models
 

@@ -20,6 +20,7 @@ from mm_rag import __version__
 from mm_rag.filters import Filter
 from mm_rag.ingestion import IngestReport, ingest
 from mm_rag.ingestion.discover import discover
+from mm_rag.ingestion.extract import ExtractOptions
 from mm_rag.records import Modality, Record
 from mm_rag.retrieval import DEFAULT_FUSION, RRF_K, Fusion, Mode, MultimodalRetriever, Retrieved
 from mm_rag.server.schemas import HealthResponse, IngestPathRequest, IngestResponse, SpaceStatus
@@ -61,6 +62,7 @@ class Service:
         ingest_root: Folder inside which server-side paths may be ingested; None refuses every path.
         uploads_dir: Where uploaded files are kept (default: ``uploads/`` in the store directory), one
             folder per content hash so that uploading the same file again changes nothing.
+        options: How ingestion cuts what it reads (transcript windows…); `ExtractOptions()` by default.
     """
 
     def __init__(
@@ -73,8 +75,10 @@ class Service:
         ocr: Any | None = None,
         ingest_root: str | os.PathLike[str] | None = None,
         uploads_dir: str | os.PathLike[str] | None = None,
+        options: ExtractOptions | None = None,
     ) -> None:
         self.store = store
+        self.options = options
         self.clip: Any = None if clip is None else Serialized(clip)
         self.text: Any = None if text is None else Serialized(text)
         self.transcriber: Any = None if transcriber is None else Serialized(transcriber)
@@ -158,7 +162,14 @@ class Service:
     def _ingest(self, paths: list[Path] | list[str]) -> IngestReport:
         with self._ingesting, self._saved_or_dropped():  # one ingestion at a time; searches go on meanwhile
             return ingest(
-                paths, self.store, clip=self.clip, text=self.text, transcriber=self.transcriber, ocr=self.ocr, save=True
+                paths,
+                self.store,
+                clip=self.clip,
+                text=self.text,
+                transcriber=self.transcriber,
+                ocr=self.ocr,
+                options=self.options,
+                save=True,
             )
 
     @contextmanager
