@@ -297,6 +297,10 @@ def test_mistakes_are_refused_before_any_work(tmp_path, models) -> None:
     assert isinstance(embedder_spec({"kind": "open_clip", "model": "m", "space": "pics"}, "clip"), ModelSpec)
     with pytest.raises(InvalidInputError, match="kind 'whisper'"):
         transcriber_spec({"model": "tiny.en"})
+    from mm_rag.embed.whisper import WhisperTranscriber
+
+    ungated = transcriber_spec(WhisperTranscriber("tiny.en", vad=False))  # the workers' copy keeps every setting
+    assert ungated["vad"] is False  # build_transcriber hands every key but kind and model to the constructor
 
 
 def test_the_package_surface_and_lazy_imports() -> None:

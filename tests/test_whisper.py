@@ -53,7 +53,8 @@ def test_windows_cover_every_segment_within_limits_and_overlap() -> None:
         assert window.start == segments[window.segments[0]].start and window.end == segments[window.segments[-1]].end
         assert isinstance(window.start, float) and isinstance(window.end, float)
         assert 0.0 <= window.confidence <= 1.0
-    assert len(transcript_windows(segments, window_seconds=10.0, overlap_seconds=0.0)) == 8
+    # by time alone (no sentence limit): 10-s windows of five 2-s segments
+    assert len(transcript_windows(segments, window_seconds=10.0, overlap_seconds=0.0, max_sentences=None)) == 8
 
 
 def test_windows_respect_max_chars_and_keep_long_segments_whole() -> None:
@@ -139,10 +140,11 @@ def test_bad_settings_are_refused_up_front(whisper_ct2_dir: Path, tmp_path: Path
 
 
 def test_unknown_model_names_fail_clearly_when_loading(tmp_path: Path) -> None:
+    # vad=False: a steady tone holds no speech, and with the VAD no model would ever be loaded
     with pytest.raises(InvalidInputError, match="unknown openai-whisper model 'tiny.xx'"):
-        WhisperTranscriber("tiny.xx", backend="openai").transcribe(np.ones(16_000, dtype=np.float32) * 0.1)
+        WhisperTranscriber("tiny.xx", backend="openai", vad=False).transcribe(np.ones(16_000, dtype=np.float32) * 0.1)
     with pytest.raises(InvalidInputError, match="cannot load faster-whisper model 'tiny.xx'") as caught:
-        WhisperTranscriber("tiny.xx", backend="faster").transcribe(np.ones(16_000, dtype=np.float32) * 0.1)
+        WhisperTranscriber("tiny.xx", backend="faster", vad=False).transcribe(np.ones(16_000, dtype=np.float32) * 0.1)
     assert caught.value.__cause__ is not None
 
 

@@ -22,6 +22,7 @@ _WHISPER_SETTINGS = (
     "download_root",
     "cpu_threads",
     "silence_peak",
+    "vad",
     "trim_silence",
 )
 

@@ -2,6 +2,10 @@
 
 Audio is decoded by `mm_rag.embed.audio.load_audio` (soundfile + soxr, PyAV for other containers) and handed to
 either backend as samples, so neither needs a system ffmpeg. Loaded models are shared between transcribers.
+
+Whisper invents words on audio without speech. Three gates keep them out, cheapest first: a peak level (digital
+silence), voice-activity detection (`mm_rag.embed.vad`: only the speech regions reach the model, the same way
+for both backends, and times are mapped back onto the file's timeline), and Whisper's own per-segment signals.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from mm_rag._optional import available, require
 from mm_rag.embed.audio import SAMPLE_RATE, AudioSource, load_audio
 from mm_rag.embed.base import pick_device, shared_model
 from mm_rag.embed.transcript import Segment, Transcriber, Transcript, Window, transcript_records, transcript_windows
+from mm_rag.embed.vad import Stitched, speech_regions
 from mm_rag.errors import InvalidInputError
 
 __all__ = [
@@ -36,9 +41,17 @@ DEFAULT_WHISPER_MODEL = "tiny.en"
 # Audio whose peak stays below this (≈ -60 dBFS) is silence: no model runs and no segment comes back, since
 # Whisper tends to hallucinate words ("Thank you.") on empty input.
 SILENCE_PEAK = 1e-3
-# Whisper's own rule for a segment that is really silence: likely no speech and a poorly supported decode.
+# Whisper's own rule for a segment that is really silence: likely no speech and a poorly supported decode
+# (openai-whisper's transcribe() defaults). Measured on the no-speech set without VAD, it let through "You" on
+# pink noise (no_speech 0.94, avg_logprob -0.94) and a chime's "Thank you so much for watching…" (0.57, -1.23).
 _NO_SPEECH_PROB = 0.6
 _LOW_LOGPROB = -1.0
+# No speech beyond doubt, however fluent the decode: the invented "You"/"." sat at 0.90-0.94, while every spoken
+# clip of the set, down to one word and speech 0 dB under music, stayed at or below 0.47.
+_SURE_NO_SPEECH_PROB = 0.85
+# A decode that compresses this well (gzip) is a repetition loop ("you you you…"): openai-whisper's own
+# fallback threshold; with a poorly supported decode it is dropped rather than indexed.
+_LOOP_COMPRESSION_RATIO = 2.4
 _OPENAI_COMPUTE_TYPES = ("default", "float32", "float16")
 # Trimming: 10-ms frames; sound is 30 ms or more within 35 dB of the segment's loud frames (their 90th
 # percentile, so one click does not set the scale) and above `silence_peak`.
@@ -69,6 +82,11 @@ class WhisperTranscriber:
         cpu_threads: Threads of the faster backend on CPU (0: one per available core); the openai backend
             uses PyTorch's global setting.
         silence_peak: Audio whose peak amplitude stays below this gives no segments without running the model.
+        vad: Transcribe only where voice-activity detection (Silero VAD, see `mm_rag.embed.vad`) finds speech.
+            Audio without speech (music, alert sounds, noise, hum) then gives no segments and runs no model;
+            speech regions are joined for the model and the times mapped back onto the original timeline.
+            Needs faster-whisper (which ships the VAD model) for either backend. False transcribes the whole
+            file, as Whisper alone does.
         trim_silence: Shrink each segment to the sound inside it. Whisper puts segment boundaries in the
             middle of pauses (tiny models on a whole-second grid); trimming moves them to where the sound starts
             and stops (frames within 35 dB of the segment's loud parts). It only ever shrinks a segment, and
@@ -89,6 +107,7 @@ class WhisperTranscriber:
         download_root: str | os.PathLike[str] | None = None,
         cpu_threads: int = 0,
         silence_peak: float = SILENCE_PEAK,
+        vad: bool = True,
         trim_silence: bool = True,
     ) -> None:
         if backend not in ("auto", "openai", "faster"):
@@ -109,6 +128,7 @@ class WhisperTranscriber:
         self.download_root = None if download_root is None else str(download_root)
         self.cpu_threads = cpu_threads
         self.silence_peak = silence_peak
+        self.vad = bool(vad)
         self.trim_silence = trim_silence
 
     def transcribe(self, source: AudioSource | np.ndarray) -> Transcript:
@@ -116,22 +136,28 @@ class WhisperTranscriber:
 
         Returns:
             A `Transcript`: segments in time order with start/end seconds clamped to the audio, a confidence
-            per segment, the language and the duration. Silence gives no segments.
+            per segment, the language and the duration. Audio without speech (silence; with `vad`, also music,
+            noise or alert sounds) gives no segments.
 
         Raises:
             MediaError: the input cannot be decoded (see `load_audio`), naming it.
             InvalidInputError: the model cannot be loaded or samples are not a 1-D array.
+            MissingDependencyError: `vad` is on and faster-whisper or onnxruntime is not installed.
         """
         audio = _samples(source)
         duration = len(audio) / SAMPLE_RATE
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0
         if peak < self.silence_peak:
             return Transcript([], self.language, duration)
+        stitched = Stitched.cut(audio, speech_regions(audio)) if self.vad else None
+        if stitched is not None and not stitched.regions:
+            return Transcript([], self.language, duration)
+        heard = audio if stitched is None else stitched.audio
         if self.backend == "openai":
-            raw, language = self._run_openai(audio)
+            raw, language = self._run_openai(heard)
         else:
-            raw, language = self._run_faster(audio)
-        segments = [segment for item in raw if (segment := _segment(item, duration)) is not None]
+            raw, language = self._run_faster(heard)
+        segments = [segment for item in raw if (segment := _segment(item, stitched, duration)) is not None]
         if self.trim_silence:
             segments = _trim_to_sound(segments, audio, self.silence_peak)
         return Transcript(segments, language or self.language, duration)
@@ -293,15 +319,28 @@ def _samples(source: AudioSource | np.ndarray) -> np.ndarray:
     return load_audio(source, SAMPLE_RATE)
 
 
-def _segment(item: Any, duration: float) -> Segment | None:
-    """A backend's segment (openai dict or faster-whisper object) as a `Segment`; None for empty or silence."""
+def _segment(item: Any, stitched: Stitched | None, duration: float) -> Segment | None:
+    """A backend's segment (openai dict or faster-whisper object) as a `Segment` on the original timeline.
+
+    None when Whisper's own signals say it heard no speech: no word at all (".", "♪"), no speech and a poorly
+    supported decode (Whisper's rule), no speech beyond doubt, or a repetition loop with a poor decode.
+    """
     get = item.get if isinstance(item, dict) else lambda name: getattr(item, name)
     text = str(get("text")).strip()
     logprob, no_speech = float(get("avg_logprob")), float(get("no_speech_prob"))
-    if not text or (no_speech > _NO_SPEECH_PROB and logprob < _LOW_LOGPROB):
+    compression = float(get("compression_ratio") or 0.0)
+    if (
+        not any(character.isalnum() for character in text)
+        or (no_speech > _NO_SPEECH_PROB and logprob < _LOW_LOGPROB)
+        or no_speech > _SURE_NO_SPEECH_PROB
+        or (compression > _LOOP_COMPRESSION_RATIO and logprob < _LOW_LOGPROB)
+    ):
         return None
-    start = min(max(float(get("start")), 0.0), duration)
-    end = min(max(float(get("end")), start), duration)
+    start, end = float(get("start")), float(get("end"))
+    if stitched is not None:
+        start, end = stitched.original_time(start), stitched.original_time(end, is_end=True)
+    start = min(max(start, 0.0), duration)
+    end = min(max(end, start), duration)
     confidence = min(max(math.exp(logprob), 0.0), 1.0)
     return Segment(start, end, text, confidence, logprob, no_speech)
 
