@@ -13,7 +13,8 @@ from mm_rag.retrieval import MultimodalRetriever, Retrieved
 ANSWER_SYSTEM_PROMPT = (
     "You answer questions using only the numbered context below: passages, transcript moments with their time"
     " ranges, and images (each image belongs to the context line with the same number, in order). Cite the"
-    " numbers you rely on like [2]. If the context does not contain the answer, say that you don't know."
+    " numbers you rely on like [2]. In a transcript moment shown with the talk around it, the words the search"
+    " found are in **bold**. If the context does not contain the answer, say that you don't know."
 )
 
 
