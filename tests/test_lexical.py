@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -333,3 +334,24 @@ def test_a_store_whose_index_predates_stemming_keeps_reading_words_as_written(tm
     with MultimodalStore.open(path) as store:
         assert store.keyword_settings["stemming"] == "none"
         assert [hit.record.id for hit in store.search_text("maps", k=5)] == ["maps"]
+
+
+def test_the_keywords_command_shows_and_changes_the_settings(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from mm_rag.cli import app
+
+    with text_store(FESTIVAL, tmp_path / "store") as store:
+        store.save()
+    runner = CliRunner()
+    shown = runner.invoke(app, ["keywords", str(tmp_path / "store")])
+    assert shown.exit_code == 0 and json.loads(shown.stdout) == {"stemming": "porter", "languages": ["en"]}
+    changed = runner.invoke(app, ["keywords", str(tmp_path / "store"), "--stemming", "none", "--languages", "en, fr"])
+    assert changed.exit_code == 0 and json.loads(changed.stdout) == {"stemming": "none", "languages": ["en", "fr"]}
+    with MultimodalStore.open(tmp_path / "store") as store:  # saved
+        assert [hit.record.id for hit in store.search_text("maps", k=5)] == ["maps"]
+    wrong = subprocess.run(
+        [sys.executable, "-m", "mm_rag.cli", "keywords", str(tmp_path / "store"), "--languages", "xx"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert wrong.returncode == 2 and wrong.stderr.startswith("error: configure_keywords: no stop words for language")

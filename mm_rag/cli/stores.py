@@ -1,4 +1,4 @@
-"""Commands to look around: `info` about a store, and the `demo` over the bundled example media."""
+"""Commands to look around: `info` about a store, its `keywords` settings, and the `demo` over the example media."""
 
 from __future__ import annotations
 
@@ -47,7 +47,36 @@ def info(store: Annotated[Path, typer.Argument(help="Store directory.", show_def
         typer.echo(json.dumps(opened.info(), indent=2))
 
 
+def keywords(
+    store: Annotated[Path, typer.Argument(help="Store directory.", show_default=False)],
+    stemming: Annotated[
+        str | None,
+        typer.Option(
+            "--stemming",
+            help="porter: English stemming (maps finds map); none: words as written. Re-indexes the text.",
+            show_default=False,
+        ),
+    ] = None,
+    languages: Annotated[
+        str | None,
+        typer.Option(
+            "--languages",
+            help="Comma-separated languages whose stop words are left out of keyword queries (en, de, fr, es).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Show, or change with --stemming/--languages, how the store's keyword index reads words (as JSON)."""
+    with open_store(store) as opened:
+        if stemming is not None or languages is not None:
+            chosen = None if languages is None else [code.strip() for code in languages.split(",") if code.strip()]
+            opened.configure_keywords(stemming=stemming, languages=chosen)  # type: ignore[arg-type]
+            opened.save()
+        typer.echo(json.dumps(opened.keyword_settings))
+
+
 def register(app: typer.Typer) -> None:
-    """Add `demo` and `info` to `app`."""
+    """Add `demo`, `info` and `keywords` to `app`."""
     app.command()(demo)
     app.command()(info)
+    app.command()(keywords)
