@@ -240,3 +240,10 @@ def test_eval_command_takes_paths_and_reports_unknown_items(tmp_path: Path, mini
         [*command, "--device", "cpu", "--strict"], check=False, capture_output=True, text=True, env=env
     )
     assert strict.returncode == 2 and "data/missing.txt" in strict.stderr and "Traceback" not in strict.stderr
+    # the same retrieval as `mm-rag search`: keywords alone still find the cake and the fireworks by their words
+    lexical = subprocess.run(
+        [*command, "--k", "1", "--device", "cpu", "--json", "--mode", "lexical", "--fusion", "rrf"],
+        check=False, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert lexical.returncode == 0, lexical.stderr
+    assert json.loads(lexical.stdout)["metrics"]["all"]["recall@1"] == 1.0

@@ -19,6 +19,8 @@ from mm_rag.cli._common import (
     open_store,
     parse_filter,
 )
+from mm_rag.cli.searching import DEFAULT_CLI_FUSION, FusionOption, Mode, ModeOption
+from mm_rag.retrieval import DEFAULT_FUSION
 
 if TYPE_CHECKING:
     from mm_rag.apps import OpenAIChat
@@ -121,6 +123,8 @@ def evaluate(
     strict: Annotated[
         bool, typer.Option("--strict", help="Fail (exit 2) when a relevant item matches no record, instead of warning.")
     ] = False,
+    mode: ModeOption = Mode.hybrid,
+    fusion: FusionOption = DEFAULT_CLI_FUSION,
     whisper_model: WhisperModelOption = None,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
@@ -141,7 +145,9 @@ def evaluate(
     items = load_queries(queries)
     with open_store(store) as opened:
         spoken = any(item.audio for item in items)
-        retriever = _retriever(opened, device, whisper_model=whisper_model, audio=spoken)
+        retriever = _retriever(
+            opened, device, whisper_model=whisper_model, audio=spoken, mode=mode.value, fusion=fusion.value
+        )
         with warnings.catch_warnings():
             # The report carries the unknown items; they are printed below, once, in the command's own words.
             warnings.simplefilter("ignore", UserWarning)
@@ -151,15 +157,25 @@ def evaluate(
         typer.echo(f"warning: {line}", err=True)
 
 
-def _retriever(store: Any, device: str, *, whisper_model: str | None = None, audio: bool = False) -> Any:
+def _retriever(
+    store: Any,
+    device: str,
+    *,
+    whisper_model: str | None = None,
+    audio: bool = False,
+    mode: str = "hybrid",
+    fusion: str = DEFAULT_FUSION,
+) -> Any:
     from mm_rag.embed.loading import ModelChoice
     from mm_rag.retrieval import MultimodalRetriever
 
     choice = ModelChoice(whisper_model=whisper_model, audio=audio, device=device, queries_only=True)
     models = load_models(store, choice, recorded_only=True)
-    if models.embedders == 0:
+    if models.embedders == 0 and mode != "lexical":
         fail("no embedder could be loaded for this store" + ("" if models.unavailable else " (is it empty?)"))
-    return MultimodalRetriever(store, clip=models.clip, text=models.text, transcriber=models.transcriber)
+    return MultimodalRetriever(
+        store, clip=models.clip, text=models.text, transcriber=models.transcriber, mode=mode, fusion=fusion
+    )
 
 
 def _llm(base_url: str | None, model: str | None, api_key: str | None, *, required: bool) -> OpenAIChat | None:

@@ -48,6 +48,14 @@ class Mode(str, Enum):
     lexical = "lexical"
 
 
+# Shared with `mm-rag eval`, which measures the same retrieval.
+FusionOption = Annotated[Fusion, typer.Option("--fusion", help=FUSION_HELP)]
+ModeOption = Annotated[
+    Mode,
+    typer.Option("--mode", help="hybrid: embeddings and keywords (BM25) fused; dense: embeddings; lexical: keywords."),
+]
+
+
 def _count_option(name: str, what: str) -> Any:
     return typer.Option(name, min=0, help=f"Results kept among {what} (0 leaves them out).")
 
@@ -79,10 +87,7 @@ def search(
     image_k: Annotated[int, _count_option("--image-k", "images")] = 5,
     audio_k: Annotated[int, _count_option("--audio-k", "audio transcript moments")] = 3,
     video_k: Annotated[int, _count_option("--video-k", "video moments and keyframes")] = 3,
-    fusion: Annotated[
-        Fusion,
-        typer.Option("--fusion", help=FUSION_HELP),
-    ] = DEFAULT_CLI_FUSION,
+    fusion: FusionOption = DEFAULT_CLI_FUSION,
     rrf_k: Annotated[float, typer.Option("--rrf-k", min=0, help="The constant of reciprocal-rank fusion.")] = RRF_K,
     min_score: Annotated[
         str | None,
@@ -93,12 +98,7 @@ def search(
             show_default=False,
         ),
     ] = None,
-    mode: Annotated[
-        Mode,
-        typer.Option(
-            "--mode", help="hybrid: embeddings and keywords (BM25) fused; dense: embeddings; lexical: keywords."
-        ),
-    ] = Mode.hybrid,
+    mode: ModeOption = Mode.hybrid,
     whisper_model: WhisperModelOption = None,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
