@@ -15,9 +15,7 @@ below a floor per space.
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -25,34 +23,47 @@ import numpy as np
 
 from mm_rag.errors import InvalidInputError
 from mm_rag.filters import Filter
+from mm_rag.fusion import (
+    DEFAULT_FUSION,
+    EVERY_EMBEDDING_SPACE,
+    FUSION_HELP,
+    FUSIONS,
+    MIN_BM25,
+    MIN_SCORE_HELP,
+    RRF_K,
+    Fusion,
+    bounds,
+    check_fusion,
+    contribution,
+    fuse_rankings,
+    parse_min_score,
+    score_floors,
+)
 from mm_rag.mmr import mmr_order
-from mm_rag.records import LEXICAL, MODALITIES, Hit, Modality, Record
+from mm_rag.records import LEXICAL, MODALITIES, Modality, Record
 
-Fusion = Literal["rrf", "relative", "convex"]
-FUSIONS = ("rrf", "relative", "convex")
-# Measured on the retrieval-quality set of tests/test_retrieval_quality.py (benchmarks/README.md): the convex
-# combination is the one fusion whose hybrid matches the better of dense and keywords on every subset; RRF and
-# relative-score fusion each lose a question or two to a record that is second in both rankings.
-DEFAULT_FUSION: Fusion = "convex"
-FUSION_HELP = (
-    "convex: scores divided by each ranking's best, summed; rrf: reciprocal-rank fusion; relative: scores min-max"
-    " normalised per ranking."
-)
-MIN_SCORE_HELP = (
-    "Drop hits scoring below a floor: a number applies to every embedding space (cosine); an object sets floors"
-    ' per space, "lexical" for BM25.'
-)
+# Part of this module's interface since before `mm_rag.fusion` held them.
+__all__ = [
+    "DEFAULT_FUSION",
+    "FUSIONS",
+    "FUSION_HELP",
+    "MIN_SCORE_HELP",
+    "MODES",
+    "RRF_K",
+    "Evidence",
+    "Fusion",
+    "Mode",
+    "MultimodalRetriever",
+    "QueryForm",
+    "Retrieved",
+    "fuse_rankings",
+    "parse_min_score",
+]
+
 # hybrid: embeddings and keywords fused; dense: embeddings only; lexical: keywords (BM25) only.
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES = ("hybrid", "dense", "lexical")
 QueryForm = Literal["text", "image", "audio"]
-
-# The constant of reciprocal-rank fusion (Cormack et al., 2009): damps the weight of the very first ranks.
-RRF_K = 60
-# FTS5 floors a word's idf at 1e-6 when half the records or more hold it, so a keyword hit scoring below this
-# matched only such words (in a store too small for `MultimodalStore.keywords` to leave them out): it ranks
-# nothing and enters no fusion.
-MIN_BM25 = 1e-3
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,8 +203,8 @@ class MultimodalRetriever:
                 "MultimodalRetriever: give at least one embedder (clip= and/or text=)"
                 + ("" if self.mode != "lexical" else "; diversity needs one")
             )
-        _check_fusion("MultimodalRetriever", self.fusion, self.rrf_k)
-        _floors(self.min_score)  # checked now, not at the first query
+        check_fusion("MultimodalRetriever", self.fusion, self.rrf_k)
+        score_floors(self.min_score)  # checked now, not at the first query
         for name in ("text_k", "image_k", "audio_k", "video_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -308,8 +319,8 @@ class MultimodalRetriever:
         return lists
 
     def _above_floor(self, space: str, hits: list[Any]) -> list[Any]:
-        floors = _floors(self.min_score)
-        floor = floors.get(space, floors.get(_EVERY_EMBEDDING_SPACE) if space != LEXICAL else None)
+        floors = score_floors(self.min_score)
+        floor = floors.get(space, floors.get(EVERY_EMBEDDING_SPACE) if space != LEXICAL else None)
         return hits if floor is None else [hit for hit in hits if hit.score >= floor]
 
     # --- fusion -----------------------------------------------------------------------------------------
@@ -322,10 +333,10 @@ class MultimodalRetriever:
         for (space, form, _), hits in _rankings(lists).items():
             weight = float(self.weights.get(space, 1.0))
             metric = "bm25" if space == LEXICAL else self.store.spaces[space].metric
-            low, high = _bounds(self.fusion, metric, hits)
+            low, high = bounds(self.fusion, metric, hits)
             for rank, hit in enumerate(hits):
                 key = hit.record.id
-                scores[key] = scores.get(key, 0.0) + weight * _contribution(
+                scores[key] = scores.get(key, 0.0) + weight * contribution(
                     self.fusion, self.rrf_k, rank, hit.score, low, high
                 )
                 evidence.setdefault(key, []).append(Evidence(space, form, rank, hit.score))
@@ -358,58 +369,6 @@ class MultimodalRetriever:
         return [results[i] for i in chosen]
 
 
-def fuse_rankings(
-    rankings: Sequence[Sequence[Hit]],
-    weights: Sequence[float] | None = None,
-    fusion: Fusion = DEFAULT_FUSION,
-    rrf_k: float = RRF_K,
-) -> list[tuple[Hit, float]]:
-    """Several rankings of one collection (say, a dense and a keyword search) as one: (hit, fused score), best first.
-
-    The fusion is `MultimodalRetriever`'s (convex combination, reciprocal ranks or relative scores), each
-    ranking times its weight (default 1 each); a record found by several rankings appears once, with the
-    hit of the ranking where it ranked best, and equal fused scores go to the higher raw score. Keyword hits
-    with a nil BM25 score (see `MIN_BM25`) are left out.
-    """
-    weights = [1.0] * len(rankings) if weights is None else [float(weight) for weight in weights]
-    if len(weights) != len(rankings):
-        raise InvalidInputError(f"fuse_rankings: {len(weights)} weights for {len(rankings)} rankings")
-    _check_fusion("fuse_rankings", fusion, rrf_k)
-    rankings = [[hit for hit in hits if hit.space != LEXICAL or hit.score >= MIN_BM25] for hits in rankings]
-    scores: dict[str, float] = {}
-    best: dict[str, Hit] = {}
-    for hits, weight in zip(rankings, weights):
-        if not hits or weight == 0:  # a ranking weighed 0 adds no candidates either (alpha=1: dense only)
-            continue
-        low, high = _bounds(fusion, "bm25" if hits[0].space == LEXICAL else "cosine", hits)
-        for rank, hit in enumerate(hits):
-            key = hit.record.id
-            scores[key] = scores.get(key, 0.0) + weight * _contribution(fusion, rrf_k, rank, hit.score, low, high)
-            if key not in best or rank < best[key].rank:
-                best[key] = hit
-    order = sorted(scores, key=lambda key: (-scores[key], -best[key].score, key))
-    return [(best[key], scores[key]) for key in order]
-
-
-def _bounds(fusion: Fusion, metric: str, hits: Sequence[Hit]) -> tuple[float, float]:
-    """The scores that a ranking's hits are normalised between: its own lowest and highest (``"relative"``),
-    or, for ``"convex"``, the lowest a score can mean anything (0 for cosine and BM25: nothing in common) and
-    the ranking's highest, so that a ranking of near-equal weak hits does not spread them from 0 to 1."""
-    high = max(hit.score for hit in hits)
-    if fusion == "convex" and metric in ("cosine", "bm25"):
-        return 0.0, high
-    return min(hit.score for hit in hits), high
-
-
-def _contribution(fusion: Fusion, rrf_k: float, rank: int, score: float, low: float, high: float) -> float:
-    """What one ranked hit adds to its record's fused score."""
-    if fusion == "rrf":
-        return 1.0 / (rrf_k + rank + 1)
-    if high <= low:  # one hit, or equal scores; for convex, nothing above the floor
-        return 1.0 if fusion == "relative" or score > low else 0.0
-    return (max(score, low) - low) / (high - low)  # normalised within the ranking: comparable there
-
-
 def _rankings(lists: list[tuple[str, QueryForm, Modality, list[Any]]]) -> dict[tuple[str, str, str], list[Any]]:
     """Merge the per-modality lists into one ranking per (space, query form, embedded kind), by score.
 
@@ -426,61 +385,6 @@ def _rankings(lists: list[tuple[str, QueryForm, Modality, list[Any]]]) -> dict[t
     for hits in rankings.values():
         hits.sort(key=lambda hit: -hit.score)
     return rankings
-
-
-_EVERY_EMBEDDING_SPACE = "*"
-
-
-def _check_fusion(caller: str, fusion: str, rrf_k: float) -> None:
-    if fusion not in FUSIONS:
-        hint = " ('weighted' is now 'relative': relative-score fusion)" if fusion == "weighted" else ""
-        raise InvalidInputError(f"{caller}: unknown fusion {fusion!r}; expected one of {list(FUSIONS)}{hint}")
-    if isinstance(rrf_k, bool) or not isinstance(rrf_k, (int, float)) or not 0 <= rrf_k < float("inf"):
-        raise InvalidInputError(f"{caller}: rrf_k must be a non-negative number, got {rrf_k!r}")
-
-
-def parse_min_score(text: str | None) -> float | dict[str, float] | None:
-    """A relevance floor as people write it: ``"0.3"`` (every embedding space), ``"text=0.35,lexical=2"`` or
-    the JSON object ``{"text": 0.35, "lexical": 2}``; None or blank for none.
-
-    Raises:
-        InvalidInputError: text that is none of these, naming it.
-    """
-    if text is None or not text.strip():
-        return None
-    text = text.strip()
-    try:
-        if text.startswith("{"):
-            floors = json.loads(text)
-            if not isinstance(floors, dict):
-                raise ValueError
-        else:
-            try:
-                return float(text)
-            except ValueError:
-                floors = {}
-                for pair in text.split(","):
-                    space, value = pair.split("=")
-                    floors[space.strip()] = float(value)
-        _floors(floors)
-        return floors
-    except (ValueError, InvalidInputError) as error:
-        raise InvalidInputError(
-            f"min_score {text!r}: expected a number (every embedding space), SPACE=NUMBER pairs separated by"
-            ' commas (e.g. "text=0.35,lexical=2"), or a JSON object of them'
-        ) from error
-
-
-def _floors(min_score: float | Mapping[str, float] | None) -> dict[str, float]:
-    """`min_score` as floors by space name (``"*"``: every embedding space)."""
-    if min_score is None:
-        return {}
-    floors = {_EVERY_EMBEDDING_SPACE: min_score} if not isinstance(min_score, Mapping) else dict(min_score)
-    for space, floor in floors.items():
-        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or math.isnan(floor):
-            where = "" if space == _EVERY_EMBEDDING_SPACE else f"[{space!r}]"
-            raise InvalidInputError(f"MultimodalRetriever: min_score{where} must be a number, got {floor!r}")
-    return {space: float(floor) for space, floor in floors.items()}
 
 
 def _seconds(value: Any) -> float | None:
