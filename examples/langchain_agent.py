@@ -8,7 +8,8 @@ artifact is the list of Documents, for the application rather than the model.
 
 `main` uses a real provider only when one is configured (``--chat-model openai:gpt-4o-mini`` or
 ``$MM_RAG_CHAT_MODEL``; needs the provider's package and API key). Otherwise, or with ``--fake``, a LangChain fake
-chat model follows a script: call the tool, then answer. Nothing is downloaded when the CLIP model is local.
+chat model follows a script: call the tool, then answer. Nothing is downloaded when the CLIP model is local;
+where no CLIP weights can load, the example says so in one line and goes on with the text model, without pictures.
 
 Needs the ``langchain`` package (v1) besides ``langchain-mm-rag``.
 Run: python examples/langchain_agent.py [--model CONFIG.json --pretrained CKPT] [--fake | --chat-model P:M]
@@ -27,6 +28,7 @@ from typing import Any
 
 from langchain.agents import create_agent
 from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
@@ -34,11 +36,14 @@ from langchain_core.messages.tool import tool_call
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from langchain_mm_rag import MMRagVectorStore, OpenCLIPEmbeddings, create_multimodal_retriever_tool
+from langchain_mm_rag import MMRagVectorStore, OpenCLIPEmbeddings, TextEmbeddings, create_multimodal_retriever_tool
 from langgraph.graph.state import CompiledStateGraph
+
+from mm_rag import OpenCLIPEmbedder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/drawings.py, also when loaded by path
 from drawings import draw
+from embedders import load_embedder
 
 SYMBOLS = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross")]
 LEGEND = [
@@ -94,11 +99,13 @@ def scripted_model(
     return ToolCallingFakeChatModel(messages=iter([AIMessage(content="", tool_calls=[call]), AIMessage(answer)]))
 
 
-def build_store(clip: OpenCLIPEmbeddings, folder: Path) -> MMRagVectorStore:
-    """A temporary store: the legend, the ranger's talk and a drawing of each symbol (PNG files under `folder`)."""
-    store = MMRagVectorStore(embedding=clip)
-    pictures = [draw(colour, shape, folder / f"{colour}-{shape}.png") for colour, shape in SYMBOLS]
-    store.add_images(pictures, [{"colour": colour, "shape": shape} for colour, shape in SYMBOLS])
+def build_store(embedding: Embeddings, folder: Path) -> MMRagVectorStore:
+    """A temporary store: the legend, the ranger's talk and, when `embedding` embeds pictures (CLIP), a drawing of
+    each symbol (PNG files under `folder`)."""
+    store = MMRagVectorStore(embedding=embedding)
+    if isinstance(embedding, OpenCLIPEmbeddings):
+        pictures = [draw(colour, shape, folder / f"{colour}-{shape}.png") for colour, shape in SYMBOLS]
+        store.add_images(pictures, [{"colour": colour, "shape": shape} for colour, shape in SYMBOLS])
     store.add_texts(LEGEND, [{"source": "legend.md"} for _ in LEGEND])
     store.add_documents([TALK])
     return store
@@ -140,8 +147,9 @@ def main(argv: Sequence[str] | None = None) -> list[AnyMessage]:
     parser.add_argument("--question", default=QUESTION)
     args = parser.parse_args(argv)
 
-    clip = OpenCLIPEmbeddings(model=args.model, pretrained=args.pretrained, device="cpu")
-    store = build_store(clip, Path(tempfile.mkdtemp(prefix="mm-rag-trail-")))
+    embedder = load_embedder(args.model, args.pretrained)
+    embedding = OpenCLIPEmbeddings(embedder) if isinstance(embedder, OpenCLIPEmbedder) else TextEmbeddings(embedder)
+    store = build_store(embedding, Path(tempfile.mkdtemp(prefix="mm-rag-trail-")))
     offline = args.fake or not args.chat_model
     model: BaseChatModel | str = scripted_model() if offline else args.chat_model
     print(f"chat model: {'scripted fake (offline)' if offline else model}")

@@ -9,7 +9,8 @@ as a standard image content block (base64 JPEG), labelled with the passage numbe
 The chat model is a parameter of `build_rag_chain`. `main` uses a real provider only when one is configured
 (``--chat-model openai:gpt-4o-mini`` or ``$MM_RAG_CHAT_MODEL``; needs the ``langchain`` package, the provider's
 package and its API key); otherwise, or with ``--fake``, LangChain's own `GenericFakeChatModel` answers, so the
-example runs offline. Nothing is downloaded when the CLIP model is local (config JSON + checkpoint).
+example runs offline. Nothing is downloaded when the CLIP model is local (config JSON + checkpoint); where no
+CLIP weights can load, the example says so in one line and goes on with the text model, without pictures.
 
 Run: python examples/langchain_rag_chain.py [--model CONFIG.json --pretrained CKPT] [--fake | --chat-model P:M]
 """
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import HumanMessage
@@ -35,10 +37,19 @@ from langchain_core.prompt_values import PromptValue
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
-from langchain_mm_rag import MMRagRetriever, MMRagVectorStore, OpenCLIPEmbeddings, documents_to_context
+from langchain_mm_rag import (
+    MMRagRetriever,
+    MMRagVectorStore,
+    OpenCLIPEmbeddings,
+    TextEmbeddings,
+    documents_to_context,
+)
+
+from mm_rag import OpenCLIPEmbedder
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/drawings.py, also when loaded by path
 from drawings import draw
+from embedders import load_embedder
 
 SYMBOLS = [("red", "circle"), ("blue", "square"), ("green", "triangle"), ("yellow", "cross")]
 LEGEND = {
@@ -58,11 +69,13 @@ ENV_CHAT_MODEL = "MM_RAG_CHAT_MODEL"
 PROMPT = ChatPromptTemplate.from_messages([("system", SYSTEM), MessagesPlaceholder("turn")])
 
 
-def build_store(clip: OpenCLIPEmbeddings, folder: Path) -> MMRagVectorStore:
-    """A temporary store of the legend's passages and a drawing of each symbol (PNG files under `folder`)."""
-    store = MMRagVectorStore(embedding=clip)
-    pictures = [draw(colour, shape, folder / f"{colour}-{shape}.png") for colour, shape in SYMBOLS]
-    store.add_images(pictures, [{"colour": colour, "shape": shape} for colour, shape in SYMBOLS])
+def build_store(embedding: Embeddings, folder: Path) -> MMRagVectorStore:
+    """A temporary store of the legend's passages and, when `embedding` embeds pictures (CLIP), a drawing of each
+    symbol (PNG files under `folder`)."""
+    store = MMRagVectorStore(embedding=embedding)
+    if isinstance(embedding, OpenCLIPEmbeddings):
+        pictures = [draw(colour, shape, folder / f"{colour}-{shape}.png") for colour, shape in SYMBOLS]
+        store.add_images(pictures, [{"colour": colour, "shape": shape} for colour, shape in SYMBOLS])
     store.add_texts([LEGEND[symbol] for symbol in SYMBOLS], [{"source": "legend.md"} for _ in SYMBOLS])
     return store
 
@@ -125,6 +138,12 @@ def describe(prompt: PromptValue) -> str:
     return "\n".join(lines)
 
 
+def embeddings(model: str, pretrained: str) -> OpenCLIPEmbeddings | TextEmbeddings:
+    """CLIP embeddings when its weights load here, else (said in one line) the text model's: no pictures then."""
+    embedder = load_embedder(model, pretrained)
+    return OpenCLIPEmbeddings(embedder) if isinstance(embedder, OpenCLIPEmbedder) else TextEmbeddings(embedder)
+
+
 def main(argv: Sequence[str] | None = None) -> str:
     """Build the store and the chain, show the prompt the model reads, and print (and return) its answer."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -135,8 +154,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--question", default=QUESTION)
     args = parser.parse_args(argv)
 
-    clip = OpenCLIPEmbeddings(model=args.model, pretrained=args.pretrained, device="cpu")
-    store = build_store(clip, Path(tempfile.mkdtemp(prefix="mm-rag-trail-")))
+    store = build_store(embeddings(args.model, args.pretrained), Path(tempfile.mkdtemp(prefix="mm-rag-trail-")))
     retriever = MMRagRetriever(vectorstore=store, k=2)
     offline = args.fake or not args.chat_model
     model = chat_model(args.chat_model, fake=args.fake)

@@ -15,17 +15,26 @@ import sys
 import tempfile
 from pathlib import Path
 
-from llama_index.core import StorageContext, load_index_from_storage
+from llama_index.core import StorageContext, VectorStoreIndex, load_index_from_storage
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.indices import MultiModalVectorStoreIndex
 from llama_index.core.schema import Document, ImageDocument
 from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
-from llama_index.embeddings.mm_rag import OpenCLIPEmbedding
+from llama_index.embeddings.mm_rag import OpenCLIPEmbedding, TextEmbedding
 from llama_index.retrievers.mm_rag import MMRagRetriever
 from llama_index.tools.mm_rag import make_search_tool
 from llama_index.vector_stores.mm_rag import MMRagVectorStore
 
+from mm_rag import OpenCLIPEmbedder
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # examples/drawings.py, also when loaded by path
 from drawings import COLOURS, draw
+from embedders import load_embedder
+
+NOTES = [
+    Document(text="A note about the red circle on the workshop door.", metadata={"kind": "note"}),
+    Document(text="Minutes of the budget meeting.", metadata={"kind": "minutes"}),
+]
 
 
 def main() -> None:
@@ -33,15 +42,42 @@ def main() -> None:
     parser.add_argument("--model", default="ViT-B-32", help="open_clip architecture name or config JSON path")
     parser.add_argument("--pretrained", default="laion2b_s34b_b79k", help="pretrained tag or checkpoint path")
     parser.add_argument("--persist", type=Path, help="where to persist the index (default: a temporary folder)")
+    parser.add_argument("--fake", action="store_true", help="accepted for uniformity: no LLM is called here")
     args = parser.parse_args()
 
+    embedder = load_embedder(args.model, args.pretrained)
     with tempfile.TemporaryDirectory(prefix="mm-rag-llama-index-") as scratch:
-        run(args, Path(scratch))
+        if isinstance(embedder, OpenCLIPEmbedder):
+            run(args, Path(scratch), OpenCLIPEmbedding(embedder))
+        else:
+            run_text_only(args, Path(scratch), TextEmbedding(embedder))
 
 
-def run(args: argparse.Namespace, scratch: Path) -> None:
+def run_text_only(args: argparse.Namespace, scratch: Path, text: BaseEmbedding) -> None:
+    """Without CLIP: the notes in a `VectorStoreIndex` on an mm-rag store, searched, persisted, reloaded, a tool."""
+    context = StorageContext.from_defaults(vector_store=MMRagVectorStore())
+    index = VectorStoreIndex.from_documents(NOTES, storage_context=context, embed_model=text)
+    print("Query: 'a red circle'")
+    for hit in index.as_retriever(similarity_top_k=1).retrieve("a red circle"):
+        print(f"  {hit.score:.3f}  {type(hit.node).__name__:9s} {hit.node.get_content()}")
+    minutes = MetadataFilters(filters=[MetadataFilter(key="kind", value="minutes")])
+    filtered = index.as_retriever(similarity_top_k=2, filters=minutes).retrieve("a red circle")
+    print("Only minutes:", [hit.node.get_content() for hit in filtered])
+
+    persist_dir = args.persist or scratch / "index"
+    index.storage_context.persist(persist_dir=str(persist_dir))
+    print("Persisted:", sorted(path.name for path in persist_dir.iterdir()))
+    store = MMRagVectorStore.from_persist_dir(persist_dir, namespace="default")
+    reloaded = load_index_from_storage(
+        StorageContext.from_defaults(vector_store=store, persist_dir=str(persist_dir)), embed_model=text
+    )
+    tool = make_search_tool(MMRagRetriever(reloaded.vector_store, embed_model=text, similarity_top_k=1))
+    print(f"Tool {tool.metadata.name!r} after reload:")
+    print(tool.call(query="the budget").content)
+
+
+def run(args: argparse.Namespace, scratch: Path, clip: OpenCLIPEmbedding) -> None:
     """Index drawings made in `scratch`, search, persist (to `args.persist` or `scratch`), reload, search again."""
-    clip = OpenCLIPEmbedding(model_name=args.model, pretrained=args.pretrained, device="cpu")
     folder = scratch / "shapes"
     folder.mkdir()
     documents: list[Document] = [
@@ -50,10 +86,7 @@ def run(args: argparse.Namespace, scratch: Path) -> None:
         for colour in COLOURS
         for shape in ("circle", "square")
     ]  # fmt: skip
-    documents += [
-        Document(text="A note about the red circle on the workshop door.", metadata={"kind": "note"}),
-        Document(text="Minutes of the budget meeting.", metadata={"kind": "minutes"}),
-    ]
+    documents += NOTES
 
     # Two mm-rag stores: one for text nodes, one for image nodes (each a temporary store until persisted).
     context = StorageContext.from_defaults(vector_store=MMRagVectorStore(), image_store=MMRagVectorStore())

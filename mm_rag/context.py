@@ -75,21 +75,22 @@ class Context:
     images: list[ImagePart] = field(default_factory=list)
     citations: list[Citation] = field(default_factory=list)
 
+    def to_blocks(self) -> list[dict[str, Any]]:
+        """Plain content blocks: ``{"type": "text", "text": …}``, then ``{"type": "image", "base64": …,
+        "mime_type": …}`` per image.
+
+        Framework-free dicts (the core imports no framework): they are LangChain's standard content blocks as
+        they are, and the integrations turn them into their framework's types
+        (`langchain_mm_rag.context_to_blocks`, `llama_index.tools.mm_rag.context_to_blocks`).
+        """
+        blocks: list[dict[str, Any]] = [{"type": "text", "text": self.text}]
+        blocks += [{"type": "image", "base64": image.data, "mime_type": image.mime_type} for image in self.images]
+        return blocks
+
     def to_langchain(self) -> list[dict[str, Any]]:
-        """LangChain standard content blocks: one text block, then one image block per image."""
-        from langchain_core.messages.content import create_image_block, create_text_block
-
-        blocks: list[dict[str, Any]] = [dict(create_text_block(self.text))]
-        blocks += [dict(create_image_block(base64=image.data, mime_type=image.mime_type)) for image in self.images]
-        return blocks
-
-    def to_llama_index(self) -> list[Any]:
-        """LlamaIndex content blocks (`TextBlock`, `ImageBlock`) for a `ChatMessage`."""
-        from llama_index.core.base.llms.types import ImageBlock, TextBlock
-
-        blocks: list[Any] = [TextBlock(text=self.text)]
-        blocks += [ImageBlock(image=image.data.encode(), image_mimetype=image.mime_type) for image in self.images]
-        return blocks
+        """The plain blocks of `to_blocks`, which LangChain message content takes as they are (kept for callers
+        of earlier versions; `langchain_mm_rag.context_to_blocks` builds them with LangChain's factories)."""
+        return self.to_blocks()
 
     def to_openai(self) -> list[dict[str, Any]]:
         """OpenAI-compatible chat content parts (text, then images as data URLs)."""

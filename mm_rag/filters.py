@@ -66,10 +66,13 @@ def _casefold(value: Any) -> Any:
     return value.casefold() if isinstance(value, str) else value
 
 
-def compile_filter(filter: Filter | None, table: str = "r", indexed: bool = True) -> tuple[str, list[Any]]:
+def compile_filter(
+    filter: Filter | None, table: str = "r", indexed: bool = True, source: str = "filter"
+) -> tuple[str, list[Any]]:
     """Compile `filter` to ``(sql_condition, parameters)`` over the catalog table alias `table`.
 
     With `indexed` (the default) metadata tests look keys up in `INDEX_TABLE`; without, they read the JSON.
+    Errors locate the mistake by a path from `source` (``filter.year.$gte``).
 
     Raises:
         FilterError: the filter is not a dict, uses an unknown operator, a bad key, or a value of the wrong type.
@@ -79,7 +82,17 @@ def compile_filter(filter: Filter | None, table: str = "r", indexed: bool = True
     _check_depth(filter)
     params: list[Any] = []
     compiler = _IndexCompiler(table, params) if indexed else _Compiler(table, params)
-    return compiler.document(filter, "filter"), params
+    return compiler.document(filter, source), params
+
+
+def check_filter(filter: Filter | None, source: str = "filter") -> None:
+    """Raise the `FilterError` `filter` would raise when searched, its path starting at `source`.
+
+    For code that combines a user's filter with its own conditions (``{"$and": [filter, …]}``) before
+    searching: checked first, a mistake is reported where the user made it (``filter.year``), not inside a
+    wrapper the user never wrote (``filter.$and[0].year``).
+    """
+    compile_filter(filter, source=source)
 
 
 def parse_filter(text: str | None, source: str = "filter") -> dict[str, Any] | None:

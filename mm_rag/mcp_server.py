@@ -8,11 +8,17 @@ Tools:
 - ``get_record``: one record by id, as JSON, with its picture when it has one.
 - ``ingest`` (only with an ingest root): a file or folder inside that root, through the HTTP service's own
   confinement and ingestion (`mm_rag.server.service.Service.ingest_path`).
+- ``list_documents`` and ``delete_document`` (only with an ingest root, beside ``ingest``): the stored
+  documents, and deleting one with its records, as ``GET /documents`` and ``DELETE /documents/{id}`` do.
 
 Resources: ``mmrag://store`` (counts, spaces, models) and the template ``mmrag://records/{record_id}``.
 
 A mistake of the caller (a malformed filter, an unknown record, a path outside the root, bad arguments) comes
-back as a tool error (``isError``), which the model reads and can correct; the server goes on.
+back as a tool error (``isError``), which the model reads and can correct; the server goes on. Its text is the
+reason alone: not the SDK's "Error executing tool …" wrapping, pydantic's documentation links or a long input
+repeated back.
+
+Over HTTP, `guarded_http_app` puts the server behind an API key.
 """
 
 from __future__ import annotations
@@ -34,8 +40,17 @@ import anyio
 import anyio.to_thread
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ResourceError, ToolError
-from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
-from pydantic import Field
+from mcp.shared.exceptions import McpError
+from mcp.types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    ContentBlock,
+    ErrorData,
+    ImageContent,
+    TextContent,
+    ToolAnnotations,
+)
+from pydantic import Field, ValidationError
 
 from mm_rag import __version__
 from mm_rag.context import DEFAULT_MAX_IMAGES, DEFAULT_MAX_TOKENS, Context, build_context
@@ -45,16 +60,20 @@ from mm_rag.ingestion.extract import ExtractOptions
 from mm_rag.records import Modality, Record
 from mm_rag.retrieval import MIN_SCORE_HELP, Retrieved
 from mm_rag.server.schemas import MAX_K, MAX_QUERY_CHARS, IngestPathRequest, MinScore
-from mm_rag.server.security import PathRefused
+from mm_rag.server.security import KeyRequired, PathRefused, shorten
 from mm_rag.server.service import Service
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from mm_rag.store import MultimodalStore
 
 SERVER_NAME = "mm-rag"
 RECORD_URI = "mmrag://records/{record_id}"
 STORE_URI = "mmrag://store"
 MAX_IMAGES_PER_CALL = 16
+RESOURCE_NOT_FOUND = -32002  # the MCP specification's error code for an unknown resource
+MAX_DOCUMENTS_LISTED = 1000
 INSTRUCTIONS = (
     "A multimodal knowledge base: text passages, images, audio and video transcripts (with time ranges) and video"
     " keyframes. Call `search` with a natural-language query; cite passages by their [number]. Pictures come back"
@@ -64,6 +83,11 @@ INGEST_DESCRIPTION = (
     "Add a file or folder to the knowledge base. Only paths inside the server's ingest root are allowed (give them"
     " relative to it); unchanged files are skipped. Returns what happened to each file: added, updated, skipped,"
     " failed (with the reason) or refused (a link out of the root)."
+)
+DELETE_DOCUMENT_DESCRIPTION = (
+    "Delete one document from the knowledge base: every record made of that file. Give its id as"
+    " `list_documents` lists it, or a search result's doc_id. The file itself is left where it is, unless it"
+    " was uploaded to the server."
 )
 FILTER_HELP = (
     'Optional metadata filter (JSON object), e.g. {"modality": "image"}, {"year": {"$gte": 2020}},'
@@ -75,6 +99,55 @@ FILTER_HELP = (
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class _NoSuchRecord(ResourceError):
+    """A record resource asked for an id the store does not hold."""
+
+
+class _Server(FastMCP):
+    """FastMCP whose errors read as their reason alone.
+
+    FastMCP 1.x answers a tool's mistake as "Error executing tool search: <pydantic's whole report, links to
+    its documentation and the input included>" and a resource template's as "Error creating resource from
+    template: " twice over. These overrides of its public `call_tool` and `read_resource` keep the reason.
+    """
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
+        try:
+            return await super().call_tool(name, arguments)
+        except ToolError as error:
+            cause = error.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(_arguments_message(name, cause)) from cause
+            if isinstance(cause, ToolError):  # raised by our tools: the message is already the reason
+                raise ToolError(str(cause)) from cause
+            raise
+
+    async def read_resource(self, uri: Any) -> Any:
+        try:
+            return await super().read_resource(uri)
+        except (ValueError, ResourceError) as error:
+            reason = _root_cause(error)  # our own error, or the SDK's "Unknown resource: …" when it is alone
+            code = RESOURCE_NOT_FOUND if isinstance(reason, _NoSuchRecord) or reason is error else INVALID_PARAMS
+            raise McpError(ErrorData(code=code, message=shorten(str(reason), 1000))) from error
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The first error of the chain the SDK built around it (it re-raises without ``from``)."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]  # one of them is set
+    return error
+
+
+def _arguments_message(tool: str, error: ValidationError) -> str:
+    """Pydantic's report of bad tool arguments as one line per argument: name, reason, what was given."""
+    lines = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "arguments"
+        given = "" if item["type"] == "missing" else f" (got {shorten(item.get('input'))!r})"
+        lines.append(f"{where}: {item['msg']}{given}")
+    return f"invalid arguments for {tool}: " + "; ".join(lines)
 
 
 def _count(what: str, default: int) -> Any:
@@ -118,7 +191,7 @@ def create_mcp_server(
     )
     # Host and port are given here, not to `run`: the SDK chooses its DNS-rebinding checks from the host as it
     # builds the server. At INFO it would log every request to stderr, burying the notes that matter there.
-    server = FastMCP(SERVER_NAME, instructions=INSTRUCTIONS, host=host, port=port, log_level="WARNING")
+    server = _Server(SERVER_NAME, instructions=INSTRUCTIONS, host=host, port=port, log_level="WARNING")
     # FastMCP 1.x takes no version and would announce the SDK's own in the handshake.
     server._mcp_server.version = __version__
     logging.getLogger("mcp.server.streamable_http").addFilter(_SESSION_END_FILTER)
@@ -126,7 +199,18 @@ def create_mcp_server(
     _add_records(server, service)
     if service.ingest_root is not None:
         _add_ingest(server, service)
+        _add_documents(server, service)
     return server
+
+
+def guarded_http_app(server: FastMCP, api_key: str | None) -> ASGIApp:
+    """The server's streamable-HTTP application (at ``/mcp``), behind `api_key` when one is given.
+
+    The key comes as ``Authorization: Bearer <key>`` or ``X-API-Key``, as for the HTTP service; a request
+    without it is answered 401 before the SDK sees it. Run the result with uvicorn.
+    """
+    app = server.streamable_http_app()
+    return app if not api_key else KeyRequired(app, api_key)
 
 
 def _add_search(server: FastMCP, service: Service, max_tokens: int, max_images: int) -> None:
@@ -197,7 +281,7 @@ def _add_records(server: FastMCP, service: Service) -> None:
         record_id = unquote(record_id)
         record = service.get(record_id)
         if record is None:
-            raise ResourceError(f"no record with id {record_id!r} in the store")
+            raise _NoSuchRecord(f"no record with id {shorten(record_id)!r} in the store")
         return json.dumps(record_json(record), ensure_ascii=False)
 
     @server.resource(
@@ -230,6 +314,36 @@ def _add_ingest(server: FastMCP, service: Service) -> None:
         summary = report.model_dump()
         text = json.dumps(summary, ensure_ascii=False)
         return CallToolResult(content=[_text(text)], structuredContent=summary)
+
+
+def _add_documents(server: FastMCP, service: Service) -> None:
+    @server.tool(annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False))
+    @_on_a_thread
+    def list_documents(
+        limit: Annotated[int, Field(ge=1, le=MAX_DOCUMENTS_LISTED, description="Documents to list.")] = 100,
+        offset: Annotated[int, Field(ge=0, description="Documents to pass over (for the next page).")] = 0,
+    ) -> CallToolResult:
+        """List the documents in the knowledge base, ordered by id: each one's id, source file, record count
+        and modalities, and the total count."""
+        listed = service.documents(limit=limit, offset=offset).model_dump()
+        return CallToolResult(content=[_text(json.dumps(listed, ensure_ascii=False))], structuredContent=listed)
+
+    @server.tool(
+        description=DELETE_DOCUMENT_DESCRIPTION,
+        annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=False),
+    )
+    @_on_a_thread
+    def delete_document(
+        id: Annotated[str, Field(min_length=1, max_length=4096, description="The document id, as listed.")],
+    ) -> CallToolResult:
+        try:
+            deleted = service.delete_document(id)
+        except MMRagError as error:  # the store is locked by another writer, read-only, the disk is full…
+            raise ToolError(str(error)) from error
+        if deleted is None:
+            raise ToolError(f"no document with id {shorten(id)!r} in the store (list_documents lists them)")
+        summary = deleted.model_dump()
+        return CallToolResult(content=[_text(json.dumps(summary, ensure_ascii=False))], structuredContent=summary)
 
 
 def _on_a_thread(function: Callable[P, R]) -> Callable[P, Awaitable[R]]:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from mm_rag.errors import InvalidInputError
-from mm_rag.filters import Filter
+from mm_rag.filters import Filter, check_filter
 from mm_rag.fusion import (
     DEFAULT_FUSION,
     EVERY_EMBEDDING_SPACE,
@@ -237,6 +237,9 @@ class MultimodalRetriever:
         """
         counts = self._counts(k)
         text_query = self._text_query(query, audio)
+        # Checked one by one first: the searches wrap them in {"$and": [...]}, a path no user wrote.
+        check_filter(self.filter, "MultimodalRetriever.filter")
+        check_filter(filter, "filter")
         filters = [f for f in (self.filter, filter) if f]
         form: QueryForm = "audio" if audio is not None and not (query and query.strip()) else "text"
         lists = self._ranked_lists(text_query, form, image, counts, filters)

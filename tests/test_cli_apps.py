@@ -42,6 +42,9 @@ def test_ask_without_a_language_model_says_what_to_configure(store: Path) -> Non
     result = mm_rag("ask", "what is red?", "--store", store)
     assert result.returncode == 2
     assert "no language model configured" in result.stderr and "MM_RAG_LLM_BASE_URL" in result.stderr
+    # The fix on the command line, where the question was asked: the options, and the variables behind them.
+    assert "--llm-base-url URL" in result.stderr and "--llm-model NAME" in result.stderr
+    assert "MM_RAG_LLM_MODEL" in result.stderr
     assert "Traceback" not in result.stderr
     missing_model = mm_rag("ask", "what is red?", "--store", store, "--llm-base-url", "http://127.0.0.1:9/v1")
     assert missing_model.returncode == 2 and "--llm-model" in missing_model.stderr

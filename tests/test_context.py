@@ -89,6 +89,7 @@ def test_blocks_are_valid_for_langchain_llama_index_and_openai(photo: Path) -> N
     from langchain_core.messages import HumanMessage
     from langchain_core.messages.content import is_data_content_block
     from llama_index.core.base.llms.types import ChatMessage, ImageBlock, TextBlock
+    from llama_index.tools.mm_rag import context_to_blocks
 
     context = build_context([result(Record("t", "text", text="sand")), result(Record("i", "image", uri=str(photo)))])
     blocks = context.to_langchain()
@@ -97,7 +98,7 @@ def test_blocks_are_valid_for_langchain_llama_index_and_openai(photo: Path) -> N
     assert decoded(blocks[1]["base64"]).size == (512, 288)
     HumanMessage(content=blocks)  # accepted as message content
 
-    llama = context.to_llama_index()
+    llama = context_to_blocks(context)  # the LlamaIndex integration's conversion of the plain blocks
     assert isinstance(llama[0], TextBlock) and isinstance(llama[1], ImageBlock)
     assert Image.open(llama[1].resolve_image()).size == (512, 288)
     ChatMessage(role="user", blocks=llama)
@@ -219,3 +220,21 @@ def test_a_short_hit_keeps_its_nearest_neighbours_even_when_they_reach_past_the_
         line = build_context([result(hit)], store=store, widen_seconds=3.0).text
     assert line.endswith(": A long sentence before it. **The hit is short.** A long one after it.")
     assert "00:02.0-00:40.0" in line
+
+
+def test_the_core_builds_plain_blocks_without_importing_a_framework() -> None:
+    """`Context.to_blocks` (and `to_langchain`, kept for earlier callers) are plain dicts; mm_rag.context and
+    mm_rag.apps import neither LangChain nor LlamaIndex."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mm_rag.context, mm_rag.apps\n"
+        "c = mm_rag.context.Context('[1] text', [mm_rag.context.ImagePart('QUJD', 'image/jpeg', 1)])\n"
+        "assert c.to_blocks() == c.to_langchain() == [{'type': 'text', 'text': '[1] text'},"
+        " {'type': 'image', 'base64': 'QUJD', 'mime_type': 'image/jpeg'}]\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('langchain_core', 'llama_index')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

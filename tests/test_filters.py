@@ -528,3 +528,17 @@ def test_filters_written_as_json_text_are_parsed_or_refused_naming_their_source(
         parse_filter("[1, 2]")
     with pytest.raises(FilterError, match="not valid JSON"):
         parse_filter('{"$and": [' * 5000 + "{}" + "]}" * 5000)
+
+
+def test_a_retriever_reports_a_bad_filter_where_the_user_wrote_it(store):
+    """The retriever wraps filters in ``$and`` with its own conditions; the error path must not show that."""
+    from mm_rag.retrieval import MultimodalRetriever
+
+    retriever = MultimodalRetriever(store, mode="lexical")
+    with pytest.raises(FilterError) as raised:
+        retriever.retrieve("cat", filter={"year": {"$near": 2020}})
+    message = str(raised.value)
+    assert message.startswith("filter.year: ") and "$near" in message and "$and" not in message
+    own = MultimodalRetriever(store, mode="lexical", filter={"lang": {"$bad": "en"}})
+    with pytest.raises(FilterError, match=r"^MultimodalRetriever\.filter\.lang: "):
+        own.retrieve("cat")

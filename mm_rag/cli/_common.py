@@ -19,7 +19,8 @@ ClipModelOption = Annotated[
     str | None,
     typer.Option(
         "--clip-model",
-        help="open_clip architecture name or model config .json (default: the store's, else ViT-B-32).",
+        help="open_clip architecture name or model config .json (default: the store's, else ViT-B-32). For a"
+        " store, the same model found elsewhere; another model is refused.",
         show_default=False,
     ),
 ]
@@ -35,7 +36,8 @@ TextModelOption = Annotated[
     str | None,
     typer.Option(
         "--text-model",
-        help="sentence-transformers model name or folder (default: the store's, else all-MiniLM-L6-v2).",
+        help="sentence-transformers model name or folder (default: the store's, else all-MiniLM-L6-v2). For a"
+        " store, a copy of its model at another path; another model is refused.",
         show_default=False,
     ),
 ]
@@ -100,6 +102,27 @@ def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool =
     for role, reason in loaded.unavailable.items():
         typer.echo(f"note: {loading.ROLES[role]} are left out, the {role} model cannot load: {reason}", err=True)
     return loaded
+
+
+def model_choice(
+    *,
+    clip_model: str | None = None,
+    clip_pretrained: str | None = None,
+    text_model: str | None = None,
+    whisper_model: str | None = None,
+    **settings: Any,
+) -> ModelChoice:
+    """The `ModelChoice` of a command's model options (None: the store's model, else the default) and
+    `settings` (``device``, ``audio``, ``queries_only``…), so every command that embeds reads them alike."""
+    from mm_rag.embed.loading import ModelChoice
+
+    return ModelChoice(
+        clip_model=clip_model,
+        clip_pretrained=clip_pretrained,
+        text_model=text_model,
+        whisper_model=whisper_model,
+        **settings,
+    )
 
 
 def clock(seconds: float | None) -> str:

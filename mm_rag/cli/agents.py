@@ -43,6 +43,16 @@ def mcp(
     ] = False,
     host: Annotated[str, typer.Option("--host", help="Address to listen on with --http.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on with --http.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="MM_RAG_API_KEY",
+            show_envvar=True,
+            show_default=False,
+            help="With --http: require this key (Authorization: Bearer, or X-API-Key) on every request.",
+        ),
+    ] = None,
     ingest_root: Annotated[
         Path | None,
         typer.Option(
@@ -70,14 +80,14 @@ def mcp(
     window_sentences: WindowSentencesOption = DEFAULT_MAX_SENTENCES,
     device: DeviceOption = "auto",
 ) -> None:
-    """Serve a store to agents over MCP: tools `search` and `get_record` (and `ingest` with --ingest-root),
-    resources mmrag://store and mmrag://records/{id}.
+    """Serve a store to agents over MCP: tools `search` and `get_record` (and `ingest`, `list_documents`,
+    `delete_document` with --ingest-root), resources mmrag://store and mmrag://records/{id}.
 
     Register it with an MCP client (Claude Desktop, Cursor…) as the command `mm-rag mcp --store DIR`.
     Notes and errors go to stderr: over stdio, stdout carries the protocol only.
     """
     from mm_rag.embed.loading import ModelChoice
-    from mm_rag.mcp_server import create_mcp_server
+    from mm_rag.mcp_server import create_mcp_server, guarded_http_app
     from mm_rag.store.store import MANIFEST, MultimodalStore
 
     if create and ingest_root is None:
@@ -117,15 +127,25 @@ def mcp(
             port=port,
             options=options,
         )
-        if http:
-            # The server logs warnings only (requests would flood stderr), so uvicorn's own line is not shown.
-            typer.echo(f"serving MCP (streamable HTTP) at http://{host}:{port}/mcp", err=True)
-        if http and host not in LOOPBACK:
+        if not http:
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the server; nothing more to say
+                server.run("stdio")
+            return
+        import uvicorn  # a dependency of the MCP SDK, installed with it
+
+        # The SDK's public Starlette application, behind the key, run by uvicorn as `server.run` would.
+        app = guarded_http_app(server, api_key or None)
+        # The server logs warnings only (requests would flood stderr), so uvicorn's own line is not shown.
+        guarded = " (API key required)" if api_key else ""
+        typer.echo(f"serving MCP (streamable HTTP) at http://{host}:{port}/mcp{guarded}", err=True)
+        if not api_key and host not in LOOPBACK:
             typer.echo(
-                f"note: the MCP endpoint has no authentication: anyone reaching {host}:{port} can use it", err=True
+                f"note: the MCP endpoint has no authentication: anyone reaching {host}:{port} can use it"
+                " (set --api-key or MM_RAG_API_KEY)",
+                err=True,
             )
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the server; nothing more to say
-            server.run("streamable-http" if http else "stdio")
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has already shut down gracefully
+            uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         opened.close()
 

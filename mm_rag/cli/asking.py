@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -10,12 +11,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mm_rag.cli._common import (
+    ClipModelOption,
+    ClipPretrainedOption,
     DeviceOption,
     JsonOption,
     StoreOption,
+    TextModelOption,
     WhisperModelOption,
     fail,
     load_models,
+    model_choice,
     open_store,
     parse_filter,
 )
@@ -24,6 +29,7 @@ from mm_rag.retrieval import DEFAULT_FUSION
 
 if TYPE_CHECKING:
     from mm_rag.apps import OpenAIChat
+    from mm_rag.embed.loading import ModelChoice
 
 LlmUrlOption = Annotated[
     str | None,
@@ -49,6 +55,9 @@ def ask(
     llm_base_url: LlmUrlOption = None,
     llm_model: LlmModelOption = None,
     llm_api_key: LlmKeyOption = None,
+    clip_model: ClipModelOption = None,
+    clip_pretrained: ClipPretrainedOption = None,
+    text_model: TextModelOption = None,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
@@ -64,7 +73,8 @@ def ask(
     conditions = parse_filter(filter)
     query_image = None if image is None else load_image(image)
     with open_store(store) as opened:
-        retriever = _retriever(opened, device)
+        models = model_choice(clip_model=clip_model, clip_pretrained=clip_pretrained, text_model=text_model)
+        retriever = _retriever(opened, device, models)
         result = answer(question, retriever, llm, image=query_image, filter=conditions)
     if json_output:
         sources = [{"number": c.number, "id": c.id, "modality": c.modality, "source": c.source, "start": c.start,
@@ -89,6 +99,8 @@ def caption(
     llm_base_url: LlmUrlOption = None,
     llm_model: LlmModelOption = None,
     llm_api_key: LlmKeyOption = None,
+    clip_model: ClipModelOption = None,
+    clip_pretrained: ClipPretrainedOption = None,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
@@ -98,12 +110,14 @@ def caption(
     listed); with one configured (as for `ask`), the model writes it from the picture and those texts.
     """
     from mm_rag.apps import caption as write_caption
-    from mm_rag.embed.loading import ModelChoice
 
     llm = _llm(llm_base_url, llm_model, llm_api_key, required=False)
     conditions = parse_filter(filter)
     with open_store(store) as opened:
-        models = load_models(opened, ModelChoice(text=False, audio=False, device=device), recorded_only=True)
+        choice = model_choice(
+            clip_model=clip_model, clip_pretrained=clip_pretrained, text=False, audio=False, device=device
+        )
+        models = load_models(opened, choice, recorded_only=True)
         if models.clip is None:
             fail("captioning needs the store's CLIP model, which cannot be loaded (see the note above)")
         result = write_caption(file, models.clip, store=opened, candidates=candidate, llm=llm, k=k, filter=conditions)
@@ -125,6 +139,9 @@ def evaluate(
     ] = False,
     mode: ModeOption = Mode.hybrid,
     fusion: FusionOption = DEFAULT_CLI_FUSION,
+    clip_model: ClipModelOption = None,
+    clip_pretrained: ClipPretrainedOption = None,
+    text_model: TextModelOption = None,
     whisper_model: WhisperModelOption = None,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
@@ -145,9 +162,10 @@ def evaluate(
     items = load_queries(queries)
     with open_store(store) as opened:
         spoken = any(item.audio for item in items)
-        retriever = _retriever(
-            opened, device, whisper_model=whisper_model, audio=spoken, mode=mode.value, fusion=fusion.value
+        models = model_choice(
+            clip_model=clip_model, clip_pretrained=clip_pretrained, text_model=text_model, whisper_model=whisper_model
         )
+        retriever = _retriever(opened, device, models, audio=spoken, mode=mode.value, fusion=fusion.value)
         with warnings.catch_warnings():
             # The report carries the unknown items; they are printed below, once, in the command's own words.
             warnings.simplefilter("ignore", UserWarning)
@@ -160,16 +178,16 @@ def evaluate(
 def _retriever(
     store: Any,
     device: str,
+    named: ModelChoice,
     *,
-    whisper_model: str | None = None,
     audio: bool = False,
     mode: str = "hybrid",
     fusion: str = DEFAULT_FUSION,
 ) -> Any:
-    from mm_rag.embed.loading import ModelChoice
+    """A retriever over `store` with its recorded models, or the copies `named` names (see `model_choice`)."""
     from mm_rag.retrieval import MultimodalRetriever
 
-    choice = ModelChoice(whisper_model=whisper_model, audio=audio, device=device, queries_only=True)
+    choice = dataclasses.replace(named, audio=audio, device=device, queries_only=True)
     models = load_models(store, choice, recorded_only=True)
     if models.embedders == 0 and mode != "lexical":
         fail("no embedder could be loaded for this store" + ("" if models.unavailable else " (is it empty?)"))

@@ -31,6 +31,7 @@ from mm_rag.embed.transcript import DEFAULT_MAX_SENTENCES, DEFAULT_OVERLAP_SECON
 if TYPE_CHECKING:
     from mm_rag.embed.loading import LoadedModels
     from mm_rag.ingestion.extract import ExtractOptions
+    from mm_rag.ingestion.pipeline import IngestReport
 
 # Transcript windows, shared by every command that ingests (ingest, serve, mcp): the library's defaults.
 WindowSecondsOption = Annotated[
@@ -115,7 +116,9 @@ def ingest(
     shards: Annotated[
         Path | None,
         typer.Option(
-            "--shards", help="Embedding shards folder for --ray (default: <store>/shards).", show_default=False
+            "--shards",
+            help="Embedding shards folder for --ray (default: a 'shards' folder inside the --store folder).",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
@@ -139,6 +142,7 @@ def ingest(
     """
     from mm_rag.embed.loading import ModelChoice
     from mm_rag.ingestion import ingest as run_ingest
+    from mm_rag.ingestion.pipeline import pending
     from mm_rag.store.store import MANIFEST, MultimodalStore
 
     choice = ModelChoice(
@@ -158,6 +162,18 @@ def ingest(
         fail("--prune does not work with --ray (the shards record what was ingested, not what was removed)")
     opened = MultimodalStore.open(store) if (store / MANIFEST).is_file() else None
     try:
+        if opened is not None and ray is None:
+            # Hash and compare first: an unchanged folder needs no model (loading them all costs seconds), and
+            # a change needs only the models its kinds of file use (no Whisper for an edited text file).
+            plan = pending(paths, opened, include=include, exclude=exclude, prune=prune)
+            if plan.report is not None:
+                _print_report(plan.report, {}, quiet, json_output)
+                return
+            choice = dataclasses.replace(
+                choice,
+                audio=choice.audio and bool(plan.kinds & _SPEECH_KINDS),
+                ocr=choice.ocr if plan.kinds - _PLAIN_TEXT_KINDS - {"audio"} else None,
+            )
         models = load_models(opened, choice)
         if models.embedders == 0:
             fail("no embedder could be loaded (see the notes above); nothing was ingested")
@@ -184,8 +200,19 @@ def ingest(
     finally:
         if opened is not None:
             opened.close()
+    _print_report(report, models.unavailable, quiet, json_output)
+
+
+# Kinds of file (`mm_rag.embed.sniff`) that need the transcriber, and kinds with no picture for OCR to read
+# (audio files have none either; videos have keyframes).
+_SPEECH_KINDS = {"audio", "video"}
+_PLAIN_TEXT_KINDS = {"text", "csv", "unknown"}
+
+
+def _print_report(report: IngestReport, unavailable: dict[str, str], quiet: bool, json_output: bool) -> None:
+    """The run's report: JSON, or its summary line (unless `quiet`) and one line per file that needs a word."""
     if json_output:
-        typer.echo(json.dumps({**dataclasses.asdict(report), "unavailable": models.unavailable}, indent=2))
+        typer.echo(json.dumps({**dataclasses.asdict(report), "unavailable": unavailable}, indent=2))
         return
     if not quiet:
         typer.echo(report.summary())

@@ -10,13 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from mm_rag.cli._common import (
+    ClipModelOption,
+    ClipPretrainedOption,
     DeviceOption,
     JsonOption,
     StoreOption,
+    TextModelOption,
     WhisperModelOption,
     clock,
     fail,
     load_models,
+    model_choice,
     open_store,
     parse_filter,
 )
@@ -99,19 +103,22 @@ def search(
         ),
     ] = None,
     mode: ModeOption = Mode.hybrid,
+    clip_model: ClipModelOption = None,
+    clip_pretrained: ClipPretrainedOption = None,
+    text_model: TextModelOption = None,
     whisper_model: WhisperModelOption = None,
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
     """Search a store with text, an image (--image) or a voice clip (--audio); results of every modality, fused.
 
-    The embedders are those recorded in the store. Each line shows rank, modality, fused score with the raw
+    The embedders are those recorded in the store, found wherever a copy of them lies (the Hugging Face cache,
+    the folder they were loaded from, a packaged copy); --clip-model/--text-model name another copy. Each line shows rank, modality, fused score with the raw
     score of each ranking that found the result (cosine per space, BM25 for keywords), source, the time range
     (audio and video) and a snippet of the text. Query words that carry no information (stop words, words in
     half the records) are left out of the keyword search, and a note says which.
     """
     from mm_rag.embed.audio import SAMPLE_RATE, load_audio
-    from mm_rag.embed.loading import ModelChoice
     from mm_rag.embed.media import load_image
     from mm_rag.filters import compile_filter
     from mm_rag.retrieval import MultimodalRetriever, parse_min_score
@@ -121,7 +128,15 @@ def search(
     floors = parse_min_score(min_score)
     query_image = None if image is None else load_image(image)
     query_audio = None if audio is None else load_audio(audio, SAMPLE_RATE)
-    choice = ModelChoice(whisper_model=whisper_model, audio=audio is not None, device=device, queries_only=True)
+    choice = model_choice(
+        clip_model=clip_model,
+        clip_pretrained=clip_pretrained,
+        text_model=text_model,
+        whisper_model=whisper_model,
+        audio=audio is not None,
+        device=device,
+        queries_only=True,
+    )
     with open_store(store) as opened:
         models = load_models(opened, choice, recorded_only=True)
         if models.embedders == 0 and mode is not Mode.lexical:

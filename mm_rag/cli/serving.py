@@ -74,7 +74,8 @@ def serve(
     window_sentences: WindowSentencesOption = DEFAULT_MAX_SENTENCES,
     device: DeviceOption = "auto",
 ) -> None:
-    """Serve a store over HTTP: POST /search, /search/media, /ingest; GET/DELETE /records/{id}; GET /health.
+    """Serve a store over HTTP: POST /search, /search/media, /ingest; GET /documents; DELETE /documents/{id};
+    GET/DELETE /records/{id}; GET /health.
 
     The OpenAPI description is at /openapi.json and interactive documentation at /docs.
     """

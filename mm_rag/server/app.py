@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
@@ -19,13 +20,15 @@ from starlette.responses import JSONResponse
 from mm_rag import __version__
 from mm_rag.embed.media import MediaError
 from mm_rag.errors import MMRagError, ReadOnlyStoreError, StoreLockedError, StoreWriteError
-from mm_rag.filters import parse_filter
+from mm_rag.filters import Filter, parse_filter
 from mm_rag.ingestion.extract import ExtractOptions
 from mm_rag.records import Modality
 from mm_rag.retrieval import DEFAULT_FUSION, FUSION_HELP, MIN_SCORE_HELP, RRF_K, Retrieved, parse_min_score
 from mm_rag.server.schemas import (
     MAX_K,
     DeleteResponse,
+    DocumentDeleteResponse,
+    DocumentList,
     ErrorResponse,
     HealthResponse,
     IngestPathRequest,
@@ -35,12 +38,14 @@ from mm_rag.server.schemas import (
     SearchResponse,
     SearchResult,
 )
-from mm_rag.server.security import BodyLimit, api_key_guard
+from mm_rag.server.security import BodyLimit, api_key_guard, shorten
 from mm_rag.server.service import Service
 from mm_rag.store import MultimodalStore
 
 DEFAULT_MAX_UPLOAD_BYTES = 100 * 2**20
 MAX_UPLOAD_FILES = 100
+MAX_DOCUMENTS_PAGE = 1000
+MAX_ERROR_CHARS = 2000  # an error message longer than this repeats the client's input: cut it
 logger = logging.getLogger("mm_rag.server")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -60,7 +65,14 @@ _INGEST_BODY = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
-                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                "properties": {
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                    "doc_id": {
+                        "type": "string",
+                        "description": "The document name of a single upload (default: its file name); an upload"
+                        " under a name already stored replaces that document.",
+                    },
+                },
                 "required": ["files"],
             }
         },
@@ -137,7 +149,7 @@ def create_app(
         }
         found = service.search(
             request.query,
-            filter=request.filter,
+            filter=_as_filter(request.filter),
             counts=counts,
             fusion=request.fusion,
             mode=request.mode,
@@ -198,7 +210,11 @@ def create_app(
     )
     async def ingest(request: Request) -> IngestResponse:
         """Ingest uploaded files (multipart, field ``files``, repeatable) or, as JSON ``{"path": …}``, a
-        server-side file or folder inside the ingest root. Bad files are reported in ``failed``."""
+        server-side file or folder inside the ingest root. Bad files are reported in ``failed``.
+
+        Each upload is a document named by its file name (or by the form field ``doc_id``, with one file): an
+        upload under a stored name replaces that document, and content already stored under another name is
+        reported in ``duplicates`` and not stored again."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "multipart/form-data":
             form = await request.form(max_files=MAX_UPLOAD_FILES, max_fields=MAX_UPLOAD_FILES)
@@ -210,7 +226,10 @@ def create_app(
                 ]
                 if not uploads:
                     raise HTTPException(status_code=400, detail="no file uploaded (send them in the field 'files')")
-                return await run_in_threadpool(service.ingest_uploads, uploads)
+                doc_id = form.get("doc_id")
+                if doc_id is not None and not isinstance(doc_id, str):
+                    raise HTTPException(status_code=400, detail="doc_id is a text field, not a file")
+                return await run_in_threadpool(service.ingest_uploads, uploads, doc_id or None)
             finally:
                 await form.close()
         if kind == "application/json":
@@ -259,6 +278,30 @@ def create_app(
             raise HTTPException(status_code=404, detail=f"no record with id {record_id!r}")
         return DeleteResponse(deleted=deleted)
 
+    @app.get("/documents", response_model=DocumentList, responses=_ERRORS, dependencies=guarded, tags=["documents"])
+    def list_documents(
+        limit: Annotated[int, Query(ge=1, le=MAX_DOCUMENTS_PAGE, description="Documents per page.")] = 100,
+        offset: Annotated[int, Query(ge=0, description="Documents to pass over.")] = 0,
+    ) -> DocumentList:
+        """The stored documents (uploads and ingested files), ordered by id: records, modalities, when added."""
+        return service.documents(limit=limit, offset=offset)
+
+    @app.delete(
+        "/documents/{doc_id:path}",
+        response_model=DocumentDeleteResponse,
+        responses={**_ERRORS, **_WRITE_ERRORS, 404: {"model": ErrorResponse}},
+        dependencies=guarded,
+        tags=["documents"],
+    )
+    def delete_document(doc_id: str) -> DocumentDeleteResponse:
+        """Delete a document: its records (durably) and, for an upload, its file on the server (404 when unknown).
+
+        ``doc_id`` is the id ``GET /documents`` lists (an upload's name) or a search result's ``doc_id``."""
+        deleted = service.delete_document(doc_id)
+        if deleted is None:
+            raise HTTPException(status_code=404, detail=f"no document with id {shorten(doc_id)!r}")
+        return deleted
+
     return app
 
 
@@ -301,14 +344,36 @@ def _results(found: list[Retrieved]) -> SearchResponse:
     return SearchResponse(results=[SearchResult.model_validate(result.to_dict()) for result in found])
 
 
+def _as_filter(value: Filter | str | None) -> Filter | None:
+    """A filter given as an object or as JSON text: the one parser the form, the CLI and MCP use."""
+    return parse_filter(value) if isinstance(value, str) else value
+
+
+def _shortened(error: dict[str, Any]) -> dict[str, Any]:
+    """One validation error with its input cut short and without pydantic's documentation URL."""
+    kept = {key: value for key, value in error.items() if key != "url"}
+    if "input" in kept:
+        kept["input"] = shorten(kept["input"])
+    return kept
+
+
 def _add_error_handlers(app: FastAPI) -> None:
-    """Our errors are the client's input: 400, or 422 for media that cannot be decoded; never 500."""
+    """Our errors are the client's input: 400, or 422 for media that cannot be decoded; never 500.
+
+    No error repeats more than a little of what the client sent (`shorten`): a 500 KB query that breaks a
+    limit gets the reason back, not its 500 KB.
+    """
 
     async def media_error(_: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=422)
+        return JSONResponse({"detail": shorten(str(error), MAX_ERROR_CHARS)}, status_code=422)
 
     async def input_error(_: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, status_code=400)
+        return JSONResponse({"detail": shorten(str(error), MAX_ERROR_CHARS)}, status_code=400)
+
+    async def invalid_request(_: Request, error: Exception) -> JSONResponse:
+        # FastAPI's own handler answers the same 422 with each error's whole input (and pydantic's URLs).
+        errors = error.errors() if isinstance(error, RequestValidationError) else []
+        return JSONResponse({"detail": jsonable_encoder([_shortened(item) for item in errors])}, status_code=422)
 
     async def store_busy(_: Request, error: Exception) -> JSONResponse:  # another process is writing: retry
         return JSONResponse({"detail": str(error)}, status_code=503, headers={"Retry-After": "5"})
@@ -320,6 +385,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         full = getattr(error, "errno", None) == errno.ENOSPC
         return JSONResponse({"detail": str(error)}, status_code=507 if full else 503)
 
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(MediaError, media_error)
     app.add_exception_handler(StoreLockedError, store_busy)
     app.add_exception_handler(ReadOnlyStoreError, store_read_only)

@@ -22,10 +22,11 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="The question or description.")
-    filter: dict[str, Any] | None = Field(
+    filter: dict[str, Any] | str | None = Field(
         None,
-        description='Metadata filter (see mm_rag.filters), e.g. {"modality": "image", "year": {"$gte": 2020}}.',
-        examples=[{"modality": "image"}],
+        description='Metadata filter (see mm_rag.filters), e.g. {"modality": "image", "year": {"$gte": 2020}};'
+        " a JSON object, or the same object as JSON text (as /search/media takes it).",
+        examples=[{"modality": "image"}, '{"modality": "image"}'],
     )
     text_k: int | None = Field(None, ge=0, le=MAX_K, description="Text passages kept (default 5; 0 leaves them out).")
     image_k: int | None = Field(None, ge=0, le=MAX_K, description="Images kept (default 5).")
@@ -115,7 +116,49 @@ class IngestResponse(BaseModel):
         default_factory=dict, description="File → parts left out of a stored file (a broken picture inside it…)."
     )
     refused: dict[str, str] = Field(description="File → why it was not even read (a link out of the ingest root).")
+    duplicates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Uploaded file → the stored document with the same content; it was not stored again.",
+    )
+    documents: dict[str, str] = Field(
+        default_factory=dict,
+        description="Uploaded file → its document id (for /documents), when it is stored (added, updated or"
+        " unchanged).",
+    )
     records: int = Field(description="Records written.")
+
+
+class DocumentOut(BaseModel):
+    """A stored document: the records one file (or upload) became."""
+
+    id: str = Field(
+        description="The document id for /documents: an upload's name inside the uploads folder, else the path"
+        " of the file ingested."
+    )
+    source: str = Field(description="The stored document id, as search results give it in doc_id.")
+    upload: bool = Field(description="Whether it was uploaded (its file is kept, and deleted with it).")
+    records: int
+    modalities: list[Modality]
+    content_hash: str | None = Field(description="SHA-256 of the file's bytes.")
+    added: str | None = Field(
+        description="When the upload was kept (ISO 8601, UTC); null for server-side files, whose ingestion time"
+        " is not recorded."
+    )
+
+
+class DocumentList(BaseModel):
+    """A page of the stored documents, ordered by id."""
+
+    total: int = Field(description="Documents in the store.")
+    documents: list[DocumentOut]
+
+
+class DocumentDeleteResponse(BaseModel):
+    """What deleting a document removed."""
+
+    id: str
+    deleted: int = Field(description="Records deleted.")
+    file_removed: bool = Field(description="Whether the uploaded file was removed from the server's disk.")
 
 
 class SpaceStatus(BaseModel):

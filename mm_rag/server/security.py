@@ -1,4 +1,4 @@
-"""Guards of the HTTP service: the API key, the request size limit, and confinement of server-side paths."""
+"""Guards of the HTTP services: the API key, the request size limit, and confinement of server-side paths."""
 
 from __future__ import annotations
 
@@ -10,16 +10,28 @@ from typing import Annotated, Any
 
 from fastapi import HTTPException, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
 _KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The server's API key.")
 _BEARER = HTTPBearer(auto_error=False, description="The server's API key as a bearer token.")
 _UNSAFE_NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9._ +=,@-]")
 MAX_NAME_CHARS = 128
+MAX_DOCUMENT_CHARS = 512  # a client-chosen document name: its parts, with the '/' between them
+MAX_DOCUMENT_DEPTH = 8
+MAX_ECHO_CHARS = 200  # most characters of the client's input an error message repeats
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+KEY_MISSING = "missing or wrong API key (send it as X-API-Key or Authorization: Bearer)"
+
+
+def key_matches(given: str | None, wanted: bytes) -> bool:
+    """Whether `given` is the key `wanted`, compared in constant time (no timing hint about its prefix)."""
+    return given is not None and hmac.compare_digest(given.encode(), wanted)
 
 
 def api_key_guard(expected: str | None) -> Callable[..., None]:
@@ -37,14 +49,40 @@ def api_key_guard(expected: str | None) -> Callable[..., None]:
         if wanted is None:
             return
         given = key if key is not None else (bearer.credentials if bearer is not None else None)
-        if given is None or not hmac.compare_digest(given.encode(), wanted):
-            raise HTTPException(
-                status_code=401,
-                detail="missing or wrong API key (send it as X-API-Key or Authorization: Bearer)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        if not key_matches(given, wanted):
+            raise HTTPException(status_code=401, detail=KEY_MISSING, headers={"WWW-Authenticate": "Bearer"})
 
     return guard
+
+
+class KeyRequired:
+    """ASGI middleware refusing (401) every HTTP request without `key`, for applications that are not FastAPI's.
+
+    The MCP SDK's streamable-HTTP application is a plain Starlette one: this wraps it from outside, the way
+    `api_key_guard` guards the HTTP service, with the same headers (``X-API-Key``, or ``Authorization: Bearer
+    <key>``) and the same constant-time comparison. Lifespan events pass through untouched.
+    """
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], key: str) -> None:
+        if not key:
+            raise ValueError("KeyRequired needs a non-empty key")
+        self.app = app
+        self.wanted = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # start-up and shutdown of the application, not a request
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        given = headers.get("x-api-key")
+        if given is None:
+            scheme, _, credentials = headers.get("authorization", "").partition(" ")
+            given = credentials.strip() if scheme.lower() == "bearer" and credentials.strip() else None
+        if key_matches(given, self.wanted):
+            await self.app(scope, receive, send)
+            return
+        refusal = JSONResponse({"detail": KEY_MISSING}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        await refusal(scope, receive, send)
 
 
 class BodyLimit:
@@ -117,3 +155,44 @@ def safe_filename(name: str | None) -> str:
     base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
     cleaned = _UNSAFE_NAME_CHARACTERS.sub("_", base).lstrip(".")[-MAX_NAME_CHARS:]
     return cleaned or "upload"
+
+
+def document_name(requested: str) -> str:
+    """A client-chosen document name for an upload (``notes.md``, ``team/notes.md``), checked, in POSIX form.
+
+    The name becomes the upload's path inside the uploads folder, so each part must be a harmless file name
+    (the characters `safe_filename` keeps, not starting with a dot) and there can be no ``..``, absolute
+    path or empty part: nothing can point outside the folder or at the server's own temporary files.
+
+    Raises:
+        InvalidInputError: naming the part refused and what is allowed.
+    """
+    from mm_rag.errors import InvalidInputError
+
+    parts = requested.replace("\\", "/").split("/")
+    if len(requested) > MAX_DOCUMENT_CHARS or len(parts) > MAX_DOCUMENT_DEPTH:
+        raise InvalidInputError(
+            f"doc_id is too long: at most {MAX_DOCUMENT_CHARS} characters in {MAX_DOCUMENT_DEPTH} parts"
+        )
+    for part in parts:
+        if not part or part != safe_filename(part) or len(part) > MAX_NAME_CHARS:
+            raise InvalidInputError(
+                f"doc_id {shorten(requested)!r}: the part {shorten(part)!r} is not allowed; use letters, digits"
+                " and . _ - + = , @ or space, not starting with a dot, parts separated by '/'"
+            )
+    return "/".join(parts)
+
+
+def shorten(value: Any, limit: int = MAX_ECHO_CHARS) -> Any:
+    """`value` as an error message may repeat it: long text cut to `limit` characters with its length told.
+
+    Error messages repeat the client's input so it can see what was refused; a 500 KB query repeated back
+    whole would only double the traffic and bury the reason.
+    """
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        return value if len(value) <= limit else f"{value[:limit]}… ({len(value)} characters)"
+    if isinstance(value, (dict, list, tuple)) and len(repr(value)) > limit:
+        return f"{repr(value)[:limit]}… ({type(value).__name__} of {len(value)} items)"
+    return value

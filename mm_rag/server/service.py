@@ -1,34 +1,67 @@
-"""What the HTTP endpoints do, apart from HTTP: searching, ingesting uploads and paths, records, health.
+"""What the HTTP endpoints do, apart from HTTP: searching, ingesting uploads and paths, documents, records,
+health.
 
 Endpoints run on worker threads. Searches run concurrently (the store's read-write lock lets them interleave
-with an ingestion's writes); ingestions run one at a time; each model is called by one thread at a time
-(Hugging Face fast tokenizers refuse concurrent use, and one model saturates the cores anyway).
+with an ingestion's writes); ingestions and deletions run one at a time; each model is called by one thread
+at a time (Hugging Face fast tokenizers refuse concurrent use, and one model saturates the cores anyway).
+
+Uploads are documents with a name: an upload is kept as ``uploads/<name>`` (the file's safe name, or a name
+the client gives), so its document id stays the same from one version to the next and a changed version
+replaces the records of the last; content already stored under another name is reported as a duplicate of
+that document instead of being stored twice; deleting a document, or its last record, removes its file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from mm_rag import __version__
+from mm_rag.errors import InvalidInputError
 from mm_rag.filters import Filter
 from mm_rag.ingestion import IngestReport, ingest
-from mm_rag.ingestion.discover import discover
-from mm_rag.ingestion.extract import ExtractOptions
+from mm_rag.ingestion.discover import discover, document_id
+from mm_rag.ingestion.extract import UNCHANGED, ExtractOptions
 from mm_rag.records import Modality, Record
 from mm_rag.retrieval import DEFAULT_FUSION, RRF_K, Fusion, Mode, MultimodalRetriever, Retrieved
-from mm_rag.server.schemas import HealthResponse, IngestPathRequest, IngestResponse, SpaceStatus
-from mm_rag.server.security import PathRefused, confine, safe_filename
+from mm_rag.server.schemas import (
+    DocumentDeleteResponse,
+    DocumentList,
+    DocumentOut,
+    HealthResponse,
+    IngestPathRequest,
+    IngestResponse,
+    SpaceStatus,
+)
+from mm_rag.server.security import PathRefused, confine, document_name, safe_filename
 from mm_rag.store import MultimodalStore
 
 UPLOADS_DIR = "uploads"
 _COPY_CHUNK = 1 << 20
+# A quoted absolute path inside a model's repr ('/home/me/models/clip.pt'): shown by its name when paths are hidden.
+_QUOTED_PATH = re.compile(r"'(/[^']*)'")
+_HF_CACHE_FOLDER = re.compile(r"models--([^/]+)--([^/]+)")
+
+
+@dataclass
+class _Upload:
+    """One uploaded file on its way into the store."""
+
+    name: str  # the client's name for it, as reports show it
+    document: str  # its name inside the uploads folder: its document id over HTTP
+    spooled: Path  # where its bytes wait, beside the uploads
+    digest: str  # SHA-256 of its bytes, hex: the content hash ingestion stores
+    kept: Path | None = None  # where it is kept once placed
+    previous: Path | None = None  # the last version, set aside until the new one is stored
 
 
 class Serialized:
@@ -60,8 +93,8 @@ class Service:
         store: The store searched and filled.
         clip, text, transcriber: The models (see `MultimodalRetriever`); at least one embedder.
         ingest_root: Folder inside which server-side paths may be ingested; None refuses every path.
-        uploads_dir: Where uploaded files are kept (default: ``uploads/`` in the store directory), one
-            folder per content hash so that uploading the same file again changes nothing.
+        uploads_dir: Where uploaded files are kept (default: ``uploads/`` in the store directory), each under
+            its document name, so that a new version of a file replaces the last.
         options: How ingestion cuts what it reads (transcript windows…); `ExtractOptions()` by default.
     """
 
@@ -118,24 +151,131 @@ class Service:
         return retriever.retrieve(query, image=image, audio=audio, filter=filter, k=k)
 
     # --- ingestion ----------------------------------------------------------------------------------------
-    def ingest_uploads(self, uploads: list[tuple[str | None, IO[bytes]]]) -> IngestResponse:
-        """Keep each uploaded (name, stream) under the uploads folder and ingest them; failed ones are removed."""
-        names: dict[str, str] = {}
-        for name, stream in uploads:
-            path = self._keep_upload(name, stream)
-            names[str(path)] = safe_filename(name)
-        report = self._ingest(list(names))
-        for failed in report.failed:
-            if failed in names:
-                Path(failed).unlink(missing_ok=True)
-                _remove_if_empty(Path(failed).parent)
+    def ingest_uploads(self, uploads: list[tuple[str | None, IO[bytes]]], doc_id: str | None = None) -> IngestResponse:
+        """Keep each uploaded (name, stream) as a document under the uploads folder and ingest them.
+
+        A document is named by the upload's safe file name, or by `doc_id` (one upload only): the same name
+        again replaces the document when the content changed, and is ``unchanged`` when it did not; content
+        already stored as another document is a duplicate, not stored again. An upload that fails leaves no
+        file behind, and the version it was to replace stays as it was.
+
+        Raises:
+            InvalidInputError: `doc_id` with several uploads, or a `doc_id` that is not a safe name.
+        """
+        if doc_id is not None and len(uploads) != 1:
+            raise InvalidInputError(f"doc_id names one document: send one file with it, not {len(uploads)}")
+        chosen = None if doc_id is None else document_name(doc_id)
+        spooled: list[_Upload] = []
+        try:
+            for name, stream in uploads:  # spooled before taking the lock: a slow client delays nobody else
+                shown = safe_filename(name)
+                spooled.append(self._spool(shown, chosen or shown, stream))
+            with self._ingesting:
+                return self._store_uploads(spooled)
+        finally:
+            for upload in spooled:
+                upload.spooled.unlink(missing_ok=True)
+
+    def _store_uploads(self, uploads: list[_Upload]) -> IngestResponse:
+        """Place each spooled upload under its document name and ingest them (the ingestion lock is held)."""
+        stored = self.store.documents()
+        by_hash = {digest: doc for doc, digest in stored.items() if digest}
+        response = IngestResponse(added=[], updated=[], skipped={}, failed={}, refused={}, records=0)
+        placed: dict[str, _Upload] = {}
+        claimed: dict[str, str] = {}  # document name → the upload of this request that has it
+        for upload in uploads:
+            target = self.uploads / upload.document
+            key = document_id(target)
+            if upload.document in claimed:
+                response.failed[upload.name] = (
+                    f"another file of this request ({claimed[upload.document]}) has the document name"
+                    f" {upload.document!r}"
+                )
+                continue
+            claimed[upload.document] = upload.name
+            if stored.get(key) == upload.digest and target.is_file():
+                response.skipped[upload.name] = UNCHANGED
+                response.documents[upload.name] = upload.document
+                continue
+            same = by_hash.get(upload.digest)
+            if same is not None and same != key:
+                response.duplicates[upload.name] = self._public_id(same)
+                continue
+            try:
+                self._place(upload, target)
+            except OSError as error:  # the name is taken by a folder of uploads, or the disk is full
+                response.failed[upload.name] = f"cannot be kept as {upload.document!r}: {error.strerror or error}"
+                continue
+            placed[str(target)] = upload
+            by_hash[upload.digest] = key  # the same bytes again in this request are a duplicate of this one
+        try:
+            report = self._run_ingest(list(placed))
+        except BaseException:
+            for upload in placed.values():
+                self._put_back(upload)
+            raise
+        for path, upload in placed.items():
+            # Failed, or skipped for want of a model: nothing stored, the last version (if any) is the document
+            # again. Unchanged (its file had gone missing and is back): stored, and kept.
+            if path in report.failed or report.skipped.get(path, UNCHANGED) != UNCHANGED:
+                self._put_back(upload)
+            else:
+                if upload.previous is not None:
+                    upload.previous.unlink(missing_ok=True)
+                response.documents[upload.name] = upload.document
 
         def shown(text: str) -> str:  # the client's name for each upload, never the server's path
-            for path, name in names.items():
-                text = text.replace(path, name)
+            for path, upload in placed.items():
+                text = text.replace(path, upload.name)
             return text
 
-        return _response(report, {}, shown)
+        ingested = _response(report, {}, shown)
+        response.added, response.updated, response.records = ingested.added, ingested.updated, ingested.records
+        response.skipped.update(ingested.skipped)
+        response.failed.update(ingested.failed)
+        response.warnings.update(ingested.warnings)
+        return response
+
+    def _spool(self, name: str, document: str, stream: IO[bytes]) -> _Upload:
+        """Copy an upload into a temporary file beside the uploads, hashing it on the way."""
+        self.uploads.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        handle, temporary = tempfile.mkstemp(dir=self.uploads, prefix=".upload-")
+        try:
+            with os.fdopen(handle, "wb") as output:
+                for chunk in iter(lambda: stream.read(_COPY_CHUNK), b""):
+                    digest.update(chunk)
+                    output.write(chunk)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return _Upload(name, document, Path(temporary), digest.hexdigest())
+
+    def _place(self, upload: _Upload, target: Path) -> None:
+        """Move a spooled upload to `target`, setting the version there aside (hidden) until the new one is in."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_file():
+            previous = target.with_name(f".previous-{upload.digest[:16]}-{target.name}")
+            os.replace(target, previous)
+            upload.previous = previous
+        try:
+            os.replace(upload.spooled, target)
+        except OSError:
+            self._put_back(upload)
+            raise
+        upload.kept = target
+
+    def _put_back(self, upload: _Upload) -> None:
+        """Undo `_place`: remove the new file, and bring the last version back (its records still point at it)."""
+        target = self.uploads / upload.document
+        if upload.kept is not None:
+            upload.kept.unlink(missing_ok=True)
+            upload.kept = None
+        if upload.previous is not None:
+            os.replace(upload.previous, target)
+            upload.previous = None
+        else:
+            self._remove_empty_folders(target.parent)
 
     def ingest_path(self, request: IngestPathRequest) -> IngestResponse:
         """Ingest a file or folder inside the ingest root; files that link out of the root are refused."""
@@ -160,7 +300,14 @@ class Service:
         return _response(report, refused, shown)
 
     def _ingest(self, paths: list[Path] | list[str]) -> IngestReport:
-        with self._ingesting, self._saved_or_dropped():  # one ingestion at a time; searches go on meanwhile
+        with self._ingesting:  # one ingestion at a time; searches go on meanwhile
+            return self._run_ingest(paths)
+
+    def _run_ingest(self, paths: list[Path] | list[str]) -> IngestReport:
+        """Ingest `paths` and save (the caller holds the ingestion lock)."""
+        if not paths:
+            return IngestReport()
+        with self._saved_or_dropped():
             return ingest(
                 paths,
                 self.store,
@@ -183,22 +330,93 @@ class Service:
                 self.store.rollback()
             raise
 
-    def _keep_upload(self, name: str | None, stream: IO[bytes]) -> Path:
-        """Copy an upload into ``uploads/<content hash>/<safe name>`` (atomically) and return that path."""
-        self.uploads.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        handle, temporary = tempfile.mkstemp(dir=self.uploads, prefix=".upload-")
+    # --- documents --------------------------------------------------------------------------------------
+    def documents(self, limit: int = 100, offset: int = 0) -> DocumentList:
+        """A page of the stored documents, ordered by id, with their record counts and modalities."""
+        stored = self.store.documents()
+        ordered = sorted(stored, key=self._public_id)
+        page = ordered[offset : offset + limit]
+        counts: dict[str, int] = dict.fromkeys(page, 0)
+        modalities: dict[str, set[str]] = {doc: set() for doc in page}
+        # One catalog query for the whole page (the doc_id index serves it), not one per document.
+        for record in self.store.find({"doc_id": {"$in": page}}) if page else []:
+            counts[record.doc_id] += 1  # type: ignore[index]  # the filter matched on it: never None
+            modalities[record.doc_id].add(record.modality)  # type: ignore[index]
+        listed = []
+        for doc in page:
+            upload = self._upload_file(doc)
+            listed.append(
+                DocumentOut(
+                    id=self._public_id(doc),
+                    source=doc,
+                    upload=upload is not None,
+                    records=counts[doc],
+                    modalities=sorted(modalities[doc]),  # type: ignore[arg-type]  # the catalog's modalities
+                    content_hash=stored[doc],
+                    added=None if upload is None or not upload.is_file() else _iso_time(upload.stat().st_mtime),
+                )
+            )
+        return DocumentList(total=len(ordered), documents=listed)
+
+    def delete_document(self, doc: str) -> DocumentDeleteResponse | None:
+        """Delete a document's records (and save) and its uploaded file; None when there is neither.
+
+        `doc` is the document's id as `documents` lists it (an upload's name) or its stored id (a search
+        result's ``doc_id``).
+        """
+        with self._ingesting:  # files under uploads change under this lock only: no upload is half-placed
+            stored = self.store.documents()
+            key = doc if doc in stored else self._upload_key(doc)
+            if key is None:
+                return None
+            with self._saved_or_dropped():
+                deleted = self.store.delete_doc(key)
+                if deleted and not self.store.temporary:
+                    self.store.save()
+            removed = self._remove_upload(key)
+        if not deleted and not removed:
+            return None
+        return DocumentDeleteResponse(id=self._public_id(key), deleted=deleted, file_removed=removed)
+
+    def _public_id(self, doc: str) -> str:
+        """A document's id over HTTP: an upload's name inside the uploads folder, any other stored id as is."""
+        path = Path(doc)
+        if path.is_absolute() and path.is_relative_to(self.uploads):
+            return path.relative_to(self.uploads).as_posix()
+        return doc
+
+    def _upload_key(self, name: str) -> str | None:
+        """The stored id of the upload named `name`, when `name` is a valid name and its file exists."""
         try:
-            with os.fdopen(handle, "wb") as output:
-                for chunk in iter(lambda: stream.read(_COPY_CHUNK), b""):
-                    digest.update(chunk)
-                    output.write(chunk)
-            target = self.uploads / digest.hexdigest()[:32] / safe_filename(name)
-            target.parent.mkdir(exist_ok=True)
-            os.replace(temporary, target)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
-        return target
+            target = self.uploads / document_name(name)
+        except InvalidInputError:
+            return None
+        return document_id(target) if target.is_file() else None
+
+    def _upload_file(self, doc: str) -> Path | None:
+        """The kept file of the stored document `doc` when it is an upload, else None."""
+        path = Path(doc)
+        if path.is_absolute() and path.is_relative_to(self.uploads) and path != self.uploads:
+            return path
+        return None
+
+    def _remove_upload(self, doc: str) -> bool:
+        """Remove the uploaded file of `doc` (and folders it leaves empty); False when it has none on disk."""
+        path = self._upload_file(doc)
+        if path is None or not path.is_file():
+            return False
+        path.unlink()
+        self._remove_empty_folders(path.parent)
+        return True
+
+    def _remove_empty_folders(self, folder: Path) -> None:
+        """Remove `folder` and its parents up to (not including) the uploads folder while they are empty."""
+        while folder != self.uploads and folder.is_relative_to(self.uploads):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another document in it) or already gone
+                return
+            folder = folder.parent
 
     # --- records and health -------------------------------------------------------------------------------
     def get(self, record_id: str) -> Record | None:
@@ -207,27 +425,38 @@ class Service:
         return found[0] if found else None
 
     def delete(self, record_id: str) -> int:
-        """Delete a record (and save the store); returns how many were deleted (0 or 1)."""
-        with self._saved_or_dropped():
-            deleted = self.store.delete([record_id])
-            if deleted and not self.store.temporary:
-                self.store.save()
+        """Delete a record (and save the store); returns how many were deleted (0 or 1).
+
+        The last record of an uploaded document takes the uploaded file with it: a file no record points at
+        would stay on the server's disk with nothing to find or delete it by.
+        """
+        with self._ingesting:  # as `delete_document`: an upload being replaced is not removed half-way
+            record = self.get(record_id)
+            if record is None:
+                return 0
+            with self._saved_or_dropped():
+                deleted = self.store.delete([record_id])
+                if deleted and not self.store.temporary:
+                    self.store.save()
+            doc = record.doc_id
+            if deleted and doc is not None and not self.store.find({"doc_id": doc}, limit=1):
+                self._remove_upload(doc)
         return deleted
 
     def health(self, detailed: bool = True) -> HealthResponse:
-        """Counts, spaces and models; without `detailed`, models are named by class only (no server paths)."""
+        """Counts, spaces and models; without `detailed`, models are named without server paths."""
         info = self.store.info()
         spaces = {
             name: SpaceStatus(
                 dim=space["dim"],
                 metric=space["metric"],
                 vectors=space["vectors"],
-                model=space["model"] if detailed else None,
+                model=space["model"] if detailed or space["model"] is None else _without_paths(space["model"]),
             )
             for name, space in info["spaces"].items()
         }
         models = {
-            role: None if model is None else repr(model) if detailed else type(model._model).__name__
+            role: None if model is None else repr(model) if detailed else _QUOTED_PATH.sub(_quoted_name, repr(model))
             for role, model in (("clip", self.clip), ("text", self.text), ("transcriber", self.transcriber))
         }
         return HealthResponse(status="ok", version=__version__, records=info["records"], spaces=spaces, models=models)
@@ -245,8 +474,27 @@ def _response(report: IngestReport, refused: dict[str, str], shown: Any) -> Inge
     )
 
 
-def _remove_if_empty(folder: Path) -> None:
-    try:
-        folder.rmdir()
-    except OSError:  # not empty (another upload with the same content) or already gone
-        pass
+def _iso_time(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def _path_name(value: str) -> str:
+    """A model named by a local path, shown without the server's folders: a Hugging Face cache folder by its
+    repository (``sentence-transformers/all-MiniLM-L6-v2``), any other path by its last part."""
+    cached = _HF_CACHE_FOLDER.search(value)
+    return f"{cached[1]}/{cached[2]}" if cached else Path(value).name
+
+
+def _without_paths(spec: Any) -> Any:
+    """A space's model spec with every absolute path replaced by its name (see `_path_name`)."""
+    if isinstance(spec, dict):
+        return {key: _without_paths(value) for key, value in spec.items()}
+    if isinstance(spec, list):
+        return [_without_paths(value) for value in spec]
+    if isinstance(spec, str) and os.path.isabs(spec):
+        return _path_name(spec)
+    return spec
+
+
+def _quoted_name(match: re.Match[str]) -> str:
+    return repr(_path_name(match[1]))

@@ -42,6 +42,9 @@ class SpaceConfig:
         memory_budget: Bytes the index may use; the ``"auto"`` rule moves to compressed codes beyond it.
         model: The embedder whose vectors the space holds, as its `spec` (``{"kind": "open_clip", "model": …}``),
             when known: searches rebuild the same embedder from it, and vectors of another model are refused.
+            It says what the model is (``model``: a canonical name where one is known, ``fingerprint``: a hash
+            of its files) apart from where it was last loaded from (``source``), so that the same model at
+            another path is the same model (see `same_model` and `mm_rag.embed.identity`).
     """
 
     name: str
@@ -64,6 +67,55 @@ class SpaceConfig:
             )
         if self.index != "auto":
             indexing.new_index(self.index, self.dim, self.metric)  # raises on a bad factory string
+
+
+# Keys of a recorded model that say where it was loaded from or what it is; every other key (the query prompt,
+# say) changes the vectors and must match as it is.
+_IDENTITY_KEYS = frozenset({"model", "pretrained", "fingerprint", "source"})
+
+
+def same_model(recorded: dict[str, Any] | None, wanted: dict[str, Any] | None) -> bool:
+    """Whether two recorded models (embedder `spec`s) make the same vectors, wherever each was loaded from.
+
+    Both with a fingerprint: the fingerprints decide (and an open_clip architecture must match by name). A
+    record without one (written before fingerprints, or a model not downloaded yet) is the same model when the
+    two share a name or a folder: the recorded ``model`` or ``source`` of one is the other's. Only recorded
+    data is compared: nothing is read from disk.
+    """
+    if recorded is None or wanted is None or recorded == wanted:
+        return recorded == wanted
+    if recorded.get("kind") != wanted.get("kind"):
+        return False
+    if {k: v for k, v in recorded.items() if k not in _IDENTITY_KEYS} != {
+        k: v for k, v in wanted.items() if k not in _IDENTITY_KEYS
+    }:
+        return False
+    if recorded.get("kind") == "open_clip":
+        if Path(str(recorded.get("model"))).stem != Path(str(wanted.get("model"))).stem:
+            return False
+        if recorded.get("fingerprint") and wanted.get("fingerprint"):
+            return bool(recorded["fingerprint"] == wanted["fingerprint"])
+        return (recorded.get("model"), recorded.get("pretrained")) == (wanted.get("model"), wanted.get("pretrained"))
+    if recorded.get("fingerprint") and wanted.get("fingerprint"):
+        return bool(recorded["fingerprint"] == wanted["fingerprint"])
+    return bool(_places(recorded) & _places(wanted))
+
+
+def describe_model(spec: dict[str, Any] | None) -> str:
+    """A recorded model in words, for messages: its name or folder, fingerprint and where it was loaded from."""
+    if not isinstance(spec, dict):
+        return repr(spec)
+    what = str(spec.get("model"))
+    if spec.get("pretrained") is not None:
+        what += f" with weights {spec['pretrained']}"
+    extras = [f"fingerprint {spec['fingerprint']}"] if spec.get("fingerprint") else []
+    if spec.get("source") and spec.get("source") != spec.get("model"):
+        extras.append(f"loaded from {spec['source']}")
+    return what + (f" ({', '.join(extras)})" if extras else "")
+
+
+def _places(spec: dict[str, Any]) -> set[str]:
+    return {str(spec[key]) for key in ("model", "source") if spec.get(key)}
 
 
 class Space:

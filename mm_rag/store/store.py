@@ -20,7 +20,7 @@ from mm_rag.store.committed import DEFAULT_LOCK_TIMEOUT, CommittedStore
 from mm_rag.store.lexical import STEMMINGS, Keywords, Stemming
 from mm_rag.store.manifest import CATALOG, MANIFEST, SPACES_DIR, open_space, space_entry
 from mm_rag.store.overlap import both
-from mm_rag.store.space import Space, SpaceConfig
+from mm_rag.store.space import Space, SpaceConfig, describe_model, same_model
 from mm_rag.store.stopwords import STOP_WORDS
 
 __all__ = ["CATALOG", "DEFAULT_LOCK_TIMEOUT", "MANIFEST", "SPACES_DIR", "MultimodalStore"]
@@ -91,7 +91,7 @@ class MultimodalStore(CommittedStore):
         """Create an embedding space, or return the existing one when its configuration is the same.
 
         See `SpaceConfig` for the arguments. A `model` given for an existing space that records none is
-        adopted. Raises `InvalidInputError` for a bad configuration, or one that differs from an existing
+        adopted; the same model loaded from another place (`same_model`) updates the record. Raises `InvalidInputError` for a bad configuration, or one that differs from an existing
         space of the same name (another model's vectors would silently mix with its own).
         """
         config = SpaceConfig(name, dim, metric, index, memory_budget, model)
@@ -106,12 +106,17 @@ class MultimodalStore(CommittedStore):
                 recorded = existing.config.model
                 if dataclasses.replace(existing.config, model=None) != dataclasses.replace(config, model=None):
                     raise InvalidInputError(f"space {name!r} exists as {existing.config}, not {config}")
-                if model is not None and recorded is not None and model != recorded:
+                if model is not None and recorded is not None and not same_model(recorded, model):
                     raise InvalidInputError(
-                        f"space {name!r} holds vectors of the model {recorded}, not of {model}:"
-                        " use that model, or another space"
+                        f"space {name!r} holds vectors of the model {describe_model(recorded)}, not of"
+                        f" {describe_model(model)}: use that model, or another space"
                     )
-                if model is not None and recorded is None:
+                # A space that records no model adopts this one; one that records the same model at another
+                # place, or without its fingerprint yet, learns where it was last loaded from and what it is.
+                fuller = recorded is None or bool(
+                    model and (model.get("fingerprint") or not recorded.get("fingerprint"))
+                )
+                if model is not None and fuller:
                     existing.config = config
                     self._changed(name)
                 return existing.config

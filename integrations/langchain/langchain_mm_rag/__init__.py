@@ -3,7 +3,7 @@ kind mm-rag reads and Whisper/image/video loaders, a retriever, and a retrieval 
 with text and images."""
 
 from langchain_mm_rag._spaces import IncompatibleSpaceError
-from langchain_mm_rag.context import documents_to_context
+from langchain_mm_rag.context import context_to_blocks, documents_to_context
 from langchain_mm_rag.embeddings import MMRagEmbeddings, OpenCLIPEmbeddings, TextEmbeddings
 from langchain_mm_rag.export import export_to
 from langchain_mm_rag.loaders import (
@@ -30,6 +30,7 @@ __all__ = [
     "VideoLoader",
     "WhisperSegmentLoader",
     "WhisperSegmentParser",
+    "context_to_blocks",
     "create_multimodal_retriever_tool",
     "documents_to_context",
     "export_to",

@@ -2,21 +2,31 @@
 
 `documents_to_context` is the one path from LangChain Documents to `mm_rag.context.build_context`: the agent tool
 uses it, and so can a chain, which then speaks the result as standard content blocks with
-``Context.to_langchain()`` or picks ``.text`` and ``.images`` itself.
+`context_to_blocks` or picks ``.text`` and ``.images`` itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from langchain_core.documents import Document
+from langchain_core.messages.content import create_image_block, create_text_block
 
 from langchain_mm_rag._convert import document_to_record
 from mm_rag.context import DEFAULT_MAX_IMAGE_SIDE, DEFAULT_MAX_IMAGES, DEFAULT_MAX_TOKENS, Context, build_context
 from mm_rag.errors import InvalidInputError
 from mm_rag.records import Record
 from mm_rag.retrieval import Evidence, Retrieved
+
+
+def context_to_blocks(context: Context) -> list[dict[str, Any]]:
+    """LangChain standard content blocks for a message: the passages as one text block, then one base64 image
+    block per picture (made by LangChain's own factories, with their ids)."""
+    blocks: list[dict[str, Any]] = [dict(create_text_block(context.text))]
+    blocks += [dict(create_image_block(base64=image.data, mime_type=image.mime_type)) for image in context.images]
+    return blocks
 
 
 def documents_to_context(

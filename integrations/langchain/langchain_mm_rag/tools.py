@@ -16,7 +16,7 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel, ConfigDict, Field
 
 from langchain_mm_rag._convert import FilterLike
-from langchain_mm_rag.context import documents_to_context
+from langchain_mm_rag.context import context_to_blocks, documents_to_context
 from langchain_mm_rag.vectorstores import MMRagVectorStore
 from mm_rag.context import DEFAULT_MAX_IMAGE_SIDE, DEFAULT_MAX_IMAGES, DEFAULT_MAX_TOKENS
 
@@ -70,7 +70,7 @@ class MultimodalSearchTool(BaseTool):
             max_images=self.max_images,
             max_image_side=self.max_image_side,
         )
-        return context.to_langchain(), documents
+        return context_to_blocks(context), documents
 
 
 def create_multimodal_retriever_tool(

@@ -39,7 +39,8 @@ def test_public_names_are_pinned() -> None:
     assert sorted(langchain_mm_rag.__all__) == [
         "ImageLoader", "IncompatibleSpaceError", "MMRagEmbeddings", "MMRagLoader", "MMRagRetriever",
         "MMRagVectorStore", "MultimodalSearchTool", "OpenCLIPEmbeddings", "TextEmbeddings", "VideoLoader",
-        "WhisperSegmentLoader", "WhisperSegmentParser", "create_multimodal_retriever_tool", "documents_to_context",
+        "WhisperSegmentLoader", "WhisperSegmentParser", "context_to_blocks", "create_multimodal_retriever_tool",
+        "documents_to_context",
         "export_to",
     ]  # fmt: skip
     for name in langchain_mm_rag.__all__:

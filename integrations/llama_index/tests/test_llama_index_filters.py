@@ -298,3 +298,18 @@ def test_random_nested_filters_match_plain_python(store):
         assert len(found(store, filters, k=3)) == min(3, len(wanted))
 
     check()
+
+
+def test_modality_filters_on_what_a_node_is():
+    """``modality`` names the record field (image nodes: ``image``, others ``text``): no metadata key says it."""
+    from llama_index.core.schema import ImageNode
+
+    store = MMRagVectorStore()
+    store.add([
+        TextNode(id_="t", text="a note", embedding=[1.0, 0.0]),
+        ImageNode(id_="i", image_path="photo.png", embedding=[0.0, 1.0]),
+    ])  # fmt: skip
+    images = MetadataFilters(filters=[MetadataFilter(key="modality", value="image")])
+    query = VectorStoreQuery(query_embedding=[1.0, 0.0], similarity_top_k=2, filters=images)
+    assert store.query(query).ids == ["i"]
+    assert translate_filters(images) == {"modality": {"$eq": "image"}}

@@ -29,6 +29,8 @@ PUBLIC = {
         "ImageHit",
         "Passage",
         "SearchResults",
+        "chat",
+        "context_to_blocks",
         "make_query_engine_tool",
         "make_search_tool",
         "search_results",

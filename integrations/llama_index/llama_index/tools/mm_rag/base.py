@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.llms.types import ChatMessage, ContentBlock, ImageBlock, MessageRole, TextBlock
 from llama_index.core.llms import LLM
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import ImageNode, MetadataMode, NodeWithScore
 from llama_index.core.tools import FunctionTool, QueryEngineTool
 
-from mm_rag import InvalidInputError
+from mm_rag import Context, InvalidInputError
 
 DEFAULT_TOOL_NAME = "multimodal_search"
 DEFAULT_DESCRIPTION = (
@@ -137,3 +138,36 @@ def _number(value: Any) -> float | None:
 
 def _score(score: float | None) -> str:
     return "score n/a" if score is None else f"score {score:.3f}"
+
+
+def context_to_blocks(context: Context | list[dict[str, Any]]) -> list[ContentBlock]:
+    """LlamaIndex content blocks (`TextBlock`, `ImageBlock`) for a `ChatMessage`, from an mm-rag `Context` or
+    its plain blocks (`Context.to_blocks()`: ``{"type": "text", "text"}``, ``{"type": "image", "base64",
+    "mime_type"}``).
+
+    Raises:
+        InvalidInputError: a block of another type.
+    """
+    plain = context.to_blocks() if isinstance(context, Context) else context
+    blocks: list[ContentBlock] = []
+    for block in plain:
+        if block.get("type") == "text":
+            blocks.append(TextBlock(text=block["text"]))
+        elif block.get("type") == "image":
+            blocks.append(ImageBlock(image=block["base64"].encode(), image_mimetype=block.get("mime_type")))
+        else:
+            raise InvalidInputError(f"context_to_blocks: a block must be of type 'text' or 'image', got {block!r}")
+    return blocks
+
+
+def chat(llm: LLM, system: str, content: list[dict[str, Any]]) -> str:
+    """Ask the LlamaIndex `llm` with a system prompt and a user message of plain blocks; its text answer.
+
+    What `mm_rag.apps` (`answer`, `caption`) calls for a LlamaIndex LLM: the core builds plain blocks and
+    leaves LlamaIndex's message types to this integration.
+    """
+    messages = [
+        ChatMessage(role=MessageRole.SYSTEM, content=system),
+        ChatMessage(role=MessageRole.USER, blocks=context_to_blocks(content)),
+    ]
+    return str(llm.chat(messages).message.content or "")

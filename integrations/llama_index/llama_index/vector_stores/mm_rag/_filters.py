@@ -81,12 +81,18 @@ def _translate(item: MetadataFilter | MetadataFilters, where: str) -> MMRagFilte
     return build(key, item.value, f"{where} ({key} {operator.value})")
 
 
+# Record fields a filter may name: `modality` is what a node is (``image`` for image nodes, else ``text``; and
+# ``audio``/``video`` for records `mm-rag ingest` wrote), which no metadata key says and no query argument
+# restricts. The other fields have query arguments (node_ids, doc_ids) or are the node's own text.
+FILTERABLE_FIELDS = frozenset({"modality"})
+
+
 def _checked_key(key: str, where: str) -> str:
-    if key in RECORD_COLUMNS:
+    if key in RECORD_COLUMNS and key not in FILTERABLE_FIELDS:
         raise FilterError(
             f"{where}: metadata key {key!r} cannot be filtered on: it names an mm-rag record field"
-            f" ({', '.join(sorted(RECORD_COLUMNS))}); restrict by node or document with the query's"
-            " node_ids / doc_ids instead"
+            f" ({', '.join(sorted(RECORD_COLUMNS - FILTERABLE_FIELDS))}); restrict by node or document with the"
+            " query's node_ids / doc_ids instead"
         )
     if key == NODE_KEY:
         raise FilterError(f"{where}: key {NODE_KEY!r} is reserved by MMRagVectorStore")
