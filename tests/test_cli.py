@@ -108,7 +108,8 @@ def test_human_output_lists_rank_modality_score_source_time_and_snippet(searches
     lines = output(searches, "human").splitlines()
     assert lines[0].startswith(" 1. ") and lines[1].startswith(" 2. ")
     image = next(line for line in lines if " image " in line)
-    assert image.split()[3].endswith("red_circle.png") and float(image.split()[2]) > 0  # the best image first
+    raw, source = image.split(")", 1)[0].split("(")[1], image.split(")", 1)[1].split()[0]  # "score (raw) source"
+    assert source.endswith("red_circle.png") and float(image.split()[2]) > 0 and raw.startswith("clip ")
     moment = next(line for line in lines if " audio " in line)
     assert "speech.wav  [00:0" in moment and '"' in moment  # source, mm:ss-mm:ss, then the transcript snippet
 

@@ -147,6 +147,7 @@ def test_one_default_everywhere() -> None:
         parameters = inspect.signature(integration.__init__).parameters
         assert parameters["window_seconds"].default == DEFAULT_WINDOW_SECONDS, integration
         assert parameters["overlap_seconds"].default == DEFAULT_OVERLAP_SECONDS, integration
+        assert parameters["max_sentences"].default == DEFAULT_MAX_SENTENCES, integration
     assert DEFAULT_WINDOW_SECONDS <= MOMENT_SECONDS
     from mm_rag.cli.agents import mcp
     from mm_rag.cli.serving import serve

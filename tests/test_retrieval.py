@@ -222,7 +222,7 @@ def test_each_result_shows_its_raw_score_per_ranking_and_the_query_form(store) -
             (Record("a", "text", text="plum cake"), unit(1, 0.1)),
             (Record("b", "text", text="x"), unit(0, 1)),
             (Record("c", "text", text="y"), unit(1, 1)),
-        ],  # fmt: skip
+        ],
     )
     text = TableEmbedder("text", {"plum cake": unit(1, 0), "plum": unit(1, 0)})
     result = MultimodalRetriever(store, text=text).retrieve("plum cake")[0]

@@ -116,7 +116,7 @@ def search(
     the folder they were loaded from, a packaged copy); --clip-model/--text-model name another copy. Each line shows rank, modality, fused score with the raw
     score of each ranking that found the result (cosine per space, BM25 for keywords), source, the time range
     (audio and video) and a snippet of the text. Query words that carry no information (stop words, words in
-    half the records) are left out of the keyword search, and a note says which.
+    half the records) are left out of the keyword search; with --mode lexical a note says which.
     """
     from mm_rag.embed.audio import SAMPLE_RATE, load_audio
     from mm_rag.embed.media import load_image
@@ -156,7 +156,8 @@ def search(
             min_score=floors,
         )
         results = retriever.retrieve(query, image=query_image, audio=query_audio, filter=conditions)
-        ignored = opened.keywords(query).ignored if query and mode is not Mode.dense else ()
+        # Keywords alone can come back short or empty: say which words were not searched for, and why.
+        ignored = opened.keywords(query).ignored if query and mode is Mode.lexical else ()
     if ignored and not json_output:
         typer.echo(f"note: left out of the keyword search, as carrying no information: {' '.join(ignored)}", err=True)
     if json_output:

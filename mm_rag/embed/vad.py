@@ -31,9 +31,12 @@ SPEECH_THRESHOLD = 0.5
 # Speech shorter than this is dropped: a 250-ms burst is shorter than any word in the set (the shortest, "Yes.",
 # is audible for ~0.38 s) and longer than the clicks and beeps that briefly score as speech.
 MIN_SPEECH_MS = 250
-# Pauses shorter than this stay inside one region, so a sentence is never cut between its words; longer ones
-# are cut out (1 s keeps the 2-s pauses between sentences apart, as Whisper's segments are).
-MIN_SILENCE_MS = 1000
+# Stretches without speech shorter than this stay in, between regions and at both ends of the file: a talk then
+# reaches Whisper exactly as recorded, and only long ones (a music intro or interlude, an alert between talks)
+# are cut. Whisper tiny is that sensitive: on examples/media's meeting, cutting its 1.4-s pauses to 0.6 s, or
+# only its first 0.2 s, turned "The Fireworks Start at 10 … 4000 euros" into "The firework star test at 10 …
+# 4,000 euros".
+MIN_SILENCE_MS = 3000
 # Each region is widened by this on both sides: Silero's onsets lag the first soft consonant (a 'th', an 's')
 # by one or two frames, and Whisper needs a little context around the words.
 SPEECH_PAD_MS = 300
@@ -72,6 +75,12 @@ def speech_regions(
             regions[-1] = (regions[-1][0], max(end, regions[-1][1]))
         elif end > start:
             regions.append((start, end))
+    if regions:  # a short lead-in or tail is part of the talk, like a short pause (see MIN_SILENCE_MS)
+        edge = min_silence_ms * SAMPLE_RATE // 1000
+        if regions[0][0] < edge:
+            regions[0] = (0, regions[0][1])
+        if len(audio) - regions[-1][1] < edge:
+            regions[-1] = (regions[-1][0], len(audio))
     return regions
 
 

@@ -24,6 +24,7 @@ from langchain_mm_rag._convert import record_to_document
 from mm_rag.embed.media import MediaError
 from mm_rag.embed.transcript import (
     DEFAULT_MAX_CHARS,
+    DEFAULT_MAX_SENTENCES,
     DEFAULT_OVERLAP_SECONDS,
     DEFAULT_WINDOW_SECONDS,
     Transcript,
@@ -106,8 +107,8 @@ class WhisperSegmentParser(BaseBlobParser):
     Args:
         transcriber: A `WhisperTranscriber` (or anything with ``transcribe(path_or_bytes) -> Transcript``);
             None builds a `WhisperTranscriber` from `transcriber_kwargs`.
-        window_seconds, overlap_seconds, max_chars: How segments group into windows (see
-            `mm_rag.embed.transcript.transcript_windows`).
+        window_seconds, overlap_seconds, max_chars, max_sentences: How sentences group into windows (see
+            `mm_rag.embed.transcript.transcript_windows`; ``max_sentences=None``: no sentence limit).
 
     Each Document's page_content is the window's text; its metadata holds numeric ``start``/``end`` seconds,
     ``language``, ``confidence``, ``source``, ``modality`` (``"audio"``), ``uri`` and ``doc_id`` (the path).
@@ -120,12 +121,15 @@ class WhisperSegmentParser(BaseBlobParser):
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
         overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
         max_chars: int = DEFAULT_MAX_CHARS,
+        max_sentences: int | None = DEFAULT_MAX_SENTENCES,
         **transcriber_kwargs: Any,
     ) -> None:
         if transcriber is not None and transcriber_kwargs:
             raise InvalidInputError("pass a transcriber or its constructor arguments, not both")
         self.transcriber = transcriber if transcriber is not None else WhisperTranscriber(**transcriber_kwargs)
         self.window_seconds, self.overlap_seconds, self.max_chars = window_seconds, overlap_seconds, max_chars
+        self.max_sentences = max_sentences
+        transcript_windows([], window_seconds, overlap_seconds, max_chars, max_sentences=max_sentences)  # checks now
 
     def lazy_parse(self, blob: Blob) -> Iterator[Document]:
         """Transcribe the blob (its file when it has a path, else its bytes) and yield its windows."""
@@ -148,7 +152,13 @@ class WhisperSegmentParser(BaseBlobParser):
         modality: str = "audio",
     ) -> list[Document]:  # fmt: skip
         """The window Documents of a transcript (shared with `VideoLoader` for soundtracks)."""
-        windows = transcript_windows(transcript.segments, self.window_seconds, self.overlap_seconds, self.max_chars)
+        windows = transcript_windows(
+            transcript.segments,
+            self.window_seconds,
+            self.overlap_seconds,
+            self.max_chars,
+            max_sentences=self.max_sentences,
+        )
         records = transcript_records(
             windows,
             content_hash=content_hash,
@@ -221,7 +231,8 @@ class VideoLoader(BaseLoader):
             ``frame_uri``, so `MMRagVectorStore` can embed the frame and the agent tool can show it. Without
             it, keyframe Documents only describe the frames (time, scene change).
         every_seconds, scene_threshold: Keyframe sampling (see `mm_rag.embed.video.iter_keyframes`).
-        window_seconds, overlap_seconds, max_chars: Transcript windows, as for `WhisperSegmentParser`.
+        window_seconds, overlap_seconds, max_chars, max_sentences: Transcript windows, as for
+            `WhisperSegmentParser`.
 
     Keyframe Documents have empty page_content and metadata ``modality`` (``"video"``), ``uri``, ``doc_id``,
     ``source``, ``start``/``end`` (the frame's span), ``frame_time``, ``scene_change`` and ``mime_type``.
@@ -238,6 +249,7 @@ class VideoLoader(BaseLoader):
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
         overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
         max_chars: int = DEFAULT_MAX_CHARS,
+        max_sentences: int | None = DEFAULT_MAX_SENTENCES,
     ) -> None:
         self.paths = _paths(file_path)
         self.frames_dir = None if frames_dir is None else Path(frames_dir)
@@ -246,7 +258,11 @@ class VideoLoader(BaseLoader):
             None
             if transcriber is None
             else WhisperSegmentParser(
-                transcriber, window_seconds=window_seconds, overlap_seconds=overlap_seconds, max_chars=max_chars
+                transcriber,
+                window_seconds=window_seconds,
+                overlap_seconds=overlap_seconds,
+                max_chars=max_chars,
+                max_sentences=max_sentences,
             )
         )
 

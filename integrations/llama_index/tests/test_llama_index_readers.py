@@ -57,7 +57,7 @@ def test_whisper_reader_windows_match_the_spoken_sentences(transcriber, spoken_s
         assert "speaker" in document.get_content(MetadataMode.EMBED)
     again = reader.load_data(str(spoken_sentences.path))
     assert [d.id_ for d in again] == [d.id_ for d in documents]  # ids are stable
-    whole = WhisperReader(transcriber).load_data(spoken_sentences.path)
+    whole = WhisperReader(transcriber, window_seconds=60.0, max_sentences=None).load_data(spoken_sentences.path)
     assert len(whole) == 1 and overlap(" ".join(spoken_sentences.sentences), whole[0].text) >= 0.6
 
 

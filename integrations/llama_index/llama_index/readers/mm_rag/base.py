@@ -25,6 +25,7 @@ from mm_rag import InvalidInputError, Record, WhisperTranscriber
 from mm_rag.embed.media import MediaError
 from mm_rag.embed.transcript import (
     DEFAULT_MAX_CHARS,
+    DEFAULT_MAX_SENTENCES,
     DEFAULT_OVERLAP_SECONDS,
     DEFAULT_WINDOW_SECONDS,
     Transcriber,
@@ -73,14 +74,23 @@ _RECORD_NOT_EMBEDDED = [
 class _Windows:
     """How transcripts are cut into passages (see `mm_rag.embed.transcript.transcript_windows`)."""
 
-    def __init__(self, window_seconds: float, overlap_seconds: float, max_chars: int) -> None:
+    def __init__(
+        self, window_seconds: float, overlap_seconds: float, max_chars: int, max_sentences: int | None
+    ) -> None:
         self.window_seconds, self.overlap_seconds, self.max_chars = window_seconds, overlap_seconds, max_chars
-        transcript_windows([], window_seconds, overlap_seconds, max_chars)  # checks the settings now
+        self.max_sentences = max_sentences
+        transcript_windows([], window_seconds, overlap_seconds, max_chars, max_sentences=max_sentences)  # checks now
 
     def documents(
         self, transcript: Transcript, path: Path, digest: str, modality: str, extra: dict[str, Any]
     ) -> list[Document]:
-        windows = transcript_windows(transcript.segments, self.window_seconds, self.overlap_seconds, self.max_chars)
+        windows = transcript_windows(
+            transcript.segments,
+            self.window_seconds,
+            self.overlap_seconds,
+            self.max_chars,
+            max_sentences=self.max_sentences,
+        )
         records = transcript_records(
             windows,
             content_hash=digest,
@@ -110,7 +120,8 @@ class WhisperReader(BaseReader):
     Args:
         transcriber: A ready `WhisperTranscriber` (or any mm-rag `Transcriber`); None builds one from `model`.
         model: Whisper model name or local path, when no transcriber is given.
-        window_seconds, overlap_seconds, max_chars: How consecutive segments are grouped into passages.
+        window_seconds, overlap_seconds, max_chars, max_sentences: How consecutive sentences are grouped into
+            passages (see `mm_rag.embed.transcript.transcript_windows`; None: no sentence limit).
     """
 
     def __init__(
@@ -121,9 +132,10 @@ class WhisperReader(BaseReader):
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
         overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
         max_chars: int = DEFAULT_MAX_CHARS,
+        max_sentences: int | None = DEFAULT_MAX_SENTENCES,
     ) -> None:
         self.transcriber = transcriber if transcriber is not None else WhisperTranscriber(model)
-        self._windows = _Windows(window_seconds, overlap_seconds, max_chars)
+        self._windows = _Windows(window_seconds, overlap_seconds, max_chars, max_sentences)
 
     def lazy_load_data(
         self, file: FilePath, extra_info: dict[str, Any] | None = None, fs: Any = None
@@ -178,7 +190,7 @@ class VideoReader(BaseReader):
         transcriber: Transcribes the audio track; None reads keyframes only.
         every_seconds, scene_threshold: Keyframe sampling (see `mm_rag.embed.video.sample_keyframes`).
         frames_dir: Folder to write keyframe PNGs to; None keeps them inside the documents.
-        window_seconds, overlap_seconds, max_chars: Transcript windows, as for `WhisperReader`.
+        window_seconds, overlap_seconds, max_chars, max_sentences: Transcript windows, as for `WhisperReader`.
     """
 
     def __init__(
@@ -191,12 +203,13 @@ class VideoReader(BaseReader):
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
         overlap_seconds: float = DEFAULT_OVERLAP_SECONDS,
         max_chars: int = DEFAULT_MAX_CHARS,
+        max_sentences: int | None = DEFAULT_MAX_SENTENCES,
     ) -> None:
         self.transcriber = transcriber
         self.every_seconds = every_seconds
         self.scene_threshold = scene_threshold
         self.frames_dir = None if frames_dir is None else Path(frames_dir)
-        self._windows = _Windows(window_seconds, overlap_seconds, max_chars)
+        self._windows = _Windows(window_seconds, overlap_seconds, max_chars, max_sentences)
 
     def lazy_load_data(
         self, file: FilePath, extra_info: dict[str, Any] | None = None, fs: Any = None
