@@ -125,6 +125,20 @@ def model_choice(
     )
 
 
+def no_clip(what: str, models: LoadedModels, store: Path) -> NoReturn:
+    """Exit naming why `what` has no CLIP model and the option or step that gives it one."""
+    reason = models.unavailable.get("clip")
+    if reason:
+        fail(
+            f"{what} needs the store's CLIP model, which cannot load here ({reason}): name a copy with"
+            " --clip-model NAME_OR_CONFIG --clip-pretrained TAG_OR_CHECKPOINT"
+        )
+    fail(
+        f"{what} needs a CLIP model, and the store {store} has none (no space of pictures): ingest pictures with"
+        " a CLIP model first (mm-rag ingest … --clip-model …)"
+    )
+
+
 def clock(seconds: float | None) -> str:
     """``mm:ss`` (``h:mm:ss`` past an hour) for a time in seconds; empty for None."""
     if seconds is None:

@@ -21,6 +21,7 @@ from mm_rag.cli._common import (
     fail,
     load_models,
     model_choice,
+    no_clip,
     open_store,
     parse_filter,
 )
@@ -119,7 +120,7 @@ def caption(
         )
         models = load_models(opened, choice, recorded_only=True)
         if models.clip is None:
-            fail("captioning needs the store's CLIP model, which cannot be loaded (see the note above)")
+            no_clip("captioning", models, store)
         result = write_caption(file, models.clip, store=opened, candidates=candidate, llm=llm, k=k, filter=conditions)
     if json_output:
         candidates = [{"text": c.text, "score": c.score, "source": c.source} for c in result.candidates]

@@ -21,6 +21,7 @@ from mm_rag.cli._common import (
     fail,
     load_models,
     model_choice,
+    no_clip,
     open_store,
     parse_filter,
 )
@@ -155,6 +156,8 @@ def search(
             rrf_k=rrf_k,
             min_score=floors,
         )
+        if query_image is not None and models.clip is None and mode is not Mode.lexical:
+            no_clip(f"--image {image}", models, store)
         results = retriever.retrieve(query, image=query_image, audio=query_audio, filter=conditions)
         # Keywords alone can come back short or empty: say which words were not searched for, and why.
         ignored = opened.keywords(query).ignored if query and mode is Mode.lexical else ()

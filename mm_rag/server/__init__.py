@@ -2,12 +2,17 @@
 
 Endpoints (schemas at ``/openapi.json``, interactive documentation at ``/docs``):
 
-- ``POST /search`` — JSON ``{"query", "filter", "text_k", "image_k", "audio_k", "video_k", "fusion"}`` → results.
+- ``POST /search`` — JSON ``{"query", "filter", "text_k", "image_k", "audio_k", "video_k", "mode", "fusion",
+  "rrf_k", "min_score"}`` (``filter`` as an object or as JSON text) → results.
 - ``POST /search/media`` — multipart form with an ``image`` and/or ``audio`` file (and optional ``query``,
-  ``filter`` as JSON text, per-modality k, ``fusion``) → results.
-- ``POST /ingest`` — multipart ``files`` (kept under the store's ``uploads/`` folder), or JSON
-  ``{"path": …}`` naming a file or folder inside the server's ingest root → the ingestion report.
-- ``GET /records/{id}``, ``DELETE /records/{id}`` — one record (404 when unknown).
+  ``filter`` as JSON text, per-modality k, ``mode``, ``fusion``, ``rrf_k``, ``min_score``) → results.
+- ``POST /ingest`` — multipart ``files`` (kept as ``uploads/<name>``: the name is the document; a form field
+  ``doc_id`` names a single upload; a changed upload replaces its document, identical content is not stored
+  twice), or JSON ``{"path": …}`` naming a file or folder inside the server's ingest root → the ingestion report.
+- ``GET /documents`` — the documents (id, source, records, modalities, added); ``DELETE /documents/{doc_id}``
+  removes one, its records and its uploaded file.
+- ``GET /records/{id}``, ``DELETE /records/{id}`` — one record (404 when unknown); deleting a document's last
+  record removes its uploaded file.
 - ``GET /health`` — status, record count, spaces and models; open even when an API key is set.
 
 Errors: 400 for malformed input (filters, queries), 401 without the API key, 403 for a path outside the

@@ -9,6 +9,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_mm_rag.embeddings import MMRagEmbeddings
 from mm_rag.errors import InvalidInputError
 from mm_rag.store import MultimodalStore, SpaceConfig
+from mm_rag.store.space import describe_model, same_model
 
 DEFAULT_SPACE = "langchain"
 
@@ -28,10 +29,11 @@ def check_space(existing: SpaceConfig, embedding: Embeddings, metric: str | None
             f" {embedding.dim}-dimensional ones; use another space or the embedding the store was built with"
         )
     spec = model_spec(embedding)
-    if spec is not None and existing.model is not None and spec != existing.model:
+    if spec is not None and existing.model is not None and not same_model(existing.model, spec):
         raise IncompatibleSpaceError(
-            f"space {name!r} holds vectors of the model {existing.model}, not of {spec}: queries would be"
-            " compared with another model's vectors (load without an embedding to rebuild its own)"
+            f"space {name!r} holds vectors of the model {describe_model(existing.model)}, not of"
+            f" {describe_model(spec)}: queries would be compared with another model's vectors (load without an"
+            " embedding to rebuild its own)"
         )
 
 
