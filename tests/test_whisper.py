@@ -308,3 +308,17 @@ def test_load_loads_the_model_now_and_returns_the_transcriber(whisper_ct2_dir: P
     assert any(key[:2] == ("whisper-faster", str(whisper_ct2_dir)) for key in base._MODELS)
     with pytest.raises(InvalidInputError, match="cannot load faster-whisper model 'tiny.xx'"):  # no audio needed
         WhisperTranscriber("tiny.xx", backend="faster").load()
+
+
+def test_loading_on_cpu_prints_no_warning_users_cannot_act_on(whisper_ct2_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    # CTranslate2 logs from C++ straight to stderr: only a fresh process shows what a user would see.
+    script = (
+        "from mm_rag.embed.whisper import WhisperTranscriber\n"
+        f"WhisperTranscriber({str(whisper_ct2_dir)!r}, backend='faster', device='cpu').load()\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "float16" not in loaded.stderr and "warning" not in loaded.stderr.lower()

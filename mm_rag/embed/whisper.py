@@ -276,7 +276,9 @@ class WhisperTranscriber:
                 local_files_only=self.local_files_only,
                 device=device,
                 device_index=index,
-                compute_type=self.compute_type,
+                # CTranslate2 has no float16 kernels on CPU: it would convert a float16 model (tiny.en's packaged
+                # copy) to float32 anyway, and print a warning at every load that users cannot act on.
+                compute_type="float32" if self.compute_type == "default" and device == "cpu" else self.compute_type,
                 cpu_threads=threads,
                 download_root=self.download_root,
             )
