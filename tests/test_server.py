@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
+from fixtures.served import ServerThread
 from fixtures.speech import SENTENCES, speak_sentences
 from fixtures.tiny_clip import draw_shape
 
@@ -37,28 +37,6 @@ def png(colour: str, shape: str, seed: int = 0) -> bytes:
     buffer = io.BytesIO()
     draw_shape(colour, shape, seed=seed).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-class ServerThread:
-    """A real uvicorn server on a free port of 127.0.0.1, in a background thread."""
-
-    def __init__(self, app) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
 
 
 @pytest.fixture(scope="module")
