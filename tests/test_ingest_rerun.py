@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 MM_RAG = Path(sys.executable).with_name("mm-rag")
@@ -27,16 +26,13 @@ def test_an_unchanged_folder_loads_no_model_and_a_change_only_the_models_it_need
     assert "2 added" in first.stdout
 
     # A model that cannot load: were any model loaded, the run would say so (or fail for want of an embedder).
-    started = time.monotonic()
     again = ingest(folder, "--store", store, "--text-model", tmp_path / "no-such-model", "--no-clip")
-    seconds = time.monotonic() - started
     assert again.returncode == 0, again.stderr
     assert (
         again.stdout.splitlines()[0]
         == "0 added, 0 updated, 2 unchanged, 0 skipped, 0 failed, 0 pruned; 0 records written"
     )
     assert "note:" not in again.stderr and "cannot load" not in again.stderr
-    assert seconds < 10  # the hashing of two files, not the loading of MiniLM, Whisper and OCR
 
     # A changed text file needs the text model only: no Whisper and no OCR engine is loaded (or named).
     (folder / "a.txt").write_text("The fireworks start at eleven on Saturday.")

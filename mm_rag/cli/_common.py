@@ -61,6 +61,18 @@ OcrEngineOption = Annotated[
     ),
 ]
 NoOcrOption = Annotated[bool, typer.Option("--no-ocr", help="Do not read text inside pictures (OCR).")]
+# One key rule for both servers: `serve` (every endpoint but /health) and `mcp --http` (every request).
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="MM_RAG_API_KEY",
+        show_envvar=True,
+        show_default=False,
+        help="Require this key (X-API-Key header or Authorization: Bearer); serve leaves /health open, mcp applies"
+        " it with --http.",
+    ),
+]
 DeviceOption = Annotated[str, typer.Option("--device", help="Device for every model: auto, cpu, cuda[:N] or mps.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from mm_rag.cli._common import (
+    ApiKeyOption,
     ClipModelOption,
     ClipPretrainedOption,
     DeviceOption,
@@ -43,16 +44,7 @@ def mcp(
     ] = False,
     host: Annotated[str, typer.Option("--host", help="Address to listen on with --http.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on with --http.")] = 8000,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            "--api-key",
-            envvar="MM_RAG_API_KEY",
-            show_envvar=True,
-            show_default=False,
-            help="With --http: require this key (Authorization: Bearer, or X-API-Key) on every request.",
-        ),
-    ] = None,
+    api_key: ApiKeyOption = None,
     ingest_root: Annotated[
         Path | None,
         typer.Option(

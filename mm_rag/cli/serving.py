@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from mm_rag.cli._common import (
+    ApiKeyOption,
     ClipModelOption,
     ClipPretrainedOption,
     DeviceOption,
@@ -36,16 +37,7 @@ def serve(
     store: StoreOption,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")] = 8000,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            "--api-key",
-            envvar="MM_RAG_API_KEY",
-            show_envvar=True,
-            show_default=False,
-            help="Require this key (X-API-Key header or Authorization: Bearer) on every endpoint but /health.",
-        ),
-    ] = None,
+    api_key: ApiKeyOption = None,
     ingest_root: Annotated[
         Path | None,
         typer.Option(
