@@ -11,6 +11,19 @@ class InvalidInputError(MMRagError, ValueError):
     """An argument (record, vector, filter, name…) is malformed; nothing was changed."""
 
 
+class ModelNotFoundError(InvalidInputError):
+    """A model whose files are not on this machine and cannot be downloaded now.
+
+    Attributes:
+        watch: Where its files would appear (``"hub:REPO:FILE"`` in the Hugging Face cache, or local paths),
+            so that a caller can tell cheaply, later, whether loading it again could succeed; None if unknown.
+    """
+
+    def __init__(self, message: str, watch: tuple[str, ...] | None = None) -> None:
+        super().__init__(message)
+        self.watch = watch
+
+
 class FilterError(InvalidInputError):
     """A metadata filter uses an unknown operator, a bad key or a value of the wrong type."""
 

@@ -60,7 +60,7 @@ def test_the_hub_is_asked_only_when_a_model_would_be_downloaded(minilm_dir: Path
 
     asked: list[int] = []
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(loading, "_hub_reachable", lambda: asked.append(1) or True)
+    monkeypatch.setattr(loading, "hub_reachable", lambda: asked.append(1) or True)
     local = load_models(None, ModelChoice(clip=False, audio=False, text_model=str(minilm_dir), device="cpu"))
     assert local.text is not None and asked == [] and local.notes == []
     with MultimodalStore() as store:  # a search of a store whose text model is a folder: no CLIP, no hub
@@ -68,7 +68,7 @@ def test_the_hub_is_asked_only_when_a_model_would_be_downloaded(minilm_dir: Path
         searched = load_models(store, ModelChoice(audio=False, device="cpu", queries_only=True), recorded_only=True)
         assert searched.clip is None and searched.text is not None and asked == []
         assert searched.text.spec == local.text.spec  # the packaged copy, found by its name: no hub either
-    monkeypatch.setattr(loading, "_hub_reachable", lambda: asked.append(1) or False)
+    monkeypatch.setattr(loading, "hub_reachable", lambda: asked.append(1) or False)
     packaged = load_models(None, ModelChoice(clip=False, text=False, device="cpu"))  # tiny.en ships packaged
     assert asked == [] and packaged.transcriber is not None
     before = dict(os.environ)

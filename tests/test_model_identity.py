@@ -174,7 +174,7 @@ import os, sys
 import faster_whisper, open_clip, sentence_transformers  # their own import-time settings are not ours
 from mm_rag import TextEmbedder
 from mm_rag.embed import loading
-loading._hub_reachable = lambda: False  # as on a machine without network, without waiting for it
+loading.hub_reachable = lambda: False  # as on a machine without network, without waiting for it
 before = dict(os.environ)
 text = TextEmbedder(device="cpu")
 assert text.embed_texts(["hello"]).shape == (1, 384) and text.source is not None, text.source

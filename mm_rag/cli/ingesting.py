@@ -140,7 +140,7 @@ def ingest(
     shards (`--shards`; a re-run skips finished shards); a new store is then built from the shards, an
     existing one gets the documents it lacks or holds in an older version.
     """
-    from mm_rag.embed.loading import ModelChoice
+    from mm_rag.embed.loading import ModelChoice, model_requests
     from mm_rag.ingestion import ingest as run_ingest
     from mm_rag.ingestion.pipeline import pending
     from mm_rag.store.store import MANIFEST, MultimodalStore
@@ -165,7 +165,8 @@ def ingest(
         if opened is not None and ray is None:
             # Hash and compare first: an unchanged folder needs no model (loading them all costs seconds), and
             # a change needs only the models its kinds of file use (no Whisper for an edited text file).
-            plan = pending(paths, opened, include=include, exclude=exclude, prune=prune)
+            requests = model_requests(opened, choice)
+            plan = pending(paths, opened, include=include, exclude=exclude, prune=prune, requests=requests)
             if plan.report is not None:
                 _print_report(plan.report, {}, quiet, json_output)
                 return
@@ -196,6 +197,7 @@ def ingest(
             prune=prune,
             progress=not quiet and not json_output,
             options=options,
+            requests=models.requests,
         )
     finally:
         if opened is not None:

@@ -16,7 +16,7 @@ from mm_rag._optional import require
 from mm_rag.embed.base import encode_in_batches, pick_device, shared_model
 from mm_rag.embed.identity import fingerprint
 from mm_rag.embed.media import MAX_IMAGE_PIXELS, ImageSource, load_image
-from mm_rag.errors import InvalidInputError
+from mm_rag.errors import InvalidInputError, ModelNotFoundError
 
 DEFAULT_MODEL = "ViT-B-32"
 # +8 points text→image R@1 on Flickr30k over the OpenAI weights at the same cost.
@@ -191,7 +191,7 @@ class OpenCLIPEmbedder:
                 cache_dir=self.cache_dir,
                 require_pretrained=self.pretrained is not None,  # never fall back to random weights silently
             )
-        except (RuntimeError, OSError, ValueError) as error:
+        except Exception as error:  # a damaged checkpoint raises torch's, safetensors' or pickle's own types
             offline = isinstance(self.pretrained, str) and (
                 self.local_files_only or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
             )
@@ -220,6 +220,7 @@ class OpenCLIPEmbedder:
             return (None if self.pretrained is None else str(self.pretrained)), {}
         tag = open_clip.get_pretrained_cfg(self.model_name, self.pretrained)
         repo, filename = os.path.split(tag.get("hf_hub", ""))
+        names: list[str] = []
         if repo:
             from huggingface_hub import try_to_load_from_cache
 
@@ -228,7 +229,8 @@ class OpenCLIPEmbedder:
             safe = "open_clip_model.safetensors" if filename == "open_clip_pytorch_model.bin" else None
             if safe is None and filename.endswith((".bin", ".pth")):
                 safe = filename[:-4] + ".safetensors"
-            for name in filter(None, (safe, filename)):
+            names = [name for name in (safe, filename) if name]
+            for name in names:
                 cached = try_to_load_from_cache(repo, name, cache_dir=self.cache_dir)
                 if isinstance(cached, str) and os.path.isfile(cached):
                     settings: dict[str, Any] = {"force_quick_gelu": bool(tag.get("quick_gelu", False))}
@@ -237,10 +239,12 @@ class OpenCLIPEmbedder:
                             settings[f"image_{key}"] = tag[key]
                     return cached, settings
         if self.local_files_only:
-            raise InvalidInputError(
+            watch = tuple(f"hub:{repo}:{name}" for name in names) if names and self.cache_dir is None else None
+            raise ModelNotFoundError(
                 f"cannot load open_clip model {self.model_name!r} with weights {self.pretrained!r}: they are not"
                 " cached and downloads are off (HF_HUB_OFFLINE is set, or the hub cannot be reached): fetch them on"
-                " a connected machine (same cache_dir) or pass a local checkpoint path"
+                " a connected machine (same cache_dir) or pass a local checkpoint path",
+                watch,
             )
         return self.pretrained, {}
 

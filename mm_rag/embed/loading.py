@@ -30,6 +30,7 @@ from mm_rag.embed.specs import embedder_from_spec
 from mm_rag.embed.text import DEFAULT_TEXT_MODEL, TextEmbedder
 from mm_rag.embed.whisper import DEFAULT_WHISPER_MODEL, WhisperTranscriber
 from mm_rag.errors import InvalidInputError, MMRagError
+from mm_rag.ingestion.waiting import ModelRequest
 from mm_rag.store.space import describe_model, same_model
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ class LoadedModels:
         ocr: The OCR engine, or None.
         unavailable: ``"clip"``, ``"text"``, ``"audio"`` or ``"ocr"`` → the reason it could not load.
         notes: One line for each default that runs from its packaged copy, and for going offline.
+        requests: Every role → what was asked of it, and for one that could not load, what would let it
+            (`mm_rag.ingestion.waiting`).
     """
 
     clip: OpenCLIPEmbedder | None = None
@@ -95,6 +98,8 @@ class LoadedModels:
     ocr: OcrEngine | None = None
     unavailable: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    requests: dict[str, ModelRequest] = field(default_factory=dict)
+    _watch: dict[str, tuple[str, ...] | None] = field(default_factory=dict, repr=False)
 
     @property
     def embedders(self) -> int:
@@ -125,10 +130,14 @@ def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool =
     local_only = _local_only(loaded, choice, clip=want_clip, text=want_text, clip_spec=clip_spec, text_spec=text_spec)
     if want_clip:
         named = clip_named or clip_spec is None
-        loaded.clip = _attempt(loaded, "clip", lambda: _clip(choice, None if named else clip_spec, local_only, clip_spec))
+        loaded.clip = _attempt(
+            loaded, "clip", lambda: _clip(choice, None if named else clip_spec, local_only, clip_spec)
+        )
     if want_text:
         named = choice.text_model is not None or text_spec is None
-        loaded.text = _attempt(loaded, "text", lambda: _text(choice, None if named else text_spec, local_only, text_spec))
+        loaded.text = _attempt(
+            loaded, "text", lambda: _text(choice, None if named else text_spec, local_only, text_spec)
+        )
         if loaded.text is not None and choice.text_model is None and text_spec is None:
             _note_packaged(loaded, DEFAULT_TEXT_MODEL, loaded.text.source)
     if choice.audio:
@@ -144,7 +153,32 @@ def load_models(store: Any | None, choice: ModelChoice, *, recorded_only: bool =
         from mm_rag.embed.ocr import load_ocr
 
         loaded.ocr = _attempt(loaded, "ocr", lambda: load_ocr(choice.ocr))
+    loaded.requests = {
+        role: ModelRequest(request, loaded._watch.get(role) if role in loaded.unavailable else ())
+        for role, request in model_requests(store, choice).items()
+    }
     return loaded
+
+
+def model_requests(store: Any | None, choice: ModelChoice) -> dict[str, str]:
+    """Every model role → the model `choice` asks of it with `store` (``"off"`` when left out): the same
+    answer before loading as after, so that a run can tell what an earlier one was asked without loading."""
+    recorded = _recorded_specs(store)
+
+    def named(role: str, name: str | None, default: str) -> str:
+        spec = recorded.get(role)
+        return str(name or (spec[1].get("model") if spec is not None else None) or default)
+
+    clip = named("clip", choice.clip_model, DEFAULT_MODEL)
+    pretrained = choice.clip_pretrained
+    if pretrained is None and choice.clip_model is None and "clip" in recorded:
+        pretrained = recorded["clip"][1].get("pretrained")
+    return {
+        "clip": f"{clip} {pretrained or DEFAULT_PRETRAINED}" if choice.clip else "off",
+        "text": named("text", choice.text_model, DEFAULT_TEXT_MODEL) if choice.text else "off",
+        "audio": (choice.whisper_model or DEFAULT_WHISPER_MODEL) if choice.audio else "off",
+        "ocr": choice.ocr or "off",
+    }
 
 
 def packaged_models() -> dict[str, str]:
@@ -175,7 +209,7 @@ def _local_only(
     if choice.audio:
         whisper = choice.whisper_model or DEFAULT_WHISPER_MODEL
         missing += [whisper] if not is_local(whisper) and packaged_copy(whisper) is None else []
-    if (hub_tags or missing) and not _hub_reachable():
+    if (hub_tags or missing) and not hub_reachable():
         loaded.notes.append("the Hugging Face hub cannot be reached: only cached, local and packaged models load")
         return True
     return False
@@ -191,7 +225,7 @@ def _note_packaged(loaded: LoadedModels, default: str, source: Any) -> None:
 
 
 @functools.cache
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether huggingface.co answers (asked once per process)."""
     try:
         socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
@@ -268,6 +302,7 @@ def _attempt(loaded: LoadedModels, role: str, build: Any) -> Any:
             return build()
     except MMRagError as error:  # ours: unknown names, missing files, offline downloads, missing extras
         loaded.unavailable[role] = one_line(str(error))
+        loaded._watch[role] = getattr(error, "watch", None)
         return None
 
 

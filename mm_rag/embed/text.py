@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -196,14 +197,30 @@ class TextEmbedder:
                 " copy, or download it on a connected machine (same cache_dir)"
             )
         try:
-            return sentence_transformers.SentenceTransformer(
-                str(folder) if folder is not None else self.model,
-                device=device,
-                cache_folder=self.cache_dir,
-                local_files_only=folder is not None or self.local_files_only,  # per load: no process-wide switch
-            )
+            with _no_weight_bar():
+                return sentence_transformers.SentenceTransformer(
+                    str(folder) if folder is not None else self.model,
+                    device=device,
+                    cache_folder=self.cache_dir,
+                    local_files_only=folder is not None or self.local_files_only,  # per load: no process-wide switch
+                )
         except (OSError, ValueError) as error:
             raise InvalidInputError(f"cannot load sentence-transformers model {self.model!r}: {error}") from error
 
     def __repr__(self) -> str:
         return f"TextEmbedder({self.model!r}, space={self.space!r})"
+
+
+@contextlib.contextmanager
+def _no_weight_bar() -> Iterator[None]:
+    """Hide transformers' "Loading weights" bar for this load (a local load takes a blink; the bar is noise
+    in every command's output), then put the caller's setting back."""
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()

@@ -104,7 +104,13 @@ UNCHANGED = "unchanged"  # the reason a file is skipped when its content is alre
 
 @dataclass(frozen=True)
 class Skip:
+    """A file left out, and why. `needs`: the model roles (``"clip"``, ``"audio"``, ``"ocr"``) whose model
+    decided it (missing, or as a transcriber that heard no speech): the same content with the same models
+    would be left out again (`mm_rag.ingestion.waiting`)."""
+
     reason: str
+    needs: tuple[str, ...] = ()
+    content_hash: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,8 @@ def prepare_file(
     if unchanged is not None and unchanged.get(doc_id) == digest:
         return Skip(UNCHANGED)
     outcome = extract_file(path, doc_id, digest, options, can)
+    if isinstance(outcome, Skip):
+        return dataclasses.replace(outcome, content_hash=digest)
     if isinstance(outcome, Extracted) and outcome.audio is not None:
         try:
             with transcription_lock or threading.Lock():
@@ -179,7 +187,9 @@ def prepare_file(
         except InvalidInputError as error:
             return Failure(str(error))
         if not outcome.records:  # silence: nothing to store, and nothing wrong with the file
-            return Skip("no speech found")
+            video_without_frames = outcome.modality == "video" and not can.images  # CLIP would have stored them
+            needs = ("audio", "clip") if video_without_frames else ("audio",)
+            return Skip("no speech found", needs, digest)
     return outcome
 
 
@@ -207,14 +217,14 @@ def extract_file(
             _document(item, options, can)
         elif kind == "audio":
             if not can.speech:
-                return Skip("audio: no transcriber configured")
+                return Skip("audio: no transcriber configured", ("audio",))
             from mm_rag.embed.audio import load_audio
 
             with noise.c_output():  # libmpg123 prints its complaints about a damaged MP3 on stderr
                 item.audio = load_audio(path)
         elif kind == "video":
             if not (can.images or can.speech):
-                return Skip("video: neither an image embedder nor a transcriber configured")
+                return Skip("video: neither an image embedder nor a transcriber configured", ("clip", "audio"))
             _video(item, options, can)
     except (MediaError, InvalidInputError) as error:
         return Failure(_without_name(str(error), name))
@@ -249,7 +259,8 @@ def _image(item: Extracted, can: Capabilities) -> Skip | None:
     words = pictures.read_words(image, can.ocr)
     if not can.images and not (can.words and words.text):
         reason = "no text found by OCR" if can.ocr is not None else "no OCR engine"
-        return Skip(f"image: no image embedder (CLIP) configured, and {reason}")
+        needs = ("clip",) if can.ocr is not None else ("clip", "ocr")
+        return Skip(f"image: no image embedder (CLIP) configured, and {reason}", needs)
     metadata = {"file_name": item.path.name, **_image_type(image)}
     record = pictures.picture_record(
         image, words, content_hash=item.content_hash, doc_id=item.doc_id, uri=str(item.path), locator=None,
@@ -276,9 +287,7 @@ def _document(item: Extracted, options: ExtractOptions, can: Capabilities) -> No
     passages = list(document.passages)
     scans = [picture for picture in document.pictures if picture.scan]
     if scans and can.ocr is None:
-        item.notes.append(
-            f"{len(scans)} page(s) without a text layer not read: no OCR engine configured"
-        )
+        item.notes.append(f"{len(scans)} page(s) without a text layer not read: no OCR engine configured")
     for scan in scans if can.ocr is not None else ():
         words = can.ocr.read(pictures.decode_picture(scan.image, f"page {scan.page}"))
         if words.text:

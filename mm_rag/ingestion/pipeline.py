@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ import numpy as np
 
 from mm_rag.embed.base import Embedder, MultimodalEmbedder
 from mm_rag.errors import InvalidInputError
-from mm_rag.ingestion import extract, noise
+from mm_rag.ingestion import extract, noise, waiting
 from mm_rag.ingestion.discover import content_hash, discover, document_id
 from mm_rag.ingestion.extract import UNCHANGED
 from mm_rag.store import MultimodalStore
@@ -91,6 +91,7 @@ def ingest(
     workers: int = 4,
     progress: bool = False,
     save: bool = True,
+    requests: Mapping[str, waiting.ModelRequest] | None = None,
 ) -> IngestReport:
     """Ingest files and folders into `store`, incrementally.
 
@@ -114,6 +115,8 @@ def ingest(
         progress: Show a progress bar over files.
         save: Save the store at the end, and every `COMMIT_SECONDS` or so on the way (when it has a directory
             of its own); without it, the changes are left unsaved (and the store's write lock held).
+        requests: Per model role, what was asked for (`mm_rag.ingestion.waiting`): files skipped for want of
+            a model are then remembered, and `pending` leaves them out while nothing would change.
 
     Returns:
         An `IngestReport`; bad files are listed in `failed`, never raised.
@@ -135,6 +138,7 @@ def ingest(
     writer = _Writer(store, clip, text, batch_size, report, stored, save and not store.temporary)
     capabilities = extract.Capabilities.of(clip, transcriber, text, ocr)
     one_transcription = threading.Lock()
+    outcomes: list[tuple[str, str | None, str | None, tuple[str, ...]]] = []
 
     def prepare(path: Path) -> extract.Extracted | extract.Skip | extract.Failure:
         """Everything a file needs before its embeddings, on a worker thread; what libraries print meanwhile
@@ -158,7 +162,13 @@ def ingest(
                 report.failed[str(path)] = outcome.reason
             else:
                 writer.push(outcome)
+            if isinstance(outcome, extract.Skip) and outcome.reason != UNCHANGED:
+                outcomes.append((document_id(path), outcome.content_hash, outcome.reason, outcome.needs))
+            elif not isinstance(outcome, extract.Skip):  # stored or failed: waits for nothing
+                outcomes.append((document_id(path), None, None, ()))
     writer.flush()
+    if requests is not None:
+        waiting.remember(store, outcomes, requests)
     if writer.save:
         store.save()
     return report
@@ -189,6 +199,7 @@ def pending(
     exclude: Sequence[str] | None = None,
     prune: bool = False,
     workers: int = 4,
+    requests: Mapping[str, str] | None = None,
 ) -> Pending:
     """Hash the files under `paths` and compare them with `store`: what `ingest` would have to embed.
 
@@ -199,6 +210,9 @@ def pending(
     Args:
         paths, include, exclude, prune: As for `ingest`.
         workers: Threads hashing files (reading is I/O bound).
+        requests: Model role → what the run would ask for (`mm_rag.ingestion.waiting`): files that a run
+            with the same requests skipped for want of a model, unchanged since, are skipped again for the
+            same reason when none of their models has become available.
 
     Returns:
         The `Pending` files and their kinds, and the report when there is nothing to embed.
@@ -209,23 +223,30 @@ def pending(
         paths = [paths]
     files, problems = discover(paths, include, exclude)
     stored = store.documents()
+    wanting = waiting.still_waiting(store, requests) if requests is not None else {}
 
-    def new_content(path: Path) -> str | None:
-        """The file's kind when its content is not stored yet, else None; an unreadable file is left to the
-        run, which reports why."""
+    def new_content(path: Path) -> tuple[str | None, str]:
+        """(the file's kind when its content must be read, else None; why it is skipped otherwise); an
+        unreadable file is left to the run, which reports why."""
         try:
-            if path.is_file() and stored.get(document_id(path)) == content_hash(path):
-                return None
-            return sniff(path) or "unknown"
+            if not path.is_file():
+                return "unknown", ""
+            doc_id = document_id(path)
+            digest = content_hash(path) if doc_id in stored or doc_id in wanting else None
+            if digest is not None and stored.get(doc_id) == digest:
+                return None, UNCHANGED
+            if digest is not None and doc_id in wanting and wanting[doc_id][0] == digest:
+                return None, wanting[doc_id][1]
+            return sniff(path) or "unknown", ""
         except OSError:
-            return "unknown"
+            return "unknown", ""
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-rag-hash") as pool:
-        kinds = list(pool.map(new_content, files))
-    waiting = [path for path, kind in zip(files, kinds) if kind is not None]
-    if waiting:
-        return Pending(waiting, {kind for kind in kinds if kind is not None}, None)
-    report = IngestReport(skipped={str(path): UNCHANGED for path in files}, failed=dict(problems))
+        found = list(pool.map(new_content, files))
+    todo = [path for path, (kind, _) in zip(files, found) if kind is not None]
+    if todo:
+        return Pending(todo, {kind for kind, _ in found if kind is not None}, None)
+    report = IngestReport(skipped={str(path): reason for path, (_, reason) in zip(files, found)}, failed=dict(problems))
     if prune:
         prune_missing(store, files, stored, report)
         if report.pruned:

@@ -467,6 +467,19 @@ class MultimodalStore(CommittedStore):
         with self._lock.reading():
             return self._catalog.keywords(query)
 
+    def state(self, name: str) -> Any:
+        """The JSON value an application keeps with the store under `name` (None when there is none); e.g.
+        ingestion remembers there the files that wait for a model (`mm_rag.ingestion.waiting`)."""
+        self._sync()
+        with self._lock.reading():
+            return self._catalog.setting(_STATE_PREFIX + name)
+
+    def put_state(self, name: str, value: Any) -> None:
+        """Keep the JSON-serialisable `value` under `name`; durable at the next `save`, like any change."""
+        with self._writing(), self._catalog_writes():
+            self._catalog.put_setting(_STATE_PREFIX + name, value)
+            self._changed(None)
+
     @property
     def keyword_settings(self) -> dict[str, Any]:
         """``{"stemming": "porter" | "none", "languages": [...]}``: how the keyword index reads words."""
@@ -521,6 +534,10 @@ class MultimodalStore(CommittedStore):
 
     def __repr__(self) -> str:
         return f"MultimodalStore({str(self.path)!r}, spaces={sorted(self._spaces)})"
+
+
+# Application state lives beside the store's own settings, under names that cannot collide with them.
+_STATE_PREFIX = "state:"
 
 
 def _nothing_to_change(existing: SpaceConfig, wanted: SpaceConfig) -> bool:
