@@ -11,7 +11,8 @@ Tools:
 - ``list_documents`` and ``delete_document`` (only with an ingest root, beside ``ingest``): the stored
   documents, and deleting one with its records, as ``GET /documents`` and ``DELETE /documents/{id}`` do.
 
-Resources: ``mmrag://store`` (counts, spaces, models) and the template ``mmrag://records/{record_id}``.
+Resources: ``mmrag://store`` (mm-rag's version, counts, spaces, models; FastMCP 1.x takes no server version, so
+the handshake names the SDK's) and the template ``mmrag://records/{record_id}``.
 
 A mistake of the caller (a malformed filter, an unknown record, a path outside the root, bad arguments) comes
 back as a tool error (``isError``), which the model reads and can correct; the server goes on. Its text is the
@@ -52,7 +53,6 @@ from mcp.types import (
 )
 from pydantic import Field, ValidationError
 
-from mm_rag import __version__
 from mm_rag.context import DEFAULT_MAX_IMAGES, DEFAULT_MAX_TOKENS, Context, build_context
 from mm_rag.errors import MMRagError
 from mm_rag.filters import parse_filter
@@ -192,8 +192,6 @@ def create_mcp_server(
     # Host and port are given here, not to `run`: the SDK chooses its DNS-rebinding checks from the host as it
     # builds the server. At INFO it would log every request to stderr, burying the notes that matter there.
     server = _Server(SERVER_NAME, instructions=INSTRUCTIONS, host=host, port=port, log_level="WARNING")
-    # FastMCP 1.x takes no version and would announce the SDK's own in the handshake.
-    server._mcp_server.version = __version__
     logging.getLogger("mcp.server.streamable_http").addFilter(_SESSION_END_FILTER)
     _add_search(server, service, max_tokens, max_images)
     _add_records(server, service)

@@ -30,6 +30,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, ImageContent, TextContent
 from PIL import Image
 
+import mm_rag
+
 pytestmark = pytest.mark.slow
 
 MM_RAG = Path(sys.executable).with_name("mm-rag")
@@ -284,6 +286,7 @@ def test_records_and_the_store_are_resources(stdio) -> None:
     assert json.loads(content.text) == json.loads(answers["get image"].content[0].text)
     store = json.loads(answers["store resource"].contents[0].text)
     assert store["records"] == 21 and set(store["spaces"]) == {"clip", "text"}
+    assert store["version"] == mm_rag.__version__  # the handshake names the SDK's version; this names ours
     assert all(space["model"] for space in store["spaces"].values())  # named, as `mm-rag info` names it
     assert str(answers["unknown resource"]) == "no record with id 'no-such-record' in the store"
 
