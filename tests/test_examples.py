@@ -2,15 +2,13 @@
 
 Each example is started the documented way (``python examples/NAME.py --fake``) in a subprocess with
 ``HF_HUB_OFFLINE=1``. Where CLIP cannot load, it must say so in one ``note:`` line and go on with the text model
-(the packaged all-MiniLM-L6-v2), never end in a traceback. The README's Python blocks marked
-``<!-- runnable -->`` run too, each in a fresh folder.
+(the packaged all-MiniLM-L6-v2), never end in a traceback. The READMEs' Python blocks run in
+`test_readme_snippets.py`.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,23 +56,3 @@ def test_framework_examples_run_as_documented(example: str, expected: str) -> No
 def test_rag_chain_without_clip_still_cites_the_legend() -> None:
     out = assert_ran(offline_run(sys.executable, str(EXAMPLES / "langchain_rag_chain.py"), "--fake"))
     assert "A red circle marks a campsite on the trail map." in out  # the passage reached the prompt
-
-
-def runnable_readme_blocks() -> list[str]:
-    """The README's Python blocks marked ``<!-- runnable -->`` on the line before their fence."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    return re.findall(r"<!-- runnable -->\n```python\n(.*?)```", text, flags=re.DOTALL)
-
-
-def test_the_readme_marks_its_runnable_blocks() -> None:
-    assert len(runnable_readme_blocks()) >= 2
-
-
-@pytest.mark.parametrize("number", range(len(runnable_readme_blocks())))
-def test_readme_block_runs(number: int, tmp_path: Path) -> None:
-    """A marked README block runs as written, in a fresh folder holding the example documents as
-    ``shared-drive/`` (the name the ingestion block uses)."""
-    shutil.copytree(EXAMPLES / "media" / "docs", tmp_path / "shared-drive")
-    code = runnable_readme_blocks()[number]
-    result = offline_run(sys.executable, "-c", code, cwd=tmp_path)
-    assert result.returncode == 0, f"README block {number}:\n{code}\n{result.stderr[-3000:]}"
