@@ -31,6 +31,7 @@ import numpy as np
 import pytest
 
 from mm_rag import MultimodalStore, Record, StoreFormatError
+from mm_rag.store.manifest import SpaceEntry
 
 # State A: records r0..r2999; state B: r0..r2399 with other text, metadata, doc ids and vectors (r2400.. gone).
 SIZES = {"A": 3000, "B": 2400}
@@ -186,7 +187,9 @@ def stored_state(store: MultimodalStore) -> str:
 
 def assert_only_referenced_files(path: Path) -> None:
     manifest = json.loads((path / "mmrag.json").read_text())
-    referenced = {file for entry in manifest["spaces"].values() for file in entry["files"]}
+    referenced = {
+        file for name, entry in manifest["spaces"].items() for file in SpaceEntry.from_json(name, entry).files.names()
+    }
     assert {file.name for file in (path / "spaces").iterdir()} == referenced
 
 

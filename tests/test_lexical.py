@@ -146,13 +146,13 @@ _KILLED_MID_SAVE = """
 import os, sys
 import numpy as np
 from mm_rag import MultimodalStore, Record
-from mm_rag.store import space
+from mm_rag.store import segments
 
 store = MultimodalStore.open(sys.argv[1])
 store.add([Record(f"late{i}", "text", text=f"unsaved words {i}") for i in range(20)], {"v": np.ones((20, 4))})
 store.delete(["c"])
-write = space.Space.write
-space.Space.write = lambda self, *a, **k: (write(self, *a, **k), os._exit(3))[0]  # killed after the files
+write = segments.write_space
+segments.write_space = lambda *a, **k: (write(*a, **k), os._exit(3))[0]  # killed after the files
 store.save()
 """
 

@@ -15,6 +15,7 @@ import pytest
 from fixtures.store_process import DIM, RemoteError, StoreProcess, add, check, vector
 
 from mm_rag import MultimodalStore, Record, StoreLockedError, StoreWriteError
+from mm_rag.store.manifest import SpaceEntry
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +134,10 @@ def test_a_handle_in_this_process_sees_another_processes_commit(seeded) -> None:
 
 
 def test_two_handles_in_one_process_take_turns_too(seeded) -> None:
-    with MultimodalStore.open(seeded, lock_timeout=0.2) as first, MultimodalStore.open(seeded, lock_timeout=0.2) as second:
+    with (
+        MultimodalStore.open(seeded, lock_timeout=0.2) as first,
+        MultimodalStore.open(seeded, lock_timeout=0.2) as second,
+    ):
         add(first, ids("first", 3))
         with pytest.raises(StoreLockedError, match="this process"):
             add(second, ids("second", 3))
@@ -201,7 +205,11 @@ def test_four_processes_of_add_upsert_delete_rounds_leave_a_consistent_store(tmp
         assert store.info()["generation"] > 50  # the writers really took turns, round after round
         assert store.count("s") == len(expected)
         # exactly the files of the last commit remain: no writer left another's space files behind
-        listed = {file for entry in store._manifest["spaces"].values() for file in entry["files"]}
+        listed = {
+            file
+            for name, entry in store._manifest["spaces"].items()
+            for file in SpaceEntry.from_json(name, entry).files.names()
+        }
         assert {file.name for file in (path / "spaces").iterdir()} == listed
 
 
@@ -261,32 +269,42 @@ def test_a_search_racing_a_commit_is_not_short_of_k(seeded) -> None:
         assert len(calls) == 1 and len(hits) == 5 and not {hit.record.id for hit in hits} & set(nearest[:3])
 
 
-def test_a_small_commit_is_applied_to_spaces_in_memory_a_large_one_reopens_them(seeded) -> None:
+def test_a_commit_that_appends_is_applied_in_memory_one_that_rewrites_the_space_reopens_it(seeded) -> None:
     with MultimodalStore.open(seeded, mmap=False) as reader, StoreProcess(seeded) as writer:
         held = dict(reader._spaces)
         writer.call("add", ids("small", 6))
         writer.call("add", ["seed-8"], 3)  # an upsert: a new key for an old record
         writer.call("delete", ["seed-1", "seed-2"])
-        writer.call("save")
-        assert check(reader)["problems"] == []  # caught up by applying the change...
-        assert reader._spaces["s"] is held["s"] and reader._spaces["t"] is held["t"]  # ...to the same spaces
+        writer.call("save")  # a segment and a tombstone file
+        assert check(reader)["problems"] == []  # caught up by reading only them...
+        assert reader._spaces["s"] is held["s"] and reader._spaces["t"] is held["t"]  # ...into the same spaces
         assert check(reader) == check(MultimodalStore.open(seeded))
-        writer.call("add", ids("bulk", 60))  # over a quarter of the space: reopened from the new files
+        writer.call("add", ids("bulk", 60))  # a larger segment: still applied in memory
+        writer.call("save")
+        assert check(reader)["problems"] == [] and reader._spaces["s"] is held["s"]
+        writer.call("delete", [f"seed-{i}" for i in range(10, 30)])  # dead rows past DEAD_SHARE: rewritten whole
         writer.call("save")
         assert check(reader)["problems"] == [] and reader._spaces["s"] is not held["s"]
-        assert reader.count() == 100 + 6 - 2 + 60
+        assert reader.count() == 100 + 6 - 2 + 60 - 20
+        assert check(reader) == check(MultimodalStore.open(seeded))
 
 
-def test_hnsw_spaces_are_reopened_not_patched(tmp_path) -> None:
+def test_hnsw_spaces_are_patched_with_tombstones(tmp_path) -> None:
     path = tmp_path / "store"
     with MultimodalStore(path) as store:
         store.create_space("s", DIM, index="HNSW32")
         seeds = ids("seed", 50)
-        store.add([Record(i, "text", metadata={"version": 0}) for i in seeds], {"s": np.stack([vector(i) for i in seeds])})
+        store.add(
+            [Record(i, "text", metadata={"version": 0}) for i in seeds], {"s": np.stack([vector(i) for i in seeds])}
+        )
         store.save()
     with MultimodalStore.open(path, mmap=False) as reader, StoreProcess(path) as writer:
         held = reader._spaces["s"]
         writer.call("delete", ["seed-3"])
+        late = ids("late", 2)
+        writer.call("upsert", [Record(i, "text") for i in late], {"s": np.stack([vector(i) for i in late])})
         writer.call("save")
-        assert reader.count("s") == 49 and reader.get(["seed-3"]) == [] and reader._spaces["s"] is not held
+        assert reader.count("s") == 51 and reader.get(["seed-3"]) == [] and reader._spaces["s"] is held
         assert reader.search("s", vector("seed-7"), k=1)[0].record.id == "seed-7"
+        assert reader.search("s", vector("late-1"), k=1)[0].record.id == "late-1"
+        assert "seed-3" not in {hit.record.id for hit in reader.search("s", vector("seed-3"), k=50)}

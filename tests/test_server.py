@@ -23,7 +23,7 @@ from fixtures.tiny_clip import draw_shape
 from mm_rag import InvalidInputError, MultimodalStore, TextEmbedder, WhisperTranscriber, ingest
 from mm_rag.embed.loading import ModelChoice
 from mm_rag.server import app_from_store, create_app
-from mm_rag.store import space as space_module
+from mm_rag.store import segments
 
 pytestmark = pytest.mark.slow
 
@@ -417,7 +417,7 @@ def test_a_busy_or_full_store_answers_503_and_507_and_the_server_never_keeps_the
             assert busy.status_code == 503 and busy.headers["Retry-After"] and f"process {other.pid}" in busy.json()["detail"]
             other.call("rollback")
         with monkeypatch.context() as patch:
-            patch.setattr(space_module, "write_array", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+            patch.setattr(segments, "write_array", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
             full = client.delete(f"/records/{doomed}")
         assert full.status_code == 507 and "No space left on device" in full.json()["detail"]
         assert not store.unsaved  # the failed request's change was dropped, and the write lock with it

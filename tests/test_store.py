@@ -282,8 +282,15 @@ def test_get_keeps_the_order_asked_and_omits_unknown_ids(store):
     assert store.get(["r5", "nope", "r1", "r9"]) == [records[5], records[1], records[9]]
     assert store.get([]) == []
     assert store.get("r2") == [records[2]]
-    full = Record("full", "video", "transcript", "file:///v.mp4", {"start": 1.5, "tags": ["a", "b"], "x": None,
-                                                                      "deep": {"k": [1, {"z": True}]}}, "doc", "hash")
+    full = Record(
+        "full",
+        "video",
+        "transcript",
+        "file:///v.mp4",
+        {"start": 1.5, "tags": ["a", "b"], "x": None, "deep": {"k": [1, {"z": True}]}},
+        "doc",
+        "hash",
+    )
     store.upsert([full])
     assert store.get(["full"]) == [full]
 
@@ -328,8 +335,14 @@ def test_vectors_returns_normalised_cosine_and_raw_l2_ip(store):
 
 
 def test_ids_with_hashes(store):
-    store.upsert([Record("a", "text", content_hash="h1"), Record("b", "text", content_hash="h2"),
-                  Record("c", "text", content_hash="h1"), Record("d", "text")])
+    store.upsert(
+        [
+            Record("a", "text", content_hash="h1"),
+            Record("b", "text", content_hash="h2"),
+            Record("c", "text", content_hash="h1"),
+            Record("d", "text"),
+        ]
+    )
     assert store.ids_with_hashes(["h1", "zz"]) == {"a", "c"}
     assert store.ids_with_hashes(["h2"]) == {"b"}
     assert store.ids_with_hashes([]) == set()
@@ -353,8 +366,16 @@ def test_info(store):
     store.upsert(recs(40), {"a": vecs(40, 8), "h": vecs(40, 8)})
     info = store.info()
     assert info["path"] == str(store.path) and info["records"] == 40
-    assert info["spaces"]["a"] == {"dim": 8, "metric": "l2", "index": "auto", "model": None, "built": "Flat",
-                                   "vectors": 40, "trained": True, "memory_mapped": False}
+    assert info["spaces"]["a"] == {
+        "dim": 8,
+        "metric": "l2",
+        "index": "auto",
+        "model": None,
+        "built": "Flat",
+        "vectors": 40,
+        "trained": True,
+        "memory_mapped": False,
+    }
     assert info["spaces"]["h"]["built"] == "HNSW32" and info["spaces"]["h"]["vectors"] == 40
     assert info["spaces"]["p"]["vectors"] == 0 and info["spaces"]["p"]["trained"] is False
     json.dumps(info)  # plain data
@@ -423,8 +444,10 @@ def test_search_scores_match_brute_force(store, metric):
 
 def test_cosine_vectors_of_extreme_magnitude_are_normalised(store):
     store.create_space("c", 4)
-    store.upsert([Record("huge", "text"), Record("tiny", "text"), Record("y", "text")],
-                 {"c": [[1e20, 0, 0, 1e20], [0, 3e-25, 0, -4e-25], [0, 1, 0, 0]]})
+    store.upsert(
+        [Record("huge", "text"), Record("tiny", "text"), Record("y", "text")],
+        {"c": [[1e20, 0, 0, 1e20], [0, 3e-25, 0, -4e-25], [0, 1, 0, 0]]},
+    )
     got = store.vectors("c", ["huge", "tiny"])
     np.testing.assert_allclose(got["huge"], [0.7071068, 0, 0, 0.7071068], rtol=1e-6)
     np.testing.assert_allclose(got["tiny"], [0, 0.6, 0, -0.8], rtol=1e-6)
@@ -444,7 +467,7 @@ def test_auto_index_moves_up_the_size_rule_and_stays_complete(tmp_path, monkeypa
         store.create_space("s", 8, "l2")
         base = vecs(300, 8)
         for start in range(0, 300, 60):
-            store.upsert(recs(60, start=start), {"s": base[start:start + 60]})
+            store.upsert(recs(60, start=start), {"s": base[start : start + 60]})
             built.append(store.info()["spaces"]["s"]["built"])
             assert len(store.search("s", base[0], k=1000)) == start + 60
         assert built == ["Flat", "HNSW32", "HNSW32", "HNSW32", "HNSW32"]
@@ -469,9 +492,13 @@ def test_cosine_and_ip_scores(store):
     store.create_space("i", 2, "ip")
     store.upsert([Record("a", "text"), Record("b", "text")], {"c": [[3, 4], [0, 2]], "i": [[3, 4], [0, 2]]})
     assert [(h.record.id, h.score) for h in store.search("c", [0, 10], k=2)] == [
-        ("b", pytest.approx(1.0)), ("a", pytest.approx(0.8))]
+        ("b", pytest.approx(1.0)),
+        ("a", pytest.approx(0.8)),
+    ]
     assert [(h.record.id, h.score) for h in store.search("i", [0, 10], k=2)] == [
-        ("a", pytest.approx(40.0)), ("b", pytest.approx(20.0))]
+        ("a", pytest.approx(40.0)),
+        ("b", pytest.approx(20.0)),
+    ]
 
 
 @pytest.mark.parametrize("index", ["auto", "HNSW32", "IVF16,Flat", "IVF16,PQ4x4", "IVF16,PQ4"])
@@ -546,8 +573,16 @@ def test_search_rejects_a_bad_k(store, k):
 
 @pytest.mark.parametrize(
     "query",
-    [[1, 0, 0], [1, 0, 0, 0, 0], [[1, 0, 0, 0]], [float("nan"), 0, 0, 0], [0, float("inf"), 0, 0], [0, 0, 0, 0],
-     "abcd", [None, 1, 2, 3]],
+    [
+        [1, 0, 0],
+        [1, 0, 0, 0, 0],
+        [[1, 0, 0, 0]],
+        [float("nan"), 0, 0, 0],
+        [0, float("inf"), 0, 0],
+        [0, 0, 0, 0],
+        "abcd",
+        [None, 1, 2, 3],
+    ],
 )
 def test_search_rejects_a_bad_query_vector(store, query):
     store.create_space("s", 4)
@@ -596,8 +631,10 @@ BAD_UPSERTS = {
     "too few vectors": lambda: (recs(3, "n"), {"c": vecs(2, 8)}),
     "non-numeric vectors": lambda: ([Record("n", "text")], {"c": [["a"] * 8]}),
     "ragged vectors": lambda: (recs(2, "n"), {"c": [[1.0] * 8, [1.0] * 7]}),
-    "good records then a bad one": lambda: (recs(5, "n") + [Record("r1", "text", metadata={"s": {1}})],
-                                            {"c": vecs(6, 8)}),
+    "good records then a bad one": lambda: (
+        recs(5, "n") + [Record("r1", "text", metadata={"s": {1}})],
+        {"c": vecs(6, 8)},
+    ),
     "replacement with a bad vector": lambda: (recs(3), {"c": np.vstack([vecs(2, 8), np.zeros((1, 8))])}),
 }
 
@@ -695,9 +732,17 @@ INDEXES = ["auto", "Flat", "HNSW32", "IVF16,Flat", "IVF16,PQ4", "IVF16,PQ4x4"]
 def _fill(store: MultimodalStore, index: str, n: int = 800) -> None:
     store.create_space("s", DIM, "l2", index)
     store.create_space("c", 8, "cosine")
-    records = [Record(f"r{i}", ["text", "image", "audio", "video"][i % 4], text=f"t{i}", metadata={
-        "n": i, "even": i % 2 == 0, "tags": ["x", str(i % 5)]}, doc_id=f"d{i % 10}", content_hash=f"h{i}")
-        for i in range(n)]
+    records = [
+        Record(
+            f"r{i}",
+            ["text", "image", "audio", "video"][i % 4],
+            text=f"t{i}",
+            metadata={"n": i, "even": i % 2 == 0, "tags": ["x", str(i % 5)]},
+            doc_id=f"d{i % 10}",
+            content_hash=f"h{i}",
+        )
+        for i in range(n)
+    ]
     store.upsert(records, {"s": vecs(n), "c": vecs(n, 8, 1)})
     store.delete([f"r{i}" for i in range(0, n, 9)])
     store.upsert([Record(f"r{i}", "text", metadata={"n": -i}) for i in range(1, 40, 3)], {"s": vecs(13, seed=2)})
@@ -712,10 +757,13 @@ def _observe(store: MultimodalStore) -> dict:
         "counts": (store.count(), store.count("s"), store.count("c")),
         "vectors": {k: v.tolist() for k, v in store.vectors("s", ids).items()},
         "vectors_c": {k: v.tolist() for k, v in store.vectors("c", ids).items()},
-        "search": [[(h.record.id, h.rank, round(h.score, 4)) for h in hits] for hits in
-                   store.search_batch("s", queries, k=15)],
-        "filtered": [[(h.record.id, round(h.score, 4)) for h in hits] for hits in
-                     store.search_batch("s", queries, k=15, filter={"even": True, "tags": "3"})],
+        "search": [
+            [(h.record.id, h.rank, round(h.score, 4)) for h in hits] for hits in store.search_batch("s", queries, k=15)
+        ],
+        "filtered": [
+            [(h.record.id, round(h.score, 4)) for h in hits]
+            for hits in store.search_batch("s", queries, k=15, filter={"even": True, "tags": "3"})
+        ],
         "search_c": [hit_ids(hits) for hits in store.search_batch("c", queries[:, :8], k=15)],
         "built": {name: space["built"] for name, space in store.info()["spaces"].items()},
         "hashes": store.ids_with_hashes(["h5", "h9", "h10"]),
@@ -830,7 +878,7 @@ _CRASH = """
 import os, sys
 import numpy as np
 from mm_rag import MultimodalStore, Record
-from mm_rag.store import space, store as store_module
+from mm_rag.store import segments, store as store_module
 
 store = MultimodalStore.open(sys.argv[1])
 store.upsert([Record(f"crash{i}", "text") for i in range(10)], {"s": np.ones((10, 8))})
@@ -841,8 +889,8 @@ def die(*args, **kwargs):
     os._exit(3)
 
 if sys.argv[2] == "before-commit":  # the new space files are written, the catalog not yet committed
-    write = space.Space.write
-    space.Space.write = lambda self, *a, **k: (write(self, *a, **k), die())[0]
+    write = segments.write_space
+    segments.write_space = lambda *a, **k: (write(*a, **k), die())[0]
 elif sys.argv[2] == "after-commit":  # committed, but mmrag.json and old files not yet updated
     store_module.MultimodalStore._write_manifest_file = die
 if sys.argv[2] != "no-save":
@@ -864,8 +912,14 @@ def test_a_crash_leaves_the_last_committed_state(tmp_path, moment):
         store.save()
         saved = _records_and_hits(store)
     root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", _CRASH, str(path), moment], cwd=root, capture_output=True, check=False,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", _CRASH, str(path), moment],
+        cwd=root,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 3, result.stderr
     with MultimodalStore.open(path) as reopened:
         state = _records_and_hits(reopened)
@@ -970,15 +1024,25 @@ def test_store_directory_layout(tmp_path):
         store.save()
     manifest = json.loads((path / "mmrag.json").read_text())
     assert manifest["format"] == "mm-rag-store"
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
     assert manifest["spaces"]["s"]["dim"] == 8 and manifest["spaces"]["s"]["metric"] == "l2"
     assert (path / "catalog.sqlite").is_file()
-    for file in manifest["spaces"]["s"]["files"]:
+    files = manifest["spaces"]["s"]["files"]
+    assert files == {
+        "keys": "s.1.keys.npy",
+        "vectors": "s.1.vectors.npy",
+        "index": "s.1.faiss",
+        "lists": None,
+        "segments": [],
+        "tombstones": None,
+    }
+    assert set(manifest["spaces"]["s"]["sizes"]) == {"s.1.keys.npy", "s.1.vectors.npy", "s.1.faiss"}
+    for file in manifest["spaces"]["s"]["sizes"]:
         assert (path / "spaces" / file).is_file()
     assert not any(p.suffix == ".pkl" or p.suffix == ".pickle" for p in path.rglob("*"))
 
 
-@pytest.mark.parametrize("version", [2, 99, 0, "1", None])
+@pytest.mark.parametrize("version", [3, 99, 0, "1", None])
 def test_unknown_format_version_raises(tmp_path, version):
     path = tmp_path / "store"
     with MultimodalStore(path) as store:

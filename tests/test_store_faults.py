@@ -21,7 +21,7 @@ import pytest
 from fixtures.store_process import add, check, vector
 
 from mm_rag import MultimodalStore, ReadOnlyStoreError, Record, StoreWriteError
-from mm_rag.store import lexical
+from mm_rag.store import lexical, segments
 from mm_rag.store import space as space_module
 from mm_rag.store import store as store_module
 from mm_rag.store.catalog import Catalog
@@ -48,14 +48,19 @@ def _faiss_disk_full(index: object, path: str) -> None:
     raise RuntimeError(f"Error in faiss::FileIOWriter: write error in {path}: 0 != 1 (No space left on device)")
 
 
-@pytest.mark.parametrize("step", ["vectors", "index"])
+@pytest.mark.parametrize("step", ["segment", "index"])
 def test_a_full_disk_during_save_keeps_the_last_commit_and_the_changes(saved, monkeypatch, step) -> None:
+    """Writing a new segment (the common save) or the whole space (here: the new vectors join the main index
+    at once) fails for want of space: the last commit stays, and the changes are saved once there is room."""
     store = MultimodalStore.open(saved)
-    add(store, [f"new-{i}" for i in range(20)])
+    with monkeypatch.context() as patch:
+        if step == "index":
+            patch.setattr(space_module, "FOLD_MIN", 0)
+        add(store, [f"new-{i}" for i in range(20)])
     store.delete(["old-0"])
     with monkeypatch.context() as patch:
-        if step == "vectors":
-            patch.setattr(space_module, "write_array", _disk_full)
+        if step == "segment":
+            patch.setattr(segments, "write_array", _disk_full)
         else:
             patch.setattr(faiss, "write_index", _faiss_disk_full)
         with pytest.raises(StoreWriteError, match="No space left on device") as raised:

@@ -40,6 +40,8 @@ from hypothesis.stateful import (
 
 from mm_rag import MultimodalStore, Record
 from mm_rag.filters import compile_filter
+from mm_rag.store import segments
+from mm_rag.store import space as space_module
 from mm_rag.store import store as store_module
 
 SCORE_TOLERANCE = 1e-4
@@ -181,6 +183,7 @@ class StoreModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.store: MultimodalStore | None = None
+        self.follower: MultimodalStore | None = None
         self.records: OrderedDict[str, Record] = OrderedDict()
         self.vectors: dict[str, dict[str, np.ndarray]] = {spec.name: {} for spec in self.specs}
         self.dirty = False
@@ -199,10 +202,11 @@ class StoreModel(RuleBasedStateMachine):
         assert not self.store.unsaved
 
     def teardown(self) -> None:
-        if self.store is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.store.close()
+        for handle in (self.store, self.follower):
+            if handle is not None:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    handle.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def spec(self, name: str) -> SpaceSpec:
@@ -313,15 +317,38 @@ class StoreModel(RuleBasedStateMachine):
     def search_filtered(self, name, seed, k, condition) -> None:
         self.check_search(name, seed, k, condition)
 
-    def check_search(self, name: str, seed: int, k: int, condition: tuple[str, Any] | None) -> None:
+    @rule(name=st.sampled_from(["a", "b"]), seed=st.integers(0, 2**32 - 1), k=st.integers(1, 15))
+    def follow(self, name, seed, k) -> None:
+        """A second handle, open since the first save, reads each commit's segments and tombstones as they come."""
+        if self.follower is None:
+            self.follower = MultimodalStore.open(self.directory)
+        records, vectors = self.saved
+        assert {spec.name: self.follower.count(spec.name) for spec in self.specs} == {
+            spec.name: len(vectors.get(spec.name, {})) for spec in self.specs
+        }
+        self.check_search(name, seed, k, None, self.follower, records, vectors)
+
+    def check_search(
+        self,
+        name: str,
+        seed: int,
+        k: int,
+        condition: tuple[str, Any] | None,
+        store: MultimodalStore | None = None,
+        records: OrderedDict[str, Record] | None = None,
+        vectors: dict[str, dict[str, np.ndarray]] | None = None,
+    ) -> None:
+        """`store`'s search against brute force over `vectors` (this handle's own state unless given)."""
         spec = self.spec(name)
+        if store is None:
+            store, records, vectors = self.store, self.records, self.vectors
         query = model_vectors(seed, 1, spec)[0]
-        hits = self.store.search(name, query, k=k, filter=as_filter(condition))
+        hits = store.search(name, query, k=k, filter=as_filter(condition))
         prepared = stored_form(query, spec.metric)
         expected = {
             record_id: score(stored_form(vector, spec.metric), prepared, spec.metric)
-            for record_id, vector in self.vectors[name].items()
-            if matches(self.records[record_id], condition)
+            for record_id, vector in vectors.get(name, {}).items()
+            if matches(records[record_id], condition)
         }
         wanted = min(k, len(expected))
         assert len(hits) == wanted, (len(hits), wanted)
@@ -329,7 +356,7 @@ class StoreModel(RuleBasedStateMachine):
         assert len(set(ids)) == len(ids), ids
         for rank, hit in enumerate(hits):
             assert hit.rank == rank and hit.space == name
-            assert hit.record == self.records[hit.record.id]  # live, current version, matches the filter
+            assert hit.record == records[hit.record.id]  # live, current version, matches the filter
             assert abs(hit.score - expected[hit.record.id]) <= SCORE_TOLERANCE, (hit, expected[hit.record.id])
         assert all(a.score >= b.score - SCORE_TOLERANCE for a, b in itertools.pairwise(hits))
         if wanted and (condition is not None or spec.exact_index):
@@ -383,6 +410,11 @@ def test_store_matches_model(variant: str, tmp_path: Path, monkeypatch: pytest.M
     # Every batch adds its vectors on a second thread beside the catalog's rows, as large batches do (the
     # other tests' small batches take the one-thread path).
     monkeypatch.setattr(store_module, "_THREADED_ADD", 1)
+    # Few segments before a merge, many tombstones before a rewrite and a small recent part before a fold, so that saves append segments, merge
+    # them, write tombstones and rewrite main parts within a few dozen steps.
+    monkeypatch.setattr(segments, "MAX_SEGMENTS", 1)
+    monkeypatch.setattr(segments, "DEAD_SHARE", 0.5)
+    monkeypatch.setattr(space_module, "FOLD_MIN", 32)
     machine = type(
         f"StoreModel_{variant}",
         (StoreModel,),

@@ -31,6 +31,7 @@ from mm_rag.errors import (
     StoreLockedError,
     StoreWriteError,
 )
+from mm_rag.store import segments
 from mm_rag.store.catalog import Catalog
 from mm_rag.store.durable import fsync_path
 from mm_rag.store.locking import ReadWriteLock, StoreWriteLock
@@ -39,13 +40,11 @@ from mm_rag.store.manifest import (
     MANIFEST,
     SPACES_DIR,
     WRITE_LOCK,
+    SpaceEntry,
     check_format,
     empty_manifest,
     new_manifest,
-    open_space,
-    read_delta,
     read_json,
-    space_entry,
     write_manifest_file,
 )
 from mm_rag.store.space import Space
@@ -93,7 +92,7 @@ class CommittedStore:
         self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._filter_cache_lock = threading.Lock()
         self._dirty_spaces: set[str] = set()
-        self._adopted: dict[str, dict[str, Any]] = {}  # spaces built in place by mm_rag.indexbuild, until saved
+        self._adopted: dict[str, SpaceEntry] = {}  # spaces built in place by mm_rag.indexbuild, until saved
         self._closed = False
         self._unsaved = False
         self._manifest = empty_manifest()
@@ -161,26 +160,29 @@ class CommittedStore:
             if manifest["generation"] == self._manifest["generation"] and not discard:
                 self._seen_version = version
                 return False
+            entries = _entries(manifest)
             kept = {
                 name: space
                 for name, space in self._spaces.items()
                 if name not in self._dirty_spaces
                 and name not in self._adopted
-                and self._manifest["spaces"].get(name, {}).get("files") == manifest["spaces"].get(name, {}).get("files")
+                and name in entries
+                and space.files == entries[name].files
+                and (space.config, space.spec) == (entries[name].config, entries[name].built)
             }
             spaces: dict[str, Space] = {}
-            deltas = {}
+            changes = {}
             try:
-                for name, entry in manifest["spaces"].items():
+                for name, entry in entries.items():
                     if name in kept:
                         spaces[name] = kept[name]
                         continue
                     ours = None if discard else self._spaces.get(name)
-                    delta = None if ours is None else read_delta(self.path, ours, entry, self._manifest["next_key"])
-                    if delta is not None:
-                        spaces[name], deltas[name] = ours, delta
+                    change = None if ours is None else segments.read_changes(self.path, ours, entry)
+                    if change is not None:
+                        spaces[name], changes[name] = ours, change
                     else:
-                        spaces[name] = open_space(self.path, name, entry, self._mmap)
+                        spaces[name] = segments.open_space(self.path, entry, self._mmap)
             except StoreFormatError:
                 if attempt + 1 == _OPEN_ATTEMPTS or self._committed()["generation"] == manifest["generation"]:
                     raise
@@ -188,9 +190,8 @@ class CommittedStore:
             with self._lock.writing():
                 if not discard and (self._unsaved or manifest["generation"] <= self._manifest["generation"]):
                     return False  # another thread caught up meanwhile (and may have changed things since)
-                for name, (gone, keys, vectors) in deltas.items():  # small: applied while searches wait
-                    spaces[name].delete(gone)
-                    spaces[name].add(keys, vectors)
+                for name, change in changes.items():  # what a commit wrote: applied while searches wait
+                    segments.apply(spaces[name], change)
                 self._manifest = manifest
                 self._next_key = int(manifest["next_key"])
                 self._spaces = spaces
@@ -261,7 +262,9 @@ class CommittedStore:
             yield
         except sqlite3.OperationalError as error:
             if "locked" in str(error) or "busy" in str(error):  # a writer that ignores write.lock holds SQLite's
-                raise StoreLockedError(f"store {self.path}: the catalog is locked by another writer: {error}") from error
+                raise StoreLockedError(
+                    f"store {self.path}: the catalog is locked by another writer: {error}"
+                ) from error
             full = getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
             self._fail(f"writing the catalog failed: {error}", error, errno.ENOSPC if full else None)
 
@@ -280,7 +283,9 @@ class CommittedStore:
             kept = "the unsaved changes are kept: save again once the cause is fixed"
         else:
             kept = "nothing was changed"
-        failure = StoreWriteError(f"store {self.path}: {what}; the last commit (generation {generation}) is intact; {kept}")
+        failure = StoreWriteError(
+            f"store {self.path}: {what}; the last commit (generation {generation}) is intact; {kept}"
+        )
         failure.errno = errno_ if errno_ is not None else getattr(error, "errno", None)
         raise failure from error
 
@@ -288,12 +293,10 @@ class CommittedStore:
         if self._closed:
             raise InvalidInputError(f"store {self.path} is closed")
 
-
     @property
     def temporary(self) -> bool:
         """Whether this store lives in a temporary directory deleted on `close` (nothing to `save` in place)."""
         return self._temporary
-
 
     # --- persistence ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str] | None = None) -> None:
@@ -349,15 +352,17 @@ class CommittedStore:
                 " unsaved changes were dropped: apply them again"
             )
         entries = dict(self._manifest["spaces"])
-        entries.update(self._adopted)
+        entries.update((name, entry.to_json()) for name, entry in self._adopted.items())
         for name in list(entries):
             if name not in self._spaces:
                 del entries[name]
+        written = {}
         try:
             for name in sorted(self._dirty_spaces & set(self._spaces)):
                 space = self._spaces[name]
-                files = space.write(spaces_dir, f"{name}.{generation}")
-                entries[name] = space_entry(space.config, space.spec, spaces_dir, files, len(space.table))
+                files, dead = segments.write_space(space, spaces_dir, f"{name}.{generation}")
+                written[name] = (files, dead)
+                entries[name] = SpaceEntry.describe(space.config, space.spec, spaces_dir, files, len(space)).to_json()
             fsync_path(spaces_dir)
             manifest = new_manifest(generation, self._next_key, entries)
             with self._catalog_writes():
@@ -370,19 +375,23 @@ class CommittedStore:
             self._remove_files_of(generation)
             code = getattr(error, "errno", None) or (errno.ENOSPC if "No space left" in str(error) else None)
             self._fail(f"saving generation {generation} failed: {error}", error, code)
+        for name, (files, dead) in written.items():
+            segments.saved(self._spaces[name], files, dead, self._next_key)
         self._manifest = manifest
         self._dirty_spaces.clear()
         self._adopted.clear()
         self._unsaved = False
         try:  # the commit stands: what follows only tidies, and a failure here loses nothing
             self._write_manifest_file()
-            referenced = {file for entry in entries.values() for file in entry["files"]}
+            referenced = {file for entry in _entries(manifest).values() for file in entry.files.names()}
             for file in spaces_dir.iterdir():
                 if file.name not in referenced:
                     file.unlink(missing_ok=True)
             self._catalog.checkpoint()
         except (OSError, sqlite3.Error) as error:
-            warnings.warn(f"store {self.path}: generation {generation} is saved, but tidying up failed: {error}", stacklevel=3)
+            warnings.warn(
+                f"store {self.path}: generation {generation} is saved, but tidying up failed: {error}", stacklevel=3
+            )
 
     def _remove_files_of(self, generation: int) -> None:
         """Remove what a failed save wrote: files named after its generation, which no commit references."""
@@ -398,8 +407,8 @@ class CommittedStore:
         staging = Path(tempfile.mkdtemp(prefix=".mm-rag-copy-", dir=target.parent if target.parent.exists() else None))
         (staging / SPACES_DIR).mkdir()
         self._catalog.backup_to(staging / CATALOG)
-        for entry in self._manifest["spaces"].values():
-            for file in entry["files"]:
+        for entry in _entries(self._manifest).values():
+            for file in entry.files.names():
                 shutil.copyfile(self.path / SPACES_DIR / file, staging / SPACES_DIR / file)
         write_manifest_file(staging, self._manifest)
         if target.exists():
@@ -435,3 +444,6 @@ class CommittedStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
+def _entries(manifest: dict[str, Any]) -> dict[str, SpaceEntry]:
+    return {name: SpaceEntry.from_json(name, entry) for name, entry in manifest["spaces"].items()}

@@ -25,6 +25,7 @@ DEFAULT_MEMORY_BUDGET = 8 * 2**30
 TRAIN_POINTS_PER_CENTROID = 39
 MAX_TRAIN_POINTS = 256 * 1024
 
+
 def choose_index(count: int, dim: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> str:
     """The Faiss factory string the size/memory rule picks for `count` vectors of `dim` floats."""
     full_vectors = count * dim * 4

@@ -11,8 +11,6 @@ import numpy as np
 from mm_rag.errors import InvalidInputError
 from mm_rag.records import LEXICAL
 from mm_rag.store import indexing, ondisk
-from mm_rag.store.durable import fsync_path, write_array
-from mm_rag.store.overlap import both
 from mm_rag.store.vectors import VectorTable
 
 if TYPE_CHECKING:
@@ -27,6 +25,15 @@ EXACT_SCAN_LIMIT = 20_000
 REFINE_FACTOR = 10
 # HNSW cannot delete in place; rebuild once this share of its entries is dead.
 TOMBSTONE_REBUILD_RATIO = 0.3
+# An unfiltered search over an index holding up to this many deleted entries asks it for that many more
+# results and drops the dead ones: exact, and far cheaper than an `IDSelector` (Flat then leaves BLAS).
+OVERFETCH_LIMIT = 1024
+# Vectors added after the main part was saved stay in `recent` (saved as segments, searched exactly) until
+# they outgrow this share of the main part (and `FOLD_MIN`), then join its index: an exact scan costs what a
+# Flat index costs per vector, so Flat keeps a larger recent part than indices that search sublinearly.
+FOLD_SHARE_FLAT = 0.25
+FOLD_SHARE = 0.02
+FOLD_MIN = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +128,9 @@ def _places(spec: dict[str, Any]) -> set[str]:
 class Space:
     """A space's index and vectors. Not thread-safe by itself: the store serialises writers."""
 
-    def __init__(self, config: SpaceConfig, table: VectorTable | None = None, index: Any = None, spec: str | None = None):
+    def __init__(
+        self, config: SpaceConfig, table: VectorTable | None = None, index: Any = None, spec: str | None = None
+    ):
         self.config = config
         self.table = table if table is not None else VectorTable(config.dim)
         self.index: faiss.Index | None = index
@@ -130,14 +139,22 @@ class Space:
         self.ondisk = False  # inverted lists in a mapped .ivfdata file (see `ondisk`); copied to memory on change
         self.serving: Any = None  # a sharded copy of the index answering searches until the next change
         self._serving_parts: list[Any] = []
-        self.tombstones = np.empty(0, dtype=np.int64)  # keys still in a non-deleting index but deleted
+        self.tombstones = np.empty(0, dtype=np.int64)  # keys still in the index (mapped, or HNSW) but deleted
         self.removes_in_place = True
+        # Persistence (see `mm_rag.store.segments`): the committed files holding the main part as it is
+        # (None once it changed), vectors added since in `recent` (keys above the main part's), the keys those
+        # files hold that were deleted since, and the first key no committed file holds.
+        self.recent = VectorTable(config.dim)
+        self.files: Any = None
+        self.dead = np.empty(0, dtype=np.int64)
+        self.saved_dead = self.dead
+        self.saved_below = 0
         if index is not None:
             self.removes_in_place = indexing.can_remove(index)
             if not self.removes_in_place:
-                self.tombstones = np.setdiff1d(_index_keys(index), self.table.keys, assume_unique=True)
+                self.tombstones = np.setdiff1d(index_keys(index), self.table.keys, assume_unique=True)
         elif table is None or not len(self.table):
-            self._build()
+            self.rebuild()
 
     # --- writes -----------------------------------------------------------------------------------------
     def prepare(self, vectors: Any, count: int, label: str) -> np.ndarray:
@@ -165,9 +182,7 @@ class Space:
         if broken.any():
             raise InvalidInputError(f"{label}: vector {int(np.argmax(broken))} for space {name!r} has NaN or inf")
         if self.config.metric == "cosine" and (squares == 0).any():
-            raise InvalidInputError(
-                f"{label}: vector {int(np.argmin(squares))} for cosine space {name!r} is all zeros"
-            )
+            raise InvalidInputError(f"{label}: vector {int(np.argmin(squares))} for cosine space {name!r} is all zeros")
         return array, squares
 
     def normalised(self, array: np.ndarray, squares: np.ndarray) -> np.ndarray:
@@ -176,9 +191,51 @@ class Space:
             return np.array(array, dtype=np.float32, order="C", copy=True)  # owned: the table adopts it
         return np.ascontiguousarray(array / np.sqrt(squares).astype(np.float32)[:, None], dtype=np.float32)
 
+    def __len__(self) -> int:
+        return len(self.table) + len(self.recent)
+
+    def keys(self) -> np.ndarray:
+        """Keys of every live vector, ascending."""
+        return np.concatenate([self.table.keys, self.recent.keys]) if len(self.recent) else self.table.keys
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """Keys among `keys` with a live vector here, ascending."""
+        found = self.table.contains(keys)
+        return np.union1d(found, self.recent.contains(keys)) if len(self.recent) else found
+
+    def take(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, vectors) of the live vectors among `keys`, ascending by key."""
+        main = self.table.take(keys)
+        if not len(self.recent):
+            return main
+        recent = self.recent.take(keys)
+        return np.concatenate([main[0], recent[0]]), np.concatenate([main[1], recent[1]])
+
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        """Append prepared vectors under new keys (greater than every key already here)."""
+        """Append prepared vectors under new keys (greater than every key already here).
+
+        While the main part is as its committed files hold it, they go to `recent`, so that a save writes them
+        alone; past the fold limit they join the main part.
+        """
+        if self.files is not None and self.index is not None:
+            self.recent.append(keys, vectors, adopt=True)
+            share = FOLD_SHARE_FLAT if self.spec == "Flat" else FOLD_SHARE
+            if len(self.recent) > max(FOLD_MIN, share * len(self.table)):
+                self.fold()
+            return
+        self.fold()
+        self._add_to_main(keys, vectors)
+
+    def fold(self) -> None:
+        """Move the recent vectors into the main part and its index (the next save rewrites it)."""
+        if len(self.recent):
+            keys, vectors = self.recent.live_vectors()
+            self.recent = VectorTable(self.config.dim)
+            self._add_to_main(keys, np.ascontiguousarray(vectors))
+
+    def _add_to_main(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         self.unshard()
+        self.files = None
         if self.index is not None:
             self._materialise()  # before appending: the rebuild must not already hold the new vectors
         self.table.append(keys, vectors, adopt=True)
@@ -189,38 +246,42 @@ class Space:
     def delete(self, keys: np.ndarray) -> None:
         """Remove the vectors of `keys`; keys without a vector here are ignored."""
         gone = self.table.delete(keys)
-        if not len(gone) or self.index is None:
-            return
-        self.unshard()
-        if self.mapped and not self.ondisk:
-            self._materialise()  # rebuilt from the live vectors, which no longer hold `gone`
-            return
-        self._materialise()  # on-disk lists: copied into memory, then `gone` removed from the copy
-        if self.removes_in_place:
-            import faiss
+        gone_recent = self.recent.delete(keys) if len(self.recent) else gone[:0]
+        if self.files is not None:  # the committed files still hold them: the next save records them dead
+            saved = np.concatenate([gone, gone_recent[gone_recent < self.saved_below]])
+            self.dead = np.union1d(self.dead, saved)
+        if len(gone) and self.index is not None:
+            self.unshard()
+            self._forget(gone)
 
-            self.index.remove_ids(faiss.IDSelectorBatch(gone))
-        else:
+    def _forget(self, gone: np.ndarray) -> None:
+        """Take deleted main-part keys out of its index: in place where the index can, else as tombstones."""
+        if self.mapped or not self.removes_in_place:  # a mapped index is never written to
             self.tombstones = np.union1d(self.tombstones, gone)
-            if len(self.tombstones) > TOMBSTONE_REBUILD_RATIO * max(1, self.index.ntotal):
-                self._build()
+            if not self.mapped and len(self.tombstones) > TOMBSTONE_REBUILD_RATIO * max(1, self.index.ntotal):
+                self.rebuild()
+            return
+        import faiss
+
+        self.index.remove_ids(faiss.IDSelectorBatch(gone))
 
     def clear(self) -> None:
         self.unshard()
         self.table = VectorTable(self.config.dim)
+        self.recent = VectorTable(self.config.dim)
         self.spec = None
-        self._build()
+        self.rebuild()
 
     def _maintain(self) -> None:
         """Train once enough vectors exist; move an ``auto`` space up the size/memory rule as it grows."""
         if self.index is None:
-            self._build()
+            self.rebuild()
         elif self.config.index == "auto":
             wanted = indexing.choose_index(len(self.table), self.config.dim, self.config.memory_budget)
             if indexing.tier(wanted) > indexing.tier(self.spec or "Flat"):
-                self._build(wanted)
+                self.rebuild(wanted)
 
-    def _build(self, spec: str | None = None) -> None:
+    def rebuild(self, spec: str | None = None) -> None:
         config = self.config
         if spec is None:
             spec = self.spec or (
@@ -228,9 +289,13 @@ class Space:
                 if config.index != "auto"
                 else indexing.choose_index(len(self.table), config.dim, config.memory_budget)
             )
+        if len(self.recent):  # one index over every vector: the recent ones join the main part
+            self.table.append(*self.recent.live_vectors())
+            self.recent = VectorTable(config.dim)
         keys, vectors = self.table.live_vectors()
         self.index = indexing.build(spec, config.dim, config.metric, keys, vectors)
         self.spec = spec
+        self.files = None
         self.mapped = self.ondisk = False
         self.unshard()
         self.tombstones = np.empty(0, dtype=np.int64)
@@ -240,8 +305,13 @@ class Space:
         if self.ondisk:  # keep the trained quantizer: copy the lists, never write the committed data file
             ondisk.load_lists(self.index)
             self.mapped = self.ondisk = False
+            if self.removes_in_place and len(self.tombstones):
+                import faiss
+
+                self.index.remove_ids(faiss.IDSelectorBatch(self.tombstones))
+                self.tombstones = np.empty(0, dtype=np.int64)
         elif self.mapped:
-            self._build(self.spec)
+            self.rebuild(self.spec)
 
     # --- sharded serving --------------------------------------------------------------------------------
     def shard(self, shards: int, gpus: bool = False) -> None:
@@ -269,8 +339,21 @@ class Space:
         as many columns as there are candidates, however large `k` is.
 
         `allowed` restricts the search to those keys (from a compiled filter); it is exact whenever few keys
-        match or the index is Flat, and never returns fewer than min(k, matches) hits.
+        match or the index is Flat, and never returns fewer than min(k, matches) hits. The recent vectors are
+        scanned exactly and their hits merged with the main part's by score.
         """
+        scores, keys = self._search_main(queries, k, allowed)
+        if not len(self.recent) or k <= 0:
+            return scores, keys
+        recent = self.recent if allowed is None else None
+        if recent is None and not len(allowed := self.recent.contains(allowed)):
+            return scores, keys
+        more_scores, more_keys = self._exact_scan(queries, k, allowed, self.recent)
+        scores, keys = np.hstack([scores, more_scores]), np.hstack([keys, more_keys])
+        order = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, len(self))]
+        return np.take_along_axis(scores, order, axis=1), np.take_along_axis(keys, order, axis=1)
+
+    def _search_main(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         nq = len(queries)
         candidates = len(self.table) if allowed is None else len(allowed := self.table.contains(allowed))
         if candidates == 0 or k <= 0:
@@ -297,16 +380,26 @@ class Space:
 
         keep_alive: list[Any] = []
         selector = None
+        dead = len(self.tombstones)
         if allowed is not None:
             selector = _bitmap_selector(allowed, keep_alive)
-        elif len(self.tombstones):
+        elif dead and (dead > OVERFETCH_LIMIT or k + dead > self.index.ntotal):
             selector = faiss.IDSelectorNot(_bitmap_selector(self.tombstones, keep_alive))
-        selectivity = candidates / max(1, self.index.ntotal)
+        fetch = k + dead if dead and selector is None and allowed is None else k
+        # Overfetching, the index is searched as if the dead entries were gone: for `k`, not widened.
+        selectivity = 1.0 if fetch > k else candidates / max(1, self.index.ntotal)
         params = indexing.search_parameters(self.index, k, selectivity, selector)
         target = self.index if self.serving is None else self.serving
-        distances, keys = target.search(queries, k, params=params)
+        distances, keys = target.search(queries, fetch, params=params)
         del keep_alive
-        return self._scores(distances, keys), keys
+        scores = self._scores(distances, keys)
+        if fetch == k:
+            return scores, keys
+        live = (keys >= 0) & ~np.isin(keys, self.tombstones)
+        order = np.argsort(~live, axis=1, kind="stable")[:, :k]  # the live hits first, still best first
+        alive = np.take_along_axis(live, order, axis=1)
+        scores, keys = np.take_along_axis(scores, order, axis=1), np.take_along_axis(keys, order, axis=1)
+        return np.where(alive, scores, -np.inf).astype(np.float32), np.where(alive, keys, -1)
 
     def _refine(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Re-score each query's candidates with the exact vectors and keep the best `k`."""
@@ -327,10 +420,11 @@ class Space:
             scores[row, : len(order)], best[row, : len(order)] = exact[order], wanted[order]
         return scores, best
 
-    def _exact_scan(self, queries, k, allowed) -> tuple[np.ndarray, np.ndarray]:
+    def _exact_scan(self, queries, k, allowed, table: VectorTable | None = None) -> tuple[np.ndarray, np.ndarray]:
         import faiss
 
-        keys, vectors = self.table.live_vectors() if allowed is None else self.table.take(allowed)
+        table = self.table if table is None else table
+        keys, vectors = table.live_vectors() if allowed is None else table.take(allowed)
         top = min(k, len(keys))
         metric = indexing.faiss_metric(self.config.metric)
         distances, rows = faiss.knn(queries, np.ascontiguousarray(vectors), top, metric=metric)
@@ -346,82 +440,8 @@ class Space:
         scores = -np.sqrt(np.maximum(distances, 0)) if self.config.metric == "l2" else distances.astype(np.float32)
         return np.where(keys >= 0, scores, -np.inf).astype(np.float32)
 
-    # --- persistence ------------------------------------------------------------------------------------
-    def write(self, directory: Path, stem: str) -> list[str]:
-        """Write this space's files (new names: never overwrites a committed file); returns their names.
 
-        The Faiss index is written on a second thread while the vector files are written on this one: both
-        let go of the GIL, and copying into the page cache is most of a save (100k x 512 Flat: 0.65 s for
-        both files instead of 1.2 s).
-        """
-        import faiss
-
-        self.table.compact()
-        names = [f"{stem}.keys.npy", f"{stem}.vectors.npy"]
-        keys, vectors = self.table.live_vectors()
-
-        def write_vectors() -> None:
-            for name, array in zip(names, (keys, vectors)):
-                write_array(directory / name, array)
-
-        def write_index() -> list[str]:
-            if self.ondisk:
-                files = ondisk.write_ondisk(self.index, directory, stem)
-            elif self.index is not None:
-                files = [f"{stem}.faiss"]
-                faiss.write_index(self.index, str(directory / files[0]))
-            else:
-                return []  # an IVF/PQ index still waiting for enough vectors to train
-            for name in files:
-                fsync_path(directory / name)
-            return files
-
-        if self.index is not None and not self.ondisk and len(self.tombstones) and not self.mapped:
-            self._build(self.spec)  # drop dead HNSW entries rather than persist them
-        _, files = both(write_vectors, write_index, threaded=self.index is not None)
-        return names + files
-
-    @classmethod
-    def read(cls, config: SpaceConfig, directory: Path, files: list[str], spec: str | None, mmap: bool) -> Space:
-        """Open a space from the files `write` produced; memory-maps them when `mmap`.
-
-        A fourth file is the index's on-disk inverted lists (`ondisk`): mapped read-only, or copied into
-        memory when `mmap` is false.
-        """
-        import faiss
-
-        mode = "r" if mmap else None
-        keys = np.load(directory / files[0], mmap_mode=mode, allow_pickle=False)
-        vectors = np.load(directory / files[1], mmap_mode=mode, allow_pickle=False)
-        if vectors.shape != (len(keys), config.dim) or vectors.dtype != np.float32 or keys.dtype != np.int64:
-            raise ValueError(f"vector files of space {config.name!r} do not match its configuration")
-        index = None
-        mapped = False
-        if len(files) > 3:
-            index = ondisk.read_ondisk(directory / files[2], files[3])
-            mapped = True
-            if not mmap:
-                ondisk.load_lists(index)
-                mapped = False
-        elif len(files) > 2:
-            path = str(directory / files[2])
-            if mmap:
-                try:
-                    index = faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
-                    mapped = True
-                except RuntimeError:  # index types without memory-mapping support load into RAM
-                    index = None
-            if index is None:
-                index = faiss.read_index(path)
-        space = cls(config, VectorTable(config.dim, keys, vectors), index, spec)
-        space.mapped = mapped
-        space.ondisk = mapped and len(files) > 3
-        if index is None and len(files) <= 2:
-            space._build(spec)
-        return space
-
-
-def _index_keys(index: Any) -> np.ndarray:
+def index_keys(index: Any) -> np.ndarray:
     import faiss
 
     if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):

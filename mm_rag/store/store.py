@@ -18,8 +18,9 @@ from mm_rag.store import indexing
 from mm_rag.store.catalog import KEYWORD_LANGUAGES
 from mm_rag.store.committed import DEFAULT_LOCK_TIMEOUT, CommittedStore
 from mm_rag.store.lexical import STEMMINGS, Keywords, Stemming
-from mm_rag.store.manifest import CATALOG, MANIFEST, SPACES_DIR, open_space, space_entry
+from mm_rag.store.manifest import CATALOG, MANIFEST, SPACES_DIR, SpaceEntry, SpaceFiles
 from mm_rag.store.overlap import both
+from mm_rag.store.segments import open_space
 from mm_rag.store.space import Space, SpaceConfig, describe_model, same_model
 from mm_rag.store.stopwords import STOP_WORDS
 
@@ -155,7 +156,7 @@ class MultimodalStore(CommittedStore):
                         "index": s.config.index,
                         "model": s.config.model,
                         "built": s.spec,
-                        "vectors": len(s.table),
+                        "vectors": len(s),
                         "trained": s.index is not None,
                         "memory_mapped": s.mapped,
                         **({"on_disk_lists": True} if s.ondisk else {}),  # an index built by mm_rag.indexbuild
@@ -263,7 +264,7 @@ class MultimodalStore(CommittedStore):
         keys = np.sort(keys)
         self._catalog.delete_keys(keys)
         for name, space in self._spaces.items():
-            if len(space.table.contains(keys)):
+            if len(space.contains(keys)):
                 space.delete(keys)
                 self._changed(name)
         self._changed(None)
@@ -297,9 +298,9 @@ class MultimodalStore(CommittedStore):
         """Install a space whose files `mm_rag.indexbuild` wrote into ``spaces/``; durable at the next `save`."""
         directory = self.path / SPACES_DIR
         keys = np.load(directory / files[0], mmap_mode="r", allow_pickle=False)
-        entry = space_entry(config, spec, directory, files, len(keys))
+        entry = SpaceEntry.describe(config, spec, directory, SpaceFiles(*files), len(keys))
         with self._writing():
-            self._spaces[config.name] = open_space(self.path, config.name, entry, None)
+            self._spaces[config.name] = open_space(self.path, entry, None)
             self._adopted[config.name] = entry
             self._dirty_spaces.discard(config.name)
             self._changed(None)
@@ -352,7 +353,7 @@ class MultimodalStore(CommittedStore):
         """The stored (normalised, for cosine) vectors of `ids` in `space`, by id; ids without one are left out."""
         self._sync()
         with self._lock.reading():
-            table = self._space(space).table
+            table = self._space(space)
             by_id = self._catalog.keys_of_ids(list(ids))
             keys, vectors = table.take(np.fromiter(by_id.values(), dtype=np.int64, count=len(by_id)))
         id_of = {key: i for i, key in by_id.items()}
@@ -362,7 +363,7 @@ class MultimodalStore(CommittedStore):
         """Number of records, or of vectors in `space`."""
         self._sync()
         with self._lock.reading():
-            return self._catalog.count() if space is None else len(self._space(space).table)
+            return self._catalog.count() if space is None else len(self._space(space))
 
     def __len__(self) -> int:
         return self.count()
@@ -444,7 +445,7 @@ class MultimodalStore(CommittedStore):
         condition = compile_filter(filter)
         self._sync()
         with self._lock.reading():
-            table = None if space is None else self._space(space).table
+            table = None if space is None else self._space(space)
             wanted = k if table is None else 4 * k
             while True:
                 rows = self._catalog.search_text(query, *condition, wanted)

@@ -30,7 +30,10 @@ class VectorTable:
         return self._keys[: self._size][self._alive[: self._size]]
 
     def live_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(keys, vectors) of every live row, ascending by key."""
+        """(keys, vectors) of every live row, ascending by key: views of the table while no row is deleted (a
+        search scans them without copying), else copies."""
+        if self._live == self._size:
+            return self._keys[: self._size], self._vectors[: self._size]
         mask = self._alive[: self._size]
         return self._keys[: self._size][mask], self._vectors[: self._size][mask]
 

@@ -1,0 +1,251 @@
+"""A save writes what changed: segments, tombstones, merges and main rewrites, and handles that follow them.
+
+`mm_rag.store.segments` decides what a save writes. These tests read the manifest a save commits and the
+files it names, and check every handle (the writer, followers memory-mapped or not, fresh opens) against a
+plain model after each commit, through random sequences of adds, upserts, deletes, rollbacks and saves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mm_rag import MultimodalStore, Record
+from mm_rag.store import segments
+from mm_rag.store import space as space_module
+from mm_rag.store.manifest import SpaceEntry, SpaceFiles
+
+DIM = 16
+FIXTURE_V1 = Path(__file__).parent / "fixtures" / "store-v1"
+
+
+def vectors_for(ids: list[str], version: int = 0) -> np.ndarray:
+    """A fixed random vector per (id, version)."""
+    return np.stack(
+        [
+            np.random.default_rng([int.from_bytes(i.encode(), "little") % 2**63, version]).standard_normal(DIM)
+            for i in ids
+        ]
+    ).astype(np.float32)
+
+
+def records(ids: list[str]) -> list[Record]:
+    return [Record(i, "text", text=f"record {i}") for i in ids]
+
+
+def entry(path: Path, space: str = "s") -> SpaceEntry:
+    manifest = json.loads((path / "mmrag.json").read_text())
+    return SpaceEntry.from_json(space, manifest["spaces"][space])
+
+
+def files_on_disk(path: Path) -> set[str]:
+    return {file.name for file in (path / "spaces").iterdir()}
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    """A store of 2,000 vectors in one Flat space, saved once."""
+    path = tmp_path / "store"
+    with MultimodalStore(path) as store:
+        store.create_space("s", DIM, index="Flat")
+        ids = [f"base-{i}" for i in range(2000)]
+        store.add(records(ids), {"s": vectors_for(ids)})
+        store.save()
+    return path
+
+
+def test_a_small_save_writes_a_segment_and_tombstones_not_the_space(store_path: Path) -> None:
+    main = entry(store_path).files
+    with MultimodalStore.open(store_path) as store:
+        new = [f"new-{i}" for i in range(10)]
+        store.add(records(new), {"s": vectors_for(new)})
+        store.delete(["base-5", "base-6"])
+        store.save()
+    after = entry(store_path)
+    assert after.files.same_main(main)  # the 2,000 vectors were not written again
+    (segment,) = after.files.segments
+    assert segment.rows == 10 and segment.keys.startswith("s.2.s0")
+    assert after.sizes[segment.vectors] < 10 * DIM * 4 + 256  # the ten new vectors and an .npy header
+    assert np.load(store_path / "spaces" / after.files.tombstones).tolist() == [5, 6]  # the keys of base-5, base-6
+    assert files_on_disk(store_path) == set(after.files.names())
+    for mmap in (True, False):
+        with MultimodalStore.open(store_path, mmap=mmap) as store:
+            assert store.count("s") == 2008
+            assert store.get(["base-5"]) == [] and len(store.get(["new-3"])) == 1
+            assert store.search("s", vectors_for(["new-3"])[0], k=1)[0].record.id == "new-3"
+            assert "base-6" not in {hit.record.id for hit in store.search("s", vectors_for(["base-6"])[0], k=20)}
+
+
+def test_dead_rows_past_the_share_rewrite_the_main_part_without_them(store_path: Path) -> None:
+    with MultimodalStore.open(store_path) as store:
+        store.delete([f"base-{i}" for i in range(int(segments.DEAD_SHARE * 2000) + 1)])
+        store.save()
+    after = entry(store_path)
+    assert after.files.keys == "s.2.keys.npy" and after.files.tombstones is None and after.files.segments == ()
+    assert after.vectors == len(np.load(store_path / "spaces" / after.files.keys)) == 2000 - 101
+    assert files_on_disk(store_path) == set(after.files.names())
+
+
+def test_segments_past_the_limit_merge_the_smallest_adjacent_pair_purging_dead_rows(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segments, "MAX_SEGMENTS", 3)
+    sizes = [40, 3, 4, 30, 5]
+    with MultimodalStore.open(store_path) as store:
+        for number, size in enumerate(sizes):
+            ids = [f"batch{number}-{i}" for i in range(size)]
+            store.add(records(ids), {"s": vectors_for(ids)})
+            if number == 3:
+                store.delete(["batch1-0", "batch3-0"])  # rows of segments: tombstones until merged
+            store.save()
+            listed = entry(store_path).files.segments
+            assert len(listed) <= 3
+            assert all(a.last < b.first for a, b in itertools.pairwise(listed))  # key ranges in order
+    listed = entry(store_path).files.segments
+    # 40 | 3 | 4 | 30 -> 40 | 7 | 30 (batch1-0 purged: 6 rows), then + 5 -> 40 | 6 | 35 (batch3-0 purged: 34)
+    assert [segment.rows for segment in listed] == [40, 6, 34]
+    merged = np.load(store_path / "spaces" / listed[1].keys)
+    tombstones = entry(store_path).files.tombstones
+    assert tombstones is None  # both dead rows lived in segments that were merged since
+    assert len(merged) == 6 and listed[1].first < merged.min()  # the range still starts at the purged key
+    with MultimodalStore.open(store_path, mmap=False) as store:
+        assert store.count("s") == 2000 + sum(sizes) - 2
+        assert store.get(["batch1-0", "batch3-0"]) == []
+        assert store.search("s", vectors_for(["batch4-2"])[0], k=1)[0].record.id == "batch4-2"
+
+
+def test_a_store_written_in_format_1_opens_and_its_next_save_appends_a_segment(tmp_path: Path) -> None:
+    """A store saved by mm-rag before segments (files listed by position, sizes as a list)."""
+    path = tmp_path / "v1"
+    shutil.copytree(FIXTURE_V1, path)
+    assert json.loads((path / "mmrag.json").read_text())["format_version"] == 1
+    with MultimodalStore.open(path) as store:
+        assert store.count("flat") == store.count("hnsw") == 38 and store.get(["r3", "r4"]) == []
+        query = store.vectors("flat", ["r10"])["r10"]
+        assert store.search("flat", query, k=1)[0].record.id == "r10"
+        assert store.search("hnsw", store.vectors("hnsw", ["r11"])["r11"], k=1)[0].record.id == "r11"
+        rng = np.random.default_rng(0)
+        store.add(records(["late"]), {"flat": rng.standard_normal((1, 8)), "hnsw": rng.standard_normal((1, 8))})
+        store.save()
+    manifest = json.loads((path / "mmrag.json").read_text())
+    assert manifest["format_version"] == 2
+    flat = SpaceEntry.from_json("flat", manifest["spaces"]["flat"])
+    assert flat.files.keys == "flat.2.keys.npy" and [s.rows for s in flat.files.segments] == [1]
+    with MultimodalStore.open(path) as store:
+        assert store.count("flat") == 39 and store.get(["late"])[0].id == "late"
+
+
+# --- random sequences, several handles ---------------------------------------------------------------------
+
+
+class Model:
+    """What the store should hold: the live vector of each id per space, and the last saved state."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, dict[str, np.ndarray]] = {"s": {}, "t": {}}
+        self.saved = {name: dict(by_id) for name, by_id in self.live.items()}
+
+
+def check_handle(store: MultimodalStore, state: dict[str, dict[str, np.ndarray]], exact: dict[str, bool]) -> None:
+    ids = sorted({i for by_id in state.values() for i in by_id})
+    assert [record.id for record in store.get(ids)] == ids
+    for name, by_id in state.items():
+        assert store.count(name) == len(by_id)
+        found = store.vectors(name, ids)
+        assert set(found) == set(by_id)
+        if not by_id:
+            continue
+        rng = np.random.default_rng(len(by_id))
+        probe = list(by_id)[int(rng.integers(len(by_id)))]
+        query = found[probe]
+        hits = store.search(name, query, k=10)
+        assert len(hits) == min(10, len(by_id)) and len({hit.record.id for hit in hits}) == len(hits)
+        assert all(hit.record.id in by_id for hit in hits)
+        if exact[name]:  # the 10 nearest, up to ties
+            stored = np.stack([found[i] for i in by_id])
+            cost = ((stored - query) ** 2).sum(axis=1) if name == "t" else -(stored @ query)
+            costs = dict(zip(by_id, cost))
+            assert max(costs[hit.record.id] for hit in hits) <= np.sort(cost)[len(hits) - 1] + 1e-5
+
+
+@pytest.mark.parametrize(
+    ("seed", "index"),
+    [(0, "Flat"), (1, "Flat"), (2, "HNSW32"), (3, "IVF4,Flat"), (4, "auto")],
+)
+def test_handles_follow_random_writes(seed: int, index: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer and two followers (one memory-mapped) through 150 random steps; every handle is checked against
+    the model after each save, and a fresh open too, with few segments, a small fold limit and a high dead share
+    so that every path of `write_space` runs."""
+    monkeypatch.setattr(segments, "MAX_SEGMENTS", 3)
+    monkeypatch.setattr(segments, "DEAD_SHARE", 0.5)
+    monkeypatch.setattr(space_module, "FOLD_MIN", 60)
+    rng = np.random.default_rng(seed)
+    path = tmp_path / "store"
+    exact = {"s": index in ("Flat", "auto"), "t": True}
+    writer = MultimodalStore(path)
+    writer.create_space("s", DIM, index=index)
+    writer.create_space("t", DIM, metric="l2", index="Flat")
+    model, version, kinds = Model(), 0, set()
+    writer.save()
+    followers = [MultimodalStore.open(path, mmap=True), MultimodalStore.open(path, mmap=False)]
+    try:
+        for _step in range(150):
+            action = rng.choice(["upsert", "delete", "save", "rollback"], p=[0.45, 0.15, 0.35, 0.05])
+            if action == "upsert":
+                count = int(rng.choice([1, 3, 12, 60], p=[0.35, 0.35, 0.2, 0.1]))
+                ids = [f"r{int(i)}" for i in rng.choice(1000, size=count, replace=False)]
+                version += 1
+                spaces = ("s", "t") if rng.random() < 0.5 else ("s",)
+                writer.upsert(records(ids), {name: vectors_for(ids, version) for name in spaces})
+                for i in ids:
+                    for name in ("s", "t"):
+                        model.live[name].pop(i, None)
+                    for name in spaces:
+                        model.live[name][i] = vectors_for([i], version)[0]
+            elif action == "delete":
+                present = sorted({i for by_id in model.live.values() for i in by_id})
+                if present:
+                    doomed = [present[int(i)] for i in rng.choice(len(present), size=min(len(present), 8))]
+                    writer.delete(doomed)
+                    for by_id in model.live.values():
+                        for i in doomed:
+                            by_id.pop(i, None)
+            elif action == "rollback":
+                writer.rollback()
+                model.live = {name: dict(by_id) for name, by_id in model.saved.items()}
+            else:
+                before = entry(path, "s").files if version else None
+                writer.save()
+                model.saved = {name: dict(by_id) for name, by_id in model.live.items()}
+                after = entry(path, "s").files
+                kinds.add(_kind(before, after))
+                assert files_on_disk(path) == {
+                    name for space in ("s", "t") for name in entry(path, space).files.names()
+                }
+                for handle in followers:
+                    check_handle(handle, model.saved, exact)
+            check_handle(writer, model.live, exact)
+        writer.save()
+        model.saved = model.live
+        for handle in [*followers, MultimodalStore.open(path, mmap=False)]:
+            check_handle(handle, model.saved, exact)
+    finally:
+        for handle in [writer, *followers]:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                handle.close()
+    assert {"main", "segment", "merge", "tombstones"} <= kinds, kinds
+
+
+def _kind(before: SpaceFiles | None, after: SpaceFiles) -> str:
+    if before is None or not after.same_main(before):
+        return "main"
+    if any(".s0." not in segment.keys for segment in after.segments if segment not in before.segments):
+        return "merge"
+    return "segment" if after.segments != before.segments else "tombstones"
