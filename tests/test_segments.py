@@ -7,6 +7,7 @@ plain model after each commit, through random sequences of adds, upserts, delete
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mm_rag import MultimodalStore, Record
+from mm_rag import MultimodalStore, Record, StoreWriteError
 from mm_rag.store import segments
 from mm_rag.store import space as space_module
 from mm_rag.store.manifest import SpaceEntry, SpaceFiles
@@ -249,3 +250,109 @@ def _kind(before: SpaceFiles | None, after: SpaceFiles) -> str:
     if any(".s0." not in segment.keys for segment in after.segments if segment not in before.segments):
         return "merge"
     return "segment" if after.segments != before.segments else "tombstones"
+
+
+def test_a_full_disk_during_a_merge_keeps_the_last_commit_and_the_changes(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(segments, "MAX_SEGMENTS", 1)
+    real_write = segments.write_array
+
+    def full_when_merging(path: Path, array: np.ndarray) -> None:
+        if ".s1." in path.name:  # the merged segment; the new one (.s0.) was written
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, array)
+
+    store = MultimodalStore.open(store_path)
+    first, second = [f"a-{i}" for i in range(5)], [f"b-{i}" for i in range(5)]
+    store.add(records(first), {"s": vectors_for(first)})
+    store.save()
+    store.add(records(second), {"s": vectors_for(second)})
+    store.delete(["a-0"])
+    monkeypatch.setattr(segments, "write_array", full_when_merging)
+    with pytest.raises(StoreWriteError, match="No space left on device") as raised:
+        store.save()
+    assert raised.value.errno == errno.ENOSPC and "(generation 2) is intact" in str(raised.value)
+    assert not list((store_path / "spaces").glob("*.3.*"))  # nothing of the failed save is left
+    with MultimodalStore.open(store_path) as other:
+        assert other.count("s") == 2005 and other.info()["generation"] == 2
+    assert store.unsaved and store.count("s") == 2009
+    monkeypatch.setattr(segments, "write_array", real_write)
+    store.save()
+    store.close()
+    (segment,) = entry(store_path).files.segments
+    assert segment.rows == 9 and entry(store_path).files.tombstones is None  # a-0 purged by the merge
+    with MultimodalStore.open(store_path, mmap=False) as reopened:
+        assert reopened.count("s") == 2009 and reopened.get(["a-0"]) == []
+        assert reopened.search("s", vectors_for(["b-4"])[0], k=1)[0].record.id == "b-4"
+
+
+# --- SIGKILL while saves append, merge and fold -----------------------------------------------------------
+GROWING_WRITER = """
+import sys
+import numpy as np
+from mm_rag import MultimodalStore
+from mm_rag.store import segments, space
+sys.path.insert(0, sys.argv[2])
+from test_segments import round_ids, records, vectors_for
+
+# a merge or a fold every round or two: few segments, a small recent part, many tombstones before a rewrite
+segments.MAX_SEGMENTS, segments.DEAD_SHARE, space.FOLD_MIN, space.FOLD_SHARE_FLAT = 2, 0.5, 200, 0.05
+store = MultimodalStore.open(sys.argv[1])
+number = int(sys.argv[3])
+while True:
+    number += 1
+    new = [i for i in round_ids(number) if i.startswith(f"g{number}-")]
+    store.upsert(records(new), {"s": vectors_for(new)})
+    store.delete(sorted(set(round_ids(number - 1)) - set(round_ids(number))))
+    print(f"saving {number}", flush=True)
+    store.save()
+    files = store._spaces["s"].files
+    merged = sum(".s0." not in segment.keys for segment in files.segments)
+    print(f"saved {number} {merged} {files.keys}", flush=True)
+"""
+
+
+def round_ids(number: int) -> list[str]:
+    """The ids a store holds after round `number` of the growing writer: the base and the last four rounds'."""
+    grown = [f"g{r}-{i}" for r in range(max(1, number - 3), number + 1) for i in range(40 + 7 * (r % 5))]
+    return [f"base-{i}" for i in range(2000)] + (grown if number > 0 else [])
+
+
+def test_sigkill_while_saves_append_merge_and_fold_leaves_the_last_commit(store_path: Path) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = random.Random(7)
+    number, merged, mains = 0, 0, set()
+    for _ in range(12):
+        writer = subprocess.Popen(
+            [sys.executable, "-c", GROWING_WRITER, str(store_path), str(Path(__file__).parent), str(number)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        lines = [writer.stdout.readline().strip()]  # the first "saving": imports done, writing begun
+        time.sleep(rng.uniform(0, 1.0))
+        writer.send_signal(signal.SIGKILL)
+        output, errors = writer.communicate(timeout=60)
+        lines += output.splitlines()
+        assert writer.returncode == -signal.SIGKILL, errors
+        saved = [int(line.split()[1]) for line in lines if line.startswith("saved")]
+        saving = [int(line.split()[1]) for line in lines if line.startswith("saving")]
+        allowed = {max(saved, default=number)} | ({saving[-1]} if saving else set())
+        with MultimodalStore.open(store_path, mmap=rng.random() < 0.5) as store:
+            held = sorted(record.id for record in store)
+            number = next(n for n in allowed if held == sorted(round_ids(n)))  # exactly one round's state
+            check_handle(store, {"s": {i: vectors_for([i])[0] for i in round_ids(number)}}, {"s": True})
+        assert files_on_disk(store_path) >= set(entry(store_path).files.names())
+        merged += sum(int(line.split()[2]) for line in lines if line.startswith("saved"))
+        mains |= {line.split()[3] for line in lines if line.startswith("saved")}
+    assert number >= 12 and merged and len(mains) > 3, (
+        number,
+        merged,
+        mains,
+    )  # the writers merged segments and folded, and died doing so
