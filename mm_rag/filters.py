@@ -81,7 +81,7 @@ def compile_filter(
         return "1", []
     _check_depth(filter)
     params: list[Any] = []
-    compiler = _IndexCompiler(table, params) if indexed else _Compiler(table, params)
+    compiler = IndexCompiler(table, params) if indexed else _Compiler(table, params)
     return compiler.document(filter, source), params
 
 
@@ -254,8 +254,10 @@ class _Compiler:
         )
 
 
-class _IndexCompiler(_Compiler):
+class IndexCompiler(_Compiler):
     """Metadata tests as key lookups in `INDEX_TABLE`; record columns and the logic as in `_Compiler`.
+
+    `lookup` is the one place a lookup's SQL is written: `mm_rag.store.planner` overrides it to check one record.
 
     Each positive test becomes ``key IN (SELECT rec ... UNION ALL SELECT rec ...)``, one branch per kind of
     operand, each branch an equality or range on the index's leading columns (field, kind, value), so SQLite
@@ -362,9 +364,7 @@ def _check_key(key: str, where: str) -> None:
     # Keys are bound as parameters, so no key could change the SQL; the whitelist still refuses what only an
     # injection attempt or a mistake would contain (quotes, ';', '=', brackets…), with a clear error.
     if not _FIELD_NAME.fullmatch(key):
-        raise FilterError(
-            f"{where}: invalid field name {key!r} (letters, digits, spaces and _ . : / @ # + ~ - only)"
-        )
+        raise FilterError(f"{where}: invalid field name {key!r} (letters, digits, spaces and _ . : / @ # + ~ - only)")
 
 
 def _check_integer_range(operand: Any, where: str) -> None:

@@ -40,9 +40,10 @@ from hypothesis.stateful import (
 
 from mm_rag import MultimodalStore, Record
 from mm_rag.filters import compile_filter
-from mm_rag.store import segments
+from mm_rag.store import planner, segments
 from mm_rag.store import space as space_module
 from mm_rag.store import store as store_module
+from mm_rag.store.planner import plan_filter
 
 SCORE_TOLERANCE = 1e-4
 POOL = [f"r{i}" for i in range(48)]
@@ -364,15 +365,21 @@ class StoreModel(RuleBasedStateMachine):
             kth_best = sorted(expected.values(), reverse=True)[wanted - 1]
             assert min(hit.score for hit in hits) >= kth_best - SCORE_TOLERANCE, (ids, expected)
 
-    @rule(filter=mixed_filters)
+    @rule(filter=mixed_filters | st.lists(mixed_filters, min_size=2, max_size=4).map(lambda f: {"$and": f}))
     def find_filtered(self, filter) -> None:
-        """The indexed filter, the JSON scan and the reference evaluator agree, oldest record first."""
+        """The indexed filter, the JSON scan, the planned filter and the reference evaluator agree, oldest record
+        first."""
         expected = [i for i, record in self.records.items() if reference_matches(filter, record)]
         assert [record.id for record in self.store.find(filter)] == expected, filter
         catalog = self.store._catalog
         indexed = catalog.matching_keys(*compile_filter(filter))
         scanned = catalog.matching_keys(*compile_filter(filter, indexed=False))
         assert indexed.tolist() == scanned.tolist(), filter
+        for ratio in (planner.DRIVER_RATIO, 1):  # 1: every term but the smallest is checked per record
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(planner, "DRIVER_RATIO", ratio)
+                planned = catalog.matching_keys(*plan_filter(filter, catalog.count_rows))
+            assert planned.tolist() == indexed.tolist(), (filter, ratio)
 
     @rule(picks=st.lists(st.one_of(st.sampled_from(POOL), st.sampled_from(UNKNOWN)), max_size=8))
     def reads(self, picks) -> None:

@@ -99,6 +99,7 @@ SELECT_MATCHING_KEYS = (
     "SELECT group_concat(key) FROM (SELECT r.key AS key FROM records AS r WHERE {condition} ORDER BY r.key)"
 )
 SELECT_ANY = "SELECT 1 FROM records LIMIT 1"
+COUNT_ROWS = "SELECT count(*) FROM ({select} LIMIT ?)"
 SELECT_DOCUMENTS = "SELECT doc_id, max(content_hash) FROM records WHERE doc_id IS NOT NULL GROUP BY doc_id"
 SELECT_IDS_WITH_HASH = "SELECT id FROM records WHERE content_hash IN (SELECT value FROM json_each(?))"
 DELETE_KEYS = "DELETE FROM records WHERE key IN (SELECT value FROM json_each(?))"
@@ -376,6 +377,11 @@ class Catalog:
         if self._stop_cache is None or self._stop_cache[0] != languages:
             self._stop_cache = (languages, stop_words(languages))
         return self._stop_cache[1]
+
+    def count_rows(self, select: str, params: list[Any], cap: int) -> int:
+        """How many rows `select` returns, counting no further than `cap` (the planner's estimates)."""
+        with self._mutex:
+            return self._db.execute(COUNT_ROWS.format(select=select), [*params, cap]).fetchone()[0]
 
     def matching_keys(self, condition: str, params: list[Any]) -> np.ndarray:
         """Sorted keys of the records matching a condition from `mm_rag.filters.compile_filter`."""

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mm_rag.errors import InvalidInputError, StoreFormatError, UnknownSpaceError
-from mm_rag.filters import Filter, canonical_filter, compile_filter
+from mm_rag.filters import Filter, canonical_filter, check_filter, compile_filter
 from mm_rag.records import LEXICAL, Hit, Record, encode_records
 from mm_rag.store import indexing
 from mm_rag.store.catalog import KEYWORD_LANGUAGES
@@ -20,6 +20,7 @@ from mm_rag.store.committed import DEFAULT_LOCK_TIMEOUT, CommittedStore
 from mm_rag.store.lexical import STEMMINGS, Keywords, Stemming
 from mm_rag.store.manifest import CATALOG, MANIFEST, SPACES_DIR, SpaceEntry, SpaceFiles
 from mm_rag.store.overlap import both
+from mm_rag.store.planner import plan_filter
 from mm_rag.store.segments import open_space
 from mm_rag.store.space import Space, SpaceConfig, describe_model, same_model
 from mm_rag.store.stopwords import STOP_WORDS
@@ -342,10 +343,10 @@ class MultimodalStore(CommittedStore):
         """
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
             raise InvalidInputError(f"find: limit must be a non-negative integer or None, got {limit!r}")
-        condition = compile_filter(filter)
+        check_filter(filter)
         self._sync()
         with self._lock.reading():
-            keys = self._catalog.matching_keys(*condition)[:limit]
+            keys = self._catalog.matching_keys(*plan_filter(filter, self._catalog.count_rows))[:limit]
             found = self._catalog.records_by_keys(keys.tolist())
         return [found[key] for key in keys.tolist()]
 
@@ -397,7 +398,7 @@ class MultimodalStore(CommittedStore):
         """`search` for several query vectors at once (one list of hits per query)."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"search: k must be a positive integer, got {k!r}")
-        condition = None if filter is None else compile_filter(filter)
+        check_filter(filter)
         for attempt in range(2):
             self._sync()
             with self._lock.reading():
@@ -406,7 +407,7 @@ class MultimodalStore(CommittedStore):
                 if count == 0:
                     raise InvalidInputError("search: no query vectors given")
                 queries = target.prepare(vectors, count, "search")
-                allowed = None if condition is None else self._matching_keys(filter, condition)
+                allowed = None if filter is None else self._matching_keys(filter)
                 scores, keys = target.search(queries, k, allowed)
                 wanted = {int(key) for key in keys.ravel() if key >= 0}
                 found = self._catalog.records_by_keys(wanted)
@@ -519,11 +520,11 @@ class MultimodalStore(CommittedStore):
                 self._catalog.put_setting(KEYWORD_LANGUAGES, languages)
             self._changed(None)
 
-    def _matching_keys(self, filter: Filter, condition: tuple[str, list[Any]]) -> np.ndarray:
+    def _matching_keys(self, filter: Filter) -> np.ndarray:
         cache_key = canonical_filter(filter)
         keys = self._filter_cache.get(cache_key)
         if keys is None:
-            keys = self._catalog.matching_keys(*condition)
+            keys = self._catalog.matching_keys(*plan_filter(filter, self._catalog.count_rows))
             with self._filter_cache_lock:  # concurrent searches share the cache
                 self._filter_cache[cache_key] = keys
                 while len(self._filter_cache) > _FILTER_CACHE_SIZE:

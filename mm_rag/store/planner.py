@@ -1,0 +1,160 @@
+"""Filters planned by cost: the selective terms of a conjunction find the candidates, the broad ones check them.
+
+`mm_rag.filters.compile_filter` turns every metadata term into a lookup in the catalog's value index
+(``key IN (SELECT rec ...)``). For one term that is the best plan; for ``{"user": 200, "year": {"$gte": 2000}}``
+SQLite materialises *both* lookups, and the broad one (every record since 2000) costs as much as a scan. The
+planner estimates each term of the filter's top-level conjunction with a capped count on the same index (a
+count stops at its cap, so estimating costs no more than the smallest term's matches), then:
+
+- the terms within `DRIVER_RATIO` of the smallest stay lookups: they drive, and SQLite intersects them;
+- a broader lookup becomes a per-record check (``EXISTS`` on the index's ``rec`` column): a few index rows
+  read for each candidate instead of every match read and materialised;
+- a term the value index cannot answer (a negation, a record column, a JSON scan) is a check as before.
+
+An ``$or`` whose branches are all lookups counts as one term (their union). The plan changes how the matching
+keys are found, never which: `compile_filter`'s condition is the reference, and the tests compare the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from mm_rag.filters import INDEX_TABLE, Filter, IndexCompiler, compile_filter
+from mm_rag.records import RECORD_COLUMNS
+
+# A term is looked up (drives) while its estimate is at most this many times the smallest term's; a broader
+# one is checked per candidate. A check reads a record's few index rows through one seek (~1.5 us); a lookup
+# reads one index row per match (~0.2 us): checking pays once the term matches ~8 rows per candidate.
+DRIVER_RATIO = 8
+FIRST_CAP = 1024  # the first estimates count at most this many matches each
+
+_LOOKUP_OPERATORS = frozenset({"$eq", "$in", "$gt", "$gte", "$lt", "$lte", "$contains", "$icontains"})
+
+Counter = Callable[[str, list[Any], int], int]  # (select, parameters, cap) -> min(rows, cap)
+
+
+def plan_filter(filter: Filter | None, count: Counter, table: str = "r") -> tuple[str, list[Any]]:
+    """``(sql_condition, parameters)`` matching the same records as ``compile_filter(filter)``, planned by cost.
+
+    `count` runs a capped count of a ``SELECT`` on the value index (`mm_rag.store.catalog.Catalog.count_rows`).
+
+    Raises:
+        FilterError: as `compile_filter` (which checks the filter first, so errors name the user's own path).
+    """
+    reference = compile_filter(filter, table)
+    terms = _conjuncts(filter) if filter is not None else []
+    lookups = [term for term in terms if _is_lookup(term)]
+    if len(lookups) < 2:
+        return reference
+    estimates = _estimates(lookups, count)
+    smallest = min(estimates)
+    parts: list[str] = []
+    params: list[Any] = []
+    for term in terms:
+        if not _is_lookup(term):
+            sql, term_params = compile_filter(term, table)
+        elif estimates[_index(lookups, term)] > DRIVER_RATIO * smallest:
+            sql, term_params = _per_record(term, table)
+        else:
+            sql, term_params = compile_filter(term, table)
+        parts.append(sql)
+        params.extend(term_params)
+    return "(" + " AND ".join(parts) + ")", params
+
+
+def _index(terms: list[dict[str, Any]], term: dict[str, Any]) -> int:
+    return next(i for i, candidate in enumerate(terms) if candidate is term)
+
+
+def _estimates(terms: list[dict[str, Any]], count: Counter) -> list[int]:
+    """Each term's matches, exact up to `DRIVER_RATIO` times the smallest (a larger count is only "more")."""
+    cap = FIRST_CAP
+    estimates = [_estimate(term, count, cap) for term in terms]
+    while min(estimates) >= cap:  # every term is broad: raise the cap until one is counted
+        cap *= DRIVER_RATIO
+        estimates = [_estimate(term, count, cap) for term in terms]
+    limit = DRIVER_RATIO * min(estimates) + 1
+    if limit > cap:  # the counts that stopped at the cap may still be within the drivers' ratio
+        estimates = [_estimate(t, count, limit) if e >= cap else e for t, e in zip(terms, estimates)]
+    return estimates
+
+
+def _estimate(term: Mapping[str, Any], count: Counter, cap: int) -> int:
+    """Index rows matching `term`, at most `cap`: the least of its tests (and), the sum of its branches (or)."""
+    found = []
+    for key, spec in term.items():
+        if key == "$and":
+            found.append(min(_estimate(item, count, cap) for item in spec))
+        elif key == "$or":
+            found.append(min(cap, sum(_estimate(item, count, cap) for item in spec)))
+        else:
+            recorder = _LookupRecorder("r", [])
+            recorder.document({key: spec}, "filter")
+            found.extend(count(select, params, cap) for select, params in recorder.selects)
+            if not recorder.selects:  # nothing to look up (``$in: []``): the test matches nothing
+                found.append(0)
+    return min(found)
+
+
+def _conjuncts(filter: Filter) -> list[dict[str, Any]]:
+    """The terms of the top-level conjunction, one key each (nested ``$and`` lists flattened)."""
+    terms: list[dict[str, Any]] = []
+    for key, value in filter.items():
+        if key == "$and" and isinstance(value, list):
+            for item in value:
+                terms.extend(_conjuncts(item))
+        else:
+            terms.append({key: value})
+    return terms
+
+
+def _is_lookup(term: Any) -> bool:
+    """Whether every test of `term` is a positive metadata test the value index answers (joined by and/or)."""
+    if not isinstance(term, Mapping) or not term:
+        return False
+    for key, spec in term.items():
+        if key in ("$and", "$or"):
+            if not (isinstance(spec, list) and spec and all(_is_lookup(item) for item in spec)):
+                return False
+        elif key.startswith("$") or key in RECORD_COLUMNS:
+            return False
+        elif isinstance(spec, Mapping):
+            for operator, operand in spec.items():
+                if operator not in _LOOKUP_OPERATORS and not (operator == "$exists" and operand is True):
+                    return False
+        elif not (spec is None or isinstance(spec, (bool, int, float, str))):
+            return False
+    return True
+
+
+def _per_record(term: Filter, table: str) -> tuple[str, list[Any]]:
+    params: list[Any] = []
+    return _PerRecordCompiler(table, params).document(term, "filter"), params
+
+
+class _LookupRecorder(IndexCompiler):
+    """Collects each lookup of a term as a ``SELECT`` of its index rows (for a capped count)."""
+
+    def __init__(self, table: str, params: list[Any]) -> None:
+        super().__init__(table, params)
+        self.selects: list[tuple[str, list[Any]]] = []
+
+    def lookup(self, key: str, branches: list[str], values: list[list[Any]]) -> str:
+        selects = [f"SELECT 1 FROM {INDEX_TABLE} WHERE field = ? AND {sql}" for sql in branches]
+        self.selects.append((" UNION ALL ".join(selects), [p for params in values for p in (key, *params)]))
+        return "1"
+
+
+class _PerRecordCompiler(IndexCompiler):
+    """Lookups as checks of one record: its rows in the value index, found through the ``rec`` index."""
+
+    def lookup(self, key: str, branches: list[str], values: list[list[Any]]) -> str:
+        self.params.append(key)
+        for params in values:
+            self.params.extend(params)
+        tests = " OR ".join(f"({sql})" for sql in branches)
+        return (
+            f"EXISTS (SELECT 1 FROM {INDEX_TABLE} INDEXED BY {INDEX_TABLE}_rec"
+            f" WHERE rec = {self.table}.key AND field = ? AND +({tests}))"
+        )
