@@ -150,23 +150,17 @@ def phase_query(args: argparse.Namespace, work: Path) -> dict:
 
 
 def phase_baseline(args: argparse.Namespace, work: Path) -> dict:
-    import faiss
 
-    from mm_rag.indexbuild import limit_opq_training
     from mm_rag.store import indexing
 
     seconds = {}
     started = time.perf_counter()
     vectors = np.load(work / "store" / "spaces" / "clip.1.vectors.npy")  # all of them, in RAM
     seconds["load"] = time.perf_counter() - started
-    index = faiss.index_factory(args.dim, args.index, faiss.METRIC_INNER_PRODUCT)
-    indexing._default_search_breadth(index)
-    indexing._skip_polysemous_training(index)
-    limit_opq_training(index)
-    points = args.train_size or max(indexing.training_points(index), min(indexing.MAX_TRAIN_POINTS, len(vectors)))
+    index = indexing.new_index(args.index, args.dim, "ip")  # IVF indices: Faiss's own, with mm-rag's nprobe
+    points = indexing.training_size(index, len(vectors), args.train_size)
     started = time.perf_counter()
-    rows = np.sort(np.random.default_rng(0).choice(len(vectors), size=min(points, len(vectors)), replace=False))
-    index.train(vectors[rows])
+    indexing.train(index, indexing.train_sample(vectors, points))  # the training the store does, on raw Faiss
     seconds["train"] = time.perf_counter() - started
     started = time.perf_counter()
     index.add(vectors)

@@ -34,13 +34,12 @@ from mm_rag.errors import InvalidInputError
 from mm_rag.shards import ShardSet, SpaceInfo
 from mm_rag.store import indexing, ondisk
 from mm_rag.store.durable import fsync_path
+from mm_rag.store.manifest import SpaceFiles
 from mm_rag.store.space import Space, SpaceConfig
 from mm_rag.store.store import SPACES_DIR, MultimodalStore
 
 RECALL_K = 10
 RECALL_QUERIES = 200
-OPQ_TRAIN_POINTS = 32768
-OPQ_ITERATIONS = 12
 _CHUNK = 65536
 _BUILD_DIR = ".build"
 
@@ -181,7 +180,7 @@ def _load_records(shard_set: ShardSet, names: list[str], store: MultimodalStore)
             offsets[name] = -1
             continue
         records = shard_set.read(name, mmap=True).records
-        keys = store._append_records(records)
+        keys = store.bulk_insert(records)
         offsets[name] = int(keys[0])
         total += len(records)
     return offsets, total
@@ -220,7 +219,6 @@ def _build_space(
     seconds["vectors"] = time.perf_counter() - started
 
     trained = indexing.new_index(built, info.dim, info.metric)
-    indexing._default_search_breadth(trained)
     is_ivf = _is_ivf(trained)
     on_disk = is_ivf if on_disk is None else on_disk
     if on_disk and not is_ivf:
@@ -229,14 +227,12 @@ def _build_space(
     points = 0
     clock = time.perf_counter()
     if needed:
-        points = min(total, train_size or max(needed, min(indexing.MAX_TRAIN_POINTS, total)))
+        points = indexing.training_size(trained, total, train_size)
         if total < needed:
             raise InvalidInputError(
                 f"build_store: space {name!r} has {total} vectors; {built!r} needs about {needed} to train"
             )
-        indexing._skip_polysemous_training(trained)
-        limit_opq_training(trained)
-        trained.train(_sample_rows(directory / files[1], total, points, seed))
+        indexing.train(trained, _sample_rows(directory / files[1], total, points, seed))
     seconds["train"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -257,24 +253,11 @@ def _build_space(
     recall = _recall(trained, directory / files[0], directory / files[1], info.metric, recall_queries, seed + 1)
     seconds["recall"] = time.perf_counter() - clock
     del trained
-    store._adopt_space(config, files, built)
+    store.adopt_space(config, SpaceFiles(*files), built)
     seconds["total"] = time.perf_counter() - started
     sizes = {file: (directory / file).stat().st_size for file in files}
     index_bytes = sum(size for file, size in sizes.items() if not file.endswith(".npy"))
     return SpaceReport(built, total, on_disk, index_bytes, sum(sizes.values()), points, recall, seconds)
-
-
-def limit_opq_training(index: Any, points: int = OPQ_TRAIN_POINTS, iterations: int = OPQ_ITERATIONS) -> None:
-    """Bound the OPQ rotation's training: Faiss's defaults (50 iterations on up to 65,536 points) took ~5 min
-    at d=512 on 2 cores, longer than the IVF and PQ training together; the rotation converges well before."""
-    import faiss
-
-    if isinstance(index, faiss.IndexPreTransform):
-        for number in range(index.chain.size()):
-            transform = faiss.downcast_VectorTransform(index.chain.at(number))
-            if isinstance(transform, faiss.OPQMatrix):
-                transform.max_train_points = min(transform.max_train_points, points)
-                transform.niter = min(transform.niter, iterations)
 
 
 def _has(shard_set: ShardSet, shard: str, space: str) -> bool:
@@ -436,4 +419,4 @@ def _add_rows(index: Any, keys_path: Path, vectors_path: Path, start: int, stop:
         index.add_with_ids(read_rows(vectors_path, first, last), np.ascontiguousarray(keys[first:last]))
 
 
-__all__ = ["BuildReport", "SpaceReport", "build_store", "exact_search", "limit_opq_training"]
+__all__ = ["BuildReport", "SpaceReport", "build_store", "exact_search"]

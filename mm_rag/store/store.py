@@ -276,9 +276,10 @@ class MultimodalStore(CommittedStore):
             self._dirty_spaces.add(space)
         self._unsaved = True
 
-    def _append_records(self, records: Sequence[Record]) -> np.ndarray:
-        """Insert records whose ids are new to the store, without vectors; returns their keys (bulk loading
-        for `mm_rag.indexbuild`, which skips the per-batch lookup of existing ids).
+    def bulk_insert(self, records: Sequence[Record]) -> np.ndarray:
+        """Insert records whose ids are new to the store, without vectors; returns their keys. For building a
+        store from shards (`mm_rag.indexbuild`): it skips `upsert`'s lookup of existing ids, and the vectors
+        come with `adopt_space`. Durable at the next `save`.
 
         Raises:
             InvalidInputError: an id already stored (the transaction then holds part of the batch: drop it).
@@ -295,11 +296,12 @@ class MultimodalStore(CommittedStore):
             self._changed(None)
         return keys
 
-    def _adopt_space(self, config: SpaceConfig, files: list[str], spec: str) -> None:
-        """Install a space whose files `mm_rag.indexbuild` wrote into ``spaces/``; durable at the next `save`."""
+    def adopt_space(self, config: SpaceConfig, files: SpaceFiles, spec: str) -> None:
+        """Install a space whose `files` (keys of records from `bulk_insert`, their vectors, the Faiss index
+        built as `spec`) were written into ``spaces/``, as `mm_rag.indexbuild` does; durable at the next `save`."""
         directory = self.path / SPACES_DIR
-        keys = np.load(directory / files[0], mmap_mode="r", allow_pickle=False)
-        entry = SpaceEntry.describe(config, spec, directory, SpaceFiles(*files), len(keys))
+        keys = np.load(directory / files.keys, mmap_mode="r", allow_pickle=False)
+        entry = SpaceEntry.describe(config, spec, directory, files, len(keys))
         with self._writing():
             self._spaces[config.name] = open_space(self.path, entry, None)
             self._adopted[config.name] = entry
