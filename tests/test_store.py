@@ -375,10 +375,23 @@ def test_info(store):
         "vectors": 40,
         "trained": True,
         "memory_mapped": False,
+        "segments": 0,
+        "recent_vectors": 0,
     }
     assert info["spaces"]["h"]["built"] == "HNSW32" and info["spaces"]["h"]["vectors"] == 40
     assert info["spaces"]["p"]["vectors"] == 0 and info["spaces"]["p"]["trained"] is False
     json.dumps(info)  # plain data
+
+
+def test_info_shows_the_segments_saved_since_the_main_part(tmp_path):
+    with MultimodalStore(tmp_path / "store") as store:
+        store.create_space("a", 8, "l2")
+        store.upsert(recs(40), {"a": vecs(40, 8)})
+        store.save()
+        store.upsert(recs(3, start=40), {"a": vecs(3, 8, seed=1)})
+        store.save()  # a small save: one segment, searched exactly until it folds into the index
+        shown = store.info()["spaces"]["a"]
+        assert (shown["segments"], shown["recent_vectors"], shown["vectors"]) == (1, 3, 43)
 
 
 def test_a_space_records_its_model_and_refuses_another(tmp_path):

@@ -160,6 +160,8 @@ class MultimodalStore(CommittedStore):
                         "vectors": len(s),
                         "trained": s.index is not None,
                         "memory_mapped": s.mapped,
+                        "segments": len(s.files.segments) if s.files is not None else 0,  # saved since the main part
+                        "recent_vectors": len(s.recent),  # searched exactly beside the index until folded in
                         **({"on_disk_lists": True} if s.ondisk else {}),  # an index built by mm_rag.indexbuild
                         **({"sharded": True} if s.serving is not None else {}),
                     }
