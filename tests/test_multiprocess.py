@@ -181,7 +181,12 @@ def test_rollback_returns_to_the_latest_commit_and_frees_the_lock(seeded) -> Non
         assert store.count() == 102 and check(store)["problems"] == []
 
 
-def test_four_processes_of_add_upsert_delete_rounds_leave_a_consistent_store(tmp_path) -> None:
+# Few segments and many tombstones before a rewrite: the writers' saves merge segments round after round.
+MERGING = [("mm_rag.store.segments", "MAX_SEGMENTS", 2), ("mm_rag.store.segments", "DEAD_SHARE", 0.9)]
+
+
+@pytest.mark.parametrize("merging", [False, True], ids=["default", "merging"])
+def test_four_processes_of_add_upsert_delete_rounds_leave_a_consistent_store(tmp_path, merging) -> None:
     path = tmp_path / "store"
     with MultimodalStore(path) as store:
         add(store, ids("base", 10))
@@ -189,6 +194,8 @@ def test_four_processes_of_add_upsert_delete_rounds_leave_a_consistent_store(tmp
     writers = [StoreProcess(path) for _ in range(4)]
     try:
         for number, writer in enumerate(writers):
+            if merging:
+                writer.call("tune", *MERGING)
             writer.send("stress", f"w{number}", 60, number)
         tallies = [writer.receive(timeout=600) for writer in writers]
         final = writers[0].call("check")  # a handle that lived through all of it catches up too
@@ -211,6 +218,9 @@ def test_four_processes_of_add_upsert_delete_rounds_leave_a_consistent_store(tmp
             for file in SpaceEntry.from_json(name, entry).files.names()
         }
         assert {file.name for file in (path / "spaces").iterdir()} == listed
+        if merging:
+            segments = SpaceEntry.from_json("s", store._manifest["spaces"]["s"]).files.segments
+            assert any(".s0." not in segment.keys for segment in segments)  # a merged segment is part of it
 
 
 def test_vectors_of_the_other_writer_are_exact_after_rebasing(seeded) -> None:
