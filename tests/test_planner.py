@@ -74,25 +74,37 @@ SHAPES = {
 def test_broad_terms_are_checked_per_candidate_and_the_keys_are_the_same(store_path: Path, shape: str) -> None:
     filter = SHAPES[shape]
     with MultimodalStore.open(store_path) as store:
-        condition, params = plan_filter(filter, Counts(store))
-        assert "EXISTS" in condition  # the broad term became a check of each candidate
+        select, params = plan_filter(filter, Counts(store))
+        assert "EXISTS" in select  # the broad term became a check of each candidate
         expected = store._catalog.matching_keys(*compile_filter(filter))
-        assert store._catalog.matching_keys(condition, params).tolist() == expected.tolist()
+        assert store._catalog.keys_of(select, params).tolist() == expected.tolist()
         assert 0 < len(expected) <= 150
         assert [r.id for r in store.find(filter)] == [f"r{k}" for k in expected.tolist()]  # keys are 0-based ids
 
 
 def test_terms_of_similar_size_are_all_looked_up(store_path: Path) -> None:
     with MultimodalStore.open(store_path) as store:
-        condition, _ = plan_filter({"team": 8, "user": {"$in": [8, 108, 208, 308, 408, 508]}}, Counts(store))  # 50, 30
-        assert "EXISTS" not in condition and condition.count(" IN (SELECT rec") == 2
+        filter = {"team": 8, "user": {"$in": [8, 108, 208, 308, 408, 508]}}  # 50 and 30 records
+        select, params = plan_filter(filter, Counts(store))
+        # the smaller one drives, read from the value index alone; the other is looked up too, not checked
+        assert select.startswith("SELECT r.key FROM (SELECT rec AS key FROM meta_values WHERE")
+        assert "EXISTS" not in select and "FROM records" not in select and select.count(" IN (SELECT rec") == 1
+        expected = store._catalog.matching_keys(*compile_filter(filter))
+        assert store._catalog.keys_of(select, params).tolist() == expected.tolist() and len(expected) == 30
 
 
 def test_a_single_term_or_no_second_lookup_is_compiled_as_it_is(store_path: Path) -> None:
     with MultimodalStore.open(store_path) as store:
         counts = Counts(store)
-        for filter in ({"user": 7}, {"user": 7, "modality": "image"}, {"$or": [{"user": 1}, {"team": 2}]}, None):
-            assert plan_filter(filter, counts) == compile_filter(filter)
+        for filter in ({"user": 7, "modality": "image"}, {"$or": [{"user": 1}, {"team": 2}]}, None):
+            condition, params = compile_filter(filter)
+            assert plan_filter(filter, counts) == (f"SELECT r.key FROM records AS r WHERE {condition}", params)
+        select, params = plan_filter({"user": {"$in": [7, "7"]}}, counts)  # one lookup: its index rows are the keys
+        assert select == (
+            "SELECT r.key FROM (SELECT rec AS key FROM meta_values WHERE field = ? AND kind = 3 AND value IN (?)"
+            " UNION ALL SELECT rec AS key FROM meta_values WHERE field = ? AND kind = 4 AND value IN (?)) AS r"
+        )
+        assert store._catalog.keys_of(select, params).tolist() == [7, 1007, 2007, 3007, 4007]
         assert counts.caps == []  # nothing to choose between: nothing estimated
 
 
@@ -121,8 +133,8 @@ def test_a_read_only_catalog_plans_with_its_temporary_index(store_path: Path, tm
     catalog = Catalog(copy / "catalog.sqlite", read_only=True)
     try:
         filter = SHAPES["selective and range"]
-        condition, params = plan_filter(filter, catalog.count_rows)
-        assert "EXISTS" in condition
-        assert catalog.matching_keys(condition, params).tolist() == [7 + 1000 * i for i in range(5)]
+        select, params = plan_filter(filter, catalog.count_rows)
+        assert "EXISTS" in select
+        assert catalog.keys_of(select, params).tolist() == [7 + 1000 * i for i in range(5)]
     finally:
         catalog.close()

@@ -378,7 +378,7 @@ class StoreModel(RuleBasedStateMachine):
         for ratio in (planner.DRIVER_RATIO, 1):  # 1: every term but the smallest is checked per record
             with pytest.MonkeyPatch.context() as patch:
                 patch.setattr(planner, "DRIVER_RATIO", ratio)
-                planned = catalog.matching_keys(*plan_filter(filter, catalog.count_rows))
+                planned = catalog.keys_of(*plan_filter(filter, catalog.count_rows))
             assert planned.tolist() == indexed.tolist(), (filter, ratio)
 
     @rule(picks=st.lists(st.one_of(st.sampled_from(POOL), st.sampled_from(UNKNOWN)), max_size=8))

@@ -100,6 +100,7 @@ SELECT_MATCHING_KEYS = (
 )
 SELECT_ANY = "SELECT 1 FROM records LIMIT 1"
 COUNT_ROWS = "SELECT count(*) FROM ({select} LIMIT ?)"
+SELECT_KEYS_OF = "SELECT group_concat(key) FROM (SELECT DISTINCT key FROM ({select}) ORDER BY key)"
 SELECT_DOCUMENTS = "SELECT doc_id, max(content_hash) FROM records WHERE doc_id IS NOT NULL GROUP BY doc_id"
 SELECT_IDS_WITH_HASH = "SELECT id FROM records WHERE content_hash IN (SELECT value FROM json_each(?))"
 DELETE_KEYS = "DELETE FROM records WHERE key IN (SELECT value FROM json_each(?))"
@@ -383,16 +384,26 @@ class Catalog:
         with self._mutex:
             return self._db.execute(COUNT_ROWS.format(select=select), [*params, cap]).fetchone()[0]
 
+    def keys_of(self, select: str, params: list[Any]) -> np.ndarray:
+        """Sorted distinct keys a ``SELECT`` of a ``key`` column returns (`mm_rag.store.planner.plan_filter`)."""
+        with self._mutex:
+            text = self._db.execute(SELECT_KEYS_OF.format(select=select), params).fetchone()[0]
+        return _parse_keys(text)
+
     def matching_keys(self, condition: str, params: list[Any]) -> np.ndarray:
         """Sorted keys of the records matching a condition from `mm_rag.filters.compile_filter`."""
         with self._mutex:
             text = self._db.execute(SELECT_MATCHING_KEYS.format(condition=condition), params).fetchone()[0]
-        if not text:
-            return np.empty(0, dtype=np.int64)
-        keys = np.fromstring(text, dtype=np.int64, sep=",")
-        if len(keys) > 1 and (keys[1:] < keys[:-1]).any():  # group_concat's order is SQLite's, not promised
-            keys.sort()
-        return keys
+        return _parse_keys(text)
+
+
+def _parse_keys(text: str | None) -> np.ndarray:
+    if not text:
+        return np.empty(0, dtype=np.int64)
+    keys = np.fromstring(text, dtype=np.int64, sep=",")
+    if len(keys) > 1 and (keys[1:] < keys[:-1]).any():  # group_concat's order is SQLite's, not promised
+        keys.sort()
+    return keys
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

@@ -36,33 +36,62 @@ _LOOKUP_OPERATORS = frozenset({"$eq", "$in", "$gt", "$gte", "$lt", "$lte", "$con
 Counter = Callable[[str, list[Any], int], int]  # (select, parameters, cap) -> min(rows, cap)
 
 
-def plan_filter(filter: Filter | None, count: Counter, table: str = "r") -> tuple[str, list[Any]]:
-    """``(sql_condition, parameters)`` matching the same records as ``compile_filter(filter)``, planned by cost.
+def plan_filter(filter: Filter | None, count: Counter) -> tuple[str, list[Any]]:
+    """``(select, parameters)``: a ``SELECT`` of the keys (column ``key``, possibly repeated, in no order) of the
+    records ``compile_filter(filter)`` matches, planned by cost.
 
     `count` runs a capped count of a ``SELECT`` on the value index (`mm_rag.store.catalog.Catalog.count_rows`).
+    When every term is a lookup, one driving lookup of a single test is the ``FROM`` itself: its index rows give
+    the keys without visiting the records table.
 
     Raises:
         FilterError: as `compile_filter` (which checks the filter first, so errors name the user's own path).
     """
-    reference = compile_filter(filter, table)
+    reference = compile_filter(filter)
     terms = _conjuncts(filter) if filter is not None else []
     lookups = [term for term in terms if _is_lookup(term)]
     if len(lookups) < 2:
-        return reference
+        source = _single_lookup(terms[0]) if len(terms) == 1 and lookups else None
+        if source is not None:
+            return f"SELECT r.key FROM ({source[0]}) AS r", source[1]
+        return f"SELECT r.key FROM records AS r WHERE {reference[0]}", reference[1]
     estimates = _estimates(lookups, count)
     smallest = min(estimates)
+    source = None
+    if len(lookups) == len(terms):  # no record column or negation to read: drive from the value index alone
+        drivers = [term for term, estimate in zip(lookups, estimates) if estimate == smallest]
+        source = _single_lookup(drivers[0])
     parts: list[str] = []
-    params: list[Any] = []
+    params: list[Any] = [] if source is None else list(source[1])
     for term in terms:
+        if source is not None and term is drivers[0]:
+            continue
         if not _is_lookup(term):
-            sql, term_params = compile_filter(term, table)
+            sql, term_params = compile_filter(term)
         elif estimates[_index(lookups, term)] > DRIVER_RATIO * smallest:
-            sql, term_params = _per_record(term, table)
+            sql, term_params = _per_record(term)
         else:
-            sql, term_params = compile_filter(term, table)
+            sql, term_params = compile_filter(term)
         parts.append(sql)
         params.extend(term_params)
-    return "(" + " AND ".join(parts) + ")", params
+    where = " AND ".join(parts) or "1"
+    if source is None:
+        return f"SELECT r.key FROM records AS r WHERE {where}", params
+    return f"SELECT r.key FROM ({source[0]}) AS r WHERE {where}", params
+
+
+def _single_lookup(term: dict[str, Any]) -> tuple[str, list[Any]] | None:
+    """The keys of a term that is one test of one field, as a ``SELECT`` of its index rows; else None."""
+    ((key, spec),) = term.items()
+    if key.startswith("$") or (isinstance(spec, Mapping) and len(spec) != 1):
+        return None
+    recorder = _LookupRecorder("r", [])
+    recorder.document(term, "filter")
+    if len(recorder.lookups) != 1:
+        return None
+    field, branches, values = recorder.lookups[0]
+    selects = [f"SELECT rec AS key FROM {INDEX_TABLE} WHERE field = ? AND {sql}" for sql in branches]
+    return " UNION ALL ".join(selects), [p for params in values for p in (field, *params)]
 
 
 def _index(terms: list[dict[str, Any]], term: dict[str, Any]) -> int:
@@ -130,19 +159,22 @@ def _is_lookup(term: Any) -> bool:
     return True
 
 
-def _per_record(term: Filter, table: str) -> tuple[str, list[Any]]:
+def _per_record(term: Filter) -> tuple[str, list[Any]]:
     params: list[Any] = []
-    return _PerRecordCompiler(table, params).document(term, "filter"), params
+    return _PerRecordCompiler("r", params).document(term, "filter"), params
 
 
 class _LookupRecorder(IndexCompiler):
-    """Collects each lookup of a term as a ``SELECT`` of its index rows (for a capped count)."""
+    """Collects each lookup of a term: (field, branches, their parameters), and as a ``SELECT`` of its index
+    rows (for a capped count)."""
 
     def __init__(self, table: str, params: list[Any]) -> None:
         super().__init__(table, params)
+        self.lookups: list[tuple[str, list[str], list[list[Any]]]] = []
         self.selects: list[tuple[str, list[Any]]] = []
 
     def lookup(self, key: str, branches: list[str], values: list[list[Any]]) -> str:
+        self.lookups.append((key, branches, values))
         selects = [f"SELECT 1 FROM {INDEX_TABLE} WHERE field = ? AND {sql}" for sql in branches]
         self.selects.append((" UNION ALL ".join(selects), [p for params in values for p in (key, *params)]))
         return "1"

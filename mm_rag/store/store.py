@@ -350,7 +350,7 @@ class MultimodalStore(CommittedStore):
         check_filter(filter)
         self._sync()
         with self._lock.reading():
-            keys = self._catalog.matching_keys(*plan_filter(filter, self._catalog.count_rows))[:limit]
+            keys = self._catalog.keys_of(*plan_filter(filter, self._catalog.count_rows))[:limit]
             found = self._catalog.records_by_keys(keys.tolist())
         return [found[key] for key in keys.tolist()]
 
@@ -528,7 +528,7 @@ class MultimodalStore(CommittedStore):
         cache_key = canonical_filter(filter)
         keys = self._filter_cache.get(cache_key)
         if keys is None:
-            keys = self._catalog.matching_keys(*plan_filter(filter, self._catalog.count_rows))
+            keys = self._catalog.keys_of(*plan_filter(filter, self._catalog.count_rows))
             with self._filter_cache_lock:  # concurrent searches share the cache
                 self._filter_cache[cache_key] = keys
                 while len(self._filter_cache) > _FILTER_CACHE_SIZE:
