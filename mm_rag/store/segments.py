@@ -202,7 +202,7 @@ def _apply(space: Space, segments: list[tuple[np.ndarray, np.ndarray]], dead: np
     space.delete(newly)
     if space.index is not index:  # rebuilt (HNSW past its tombstone limit): the next save writes it whole
         return
-    last = max([s.last for s in files.segments], default=int(space.table.keys[-1]) if len(space.table) else -1)
+    last = files.segments[-1].last if files.segments else space.table.last_key()  # segments follow each other
     saved(space, files, dead, last + 1)
 
 

@@ -24,6 +24,10 @@ class VectorTable:
     def __len__(self) -> int:
         return self._live
 
+    def last_key(self) -> int:
+        """The largest key this table has held (live or deleted), -1 when it never held one."""
+        return int(self._keys[self._size - 1]) if self._size else -1
+
     @property
     def keys(self) -> np.ndarray:
         """Keys of the live rows, ascending."""
