@@ -87,7 +87,7 @@ def test_terms_of_similar_size_are_all_looked_up(store_path: Path) -> None:
         filter = {"team": 8, "user": {"$in": [8, 108, 208, 308, 408, 508]}}  # 50 and 30 records
         select, params = plan_filter(filter, Counts(store))
         # the smaller one drives, read from the value index alone; the other is looked up too, not checked
-        assert select.startswith("SELECT r.key FROM (SELECT rec AS key FROM meta_values WHERE")
+        assert select.startswith("SELECT DISTINCT r.key FROM (SELECT rec AS key FROM meta_values WHERE")
         assert "EXISTS" not in select and "FROM records" not in select and select.count(" IN (SELECT rec") == 1
         expected = store._catalog.matching_keys(*compile_filter(filter))
         assert store._catalog.keys_of(select, params).tolist() == expected.tolist() and len(expected) == 30
@@ -101,7 +101,7 @@ def test_a_single_term_or_no_second_lookup_is_compiled_as_it_is(store_path: Path
             assert plan_filter(filter, counts) == (f"SELECT r.key FROM records AS r WHERE {condition}", params)
         select, params = plan_filter({"user": {"$in": [7, "7"]}}, counts)  # one lookup: its index rows are the keys
         assert select == (
-            "SELECT r.key FROM (SELECT rec AS key FROM meta_values WHERE field = ? AND kind = 3 AND value IN (?)"
+            "SELECT DISTINCT r.key FROM (SELECT rec AS key FROM meta_values WHERE field = ? AND kind = 3 AND value IN (?)"
             " UNION ALL SELECT rec AS key FROM meta_values WHERE field = ? AND kind = 4 AND value IN (?)) AS r"
         )
         assert store._catalog.keys_of(select, params).tolist() == [7, 1007, 2007, 3007, 4007]

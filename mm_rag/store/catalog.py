@@ -100,7 +100,7 @@ SELECT_MATCHING_KEYS = (
 )
 SELECT_ANY = "SELECT 1 FROM records LIMIT 1"
 COUNT_ROWS = "SELECT count(*) FROM ({select} LIMIT ?)"
-SELECT_KEYS_OF = "SELECT group_concat(key) FROM (SELECT DISTINCT key FROM ({select}) ORDER BY key)"
+SELECT_KEYS_OF = "SELECT group_concat(key) FROM (SELECT key FROM ({select}) ORDER BY key)"
 SELECT_DOCUMENTS = "SELECT doc_id, max(content_hash) FROM records WHERE doc_id IS NOT NULL GROUP BY doc_id"
 SELECT_IDS_WITH_HASH = "SELECT id FROM records WHERE content_hash IN (SELECT value FROM json_each(?))"
 DELETE_KEYS = "DELETE FROM records WHERE key IN (SELECT value FROM json_each(?))"
@@ -385,7 +385,7 @@ class Catalog:
             return self._db.execute(COUNT_ROWS.format(select=select), [*params, cap]).fetchone()[0]
 
     def keys_of(self, select: str, params: list[Any]) -> np.ndarray:
-        """Sorted distinct keys a ``SELECT`` of a ``key`` column returns (`mm_rag.store.planner.plan_filter`)."""
+        """Sorted keys a ``SELECT`` of distinct keys in a ``key`` column returns (`mm_rag.store.planner.plan_filter`)."""
         with self._mutex:
             text = self._db.execute(SELECT_KEYS_OF.format(select=select), params).fetchone()[0]
         return _parse_keys(text)

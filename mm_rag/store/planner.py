@@ -37,8 +37,8 @@ Counter = Callable[[str, list[Any], int], int]  # (select, parameters, cap) -> m
 
 
 def plan_filter(filter: Filter | None, count: Counter) -> tuple[str, list[Any]]:
-    """``(select, parameters)``: a ``SELECT`` of the keys (column ``key``, possibly repeated, in no order) of the
-    records ``compile_filter(filter)`` matches, planned by cost.
+    """``(select, parameters)``: a ``SELECT`` of the keys (column ``key``, each once, in no order) of the records
+    ``compile_filter(filter)`` matches, planned by cost.
 
     `count` runs a capped count of a ``SELECT`` on the value index (`mm_rag.store.catalog.Catalog.count_rows`).
     When every term is a lookup, one driving lookup of a single test is the ``FROM`` itself: its index rows give
@@ -53,7 +53,7 @@ def plan_filter(filter: Filter | None, count: Counter) -> tuple[str, list[Any]]:
     if len(lookups) < 2:
         source = _single_lookup(terms[0]) if len(terms) == 1 and lookups else None
         if source is not None:
-            return f"SELECT r.key FROM ({source[0]}) AS r", source[1]
+            return f"SELECT DISTINCT r.key FROM ({source[0]}) AS r", source[1]
         return f"SELECT r.key FROM records AS r WHERE {reference[0]}", reference[1]
     estimates = _estimates(lookups, count)
     smallest = min(estimates)
@@ -77,7 +77,7 @@ def plan_filter(filter: Filter | None, count: Counter) -> tuple[str, list[Any]]:
     where = " AND ".join(parts) or "1"
     if source is None:
         return f"SELECT r.key FROM records AS r WHERE {where}", params
-    return f"SELECT r.key FROM ({source[0]}) AS r WHERE {where}", params
+    return f"SELECT DISTINCT r.key FROM ({source[0]}) AS r WHERE {where}", params
 
 
 def _single_lookup(term: dict[str, Any]) -> tuple[str, list[Any]] | None:
