@@ -223,11 +223,36 @@ def add_in_chunks(index: faiss.Index, keys: np.ndarray, vectors: np.ndarray, chu
         )
 
 
+def index_keys(index: Any) -> np.ndarray:
+    """The ids an `IndexIDMap`/`IndexIDMap2` holds, ascending (none for an index that keeps ids itself)."""
+    import faiss
+
+    if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
+        return np.sort(faiss.vector_to_array(index.id_map))
+    return np.empty(0, dtype=np.int64)
+
+
+def bitmap_selector(keys: np.ndarray, keep_alive: list[Any]) -> Any:
+    """An O(1)-lookup selector over int64 keys (Faiss reads the bitmap in place: keep it alive)."""
+    import faiss
+
+    size = int(keys.max()) + 1 if len(keys) else 1
+    mask = np.zeros(size, dtype=bool)
+    mask[keys] = True
+    bitmap = np.packbits(mask, bitorder="little")
+    keep_alive.append(bitmap)
+    selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+    keep_alive.append(selector)
+    return selector
+
+
 __all__ = [
     "METRICS",
+    "bitmap_selector",
     "build",
     "can_remove",
     "choose_index",
+    "index_keys",
     "limit_opq_training",
     "new_index",
     "tier",

@@ -152,7 +152,7 @@ class Space:
         if index is not None:
             self.removes_in_place = indexing.can_remove(index)
             if not self.removes_in_place:
-                self.tombstones = np.setdiff1d(index_keys(index), self.table.keys, assume_unique=True)
+                self.tombstones = np.setdiff1d(indexing.index_keys(index), self.table.keys, assume_unique=True)
         elif table is None or not len(self.table):
             self.rebuild()
 
@@ -382,9 +382,9 @@ class Space:
         selector = None
         dead = len(self.tombstones)
         if allowed is not None:
-            selector = _bitmap_selector(allowed, keep_alive)
+            selector = indexing.bitmap_selector(allowed, keep_alive)
         elif dead and (dead > OVERFETCH_LIMIT or k + dead > self.index.ntotal):
-            selector = faiss.IDSelectorNot(_bitmap_selector(self.tombstones, keep_alive))
+            selector = faiss.IDSelectorNot(indexing.bitmap_selector(self.tombstones, keep_alive))
         fetch = k + dead if dead and selector is None and allowed is None else k
         # Overfetching, the index is searched as if the dead entries were gone: for `k`, not widened.
         selectivity = 1.0 if fetch > k else candidates / max(1, self.index.ntotal)
@@ -439,25 +439,3 @@ class Space:
     def _scores(self, distances: np.ndarray, keys: np.ndarray) -> np.ndarray:
         scores = -np.sqrt(np.maximum(distances, 0)) if self.config.metric == "l2" else distances.astype(np.float32)
         return np.where(keys >= 0, scores, -np.inf).astype(np.float32)
-
-
-def index_keys(index: Any) -> np.ndarray:
-    import faiss
-
-    if isinstance(index, (faiss.IndexIDMap, faiss.IndexIDMap2)):
-        return np.sort(faiss.vector_to_array(index.id_map))
-    return np.empty(0, dtype=np.int64)
-
-
-def _bitmap_selector(keys: np.ndarray, keep_alive: list[Any]) -> Any:
-    """An O(1)-lookup selector over int64 keys (Faiss reads the bitmap in place: keep it alive)."""
-    import faiss
-
-    size = int(keys.max()) + 1 if len(keys) else 1
-    mask = np.zeros(size, dtype=bool)
-    mask[keys] = True
-    bitmap = np.packbits(mask, bitorder="little")
-    keep_alive.append(bitmap)
-    selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
-    keep_alive.append(selector)
-    return selector
