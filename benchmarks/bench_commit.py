@@ -13,7 +13,9 @@ bytes on disk (and in the page cache). Then, in a fresh process per version and 
   and the median ``save()`` alone. A reader handle opened before the rounds (in memory-mapped default mode)
   then times its first search after the writer's commits (it catches up), and a fresh ``open`` + first search;
 - ``recent`` (after only): one-vector search latency (k=10) of the 100k store with 0, 1k, 10k and 25k vectors
-  in its recent part (the segments, searched exactly) against the same store with them folded into its index.
+  in its recent part (the segments, searched exactly) against the same store with them folded into its index;
+- ``segments`` (after only; alone with ``--segments-only N``): the same latency with 25k vectors saved as 1, 10
+  or 50 segments (merging held off), and as 50 saves under the default policy, against them folded.
 
 Flat stores are made by ``add`` + ``save``; IVF stores by ``build_store`` (``build-index``) from shards, with
 ``IVF1024,Flat`` trained on 50k vectors and its inverted lists on disk, as a large store is served.
@@ -161,6 +163,56 @@ def phase_recent(path: Path, queries: int) -> dict[str, Any]:
     return result
 
 
+def phase_segments(path: Path, queries: int) -> dict[str, Any]:
+    """Search latency with 25,000 vectors saved as 1, 10 or 50 segments (merging held off), and as the default
+    policy leaves 50 saves, each against the same vectors folded into the index."""
+    from mm_rag import MultimodalStore, Record
+    from mm_rag.store import segments as segments_module
+    from mm_rag.store import space as space_module
+
+    space_module.FOLD_MIN = 10**9  # every addition stays in segments
+    default_limit = segments_module.MAX_SEGMENTS
+    probes = vectors(queries, 7 * 10**8)
+
+    def latency(store: MultimodalStore) -> float:
+        store.search("v", probes[0], k=10)
+        started = time.perf_counter()
+        for probe in probes:
+            store.search("v", probe, k=10)
+        return (time.perf_counter() - started) / queries
+
+    result = {}
+    for label, saves, limit in (
+        ("1", 1, 64),
+        ("10", 10, 64),
+        ("50", 50, 64),
+        ("50, default policy", 50, default_limit),
+    ):
+        copy = path.parent / f"{path.name}-segments"
+        clone(path, copy)
+        segments_module.MAX_SEGMENTS = limit
+        with MultimodalStore.open(copy, mmap=False) as store:
+            per_save = 25_000 // saves
+            for number in range(saves):
+                late = [Record(f"late{number}-{i}", "text") for i in range(per_save)]
+                store.add(late, {"v": vectors(per_save, 6 * 10**8 + number)})
+                store.save()
+        with MultimodalStore.open(copy, mmap=False) as store:
+            space = store._spaces["v"]
+            count = len(space.files.segments)
+            with_segments = latency(store)
+            space.fold()
+            folded = latency(store)
+        shutil.rmtree(copy)
+        result[label] = {
+            "segments": count,
+            "segments_us": with_segments * 1e6,
+            "folded_us": folded * 1e6,
+            "ratio": with_segments / folded,
+        }
+    return result
+
+
 def run_phase(code: Path, name: str, *arguments: str) -> dict[str, Any]:
     """Run phase `name` in a fresh process importing mm_rag from `code`."""
     environment = dict(os.environ, PYTHONPATH=str(code), HF_HUB_OFFLINE="1")
@@ -190,6 +242,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--work", type=Path, help="folder for the stores (default: a temporary one)")
+    parser.add_argument("--segments-only", type=int, metavar="N", help="only the segment-count search latencies")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("arguments", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -198,11 +251,18 @@ def main() -> None:
             "build": lambda: phase_build(Path(args.arguments[0]), int(args.arguments[1]), args.arguments[2]),
             "commit": lambda: phase_commit(Path(args.arguments[0]), args.repeats),
             "recent": lambda: phase_recent(Path(args.arguments[0]), args.queries),
+            "segments": lambda: phase_segments(Path(args.arguments[0]), args.queries),
         }
         print(json.dumps(phases[args.phase]()))
         return
     from benchmarks.before_after import ROOT, checkout, remove_checkout, write_results
 
+    if args.segments_only:
+        work = args.work or Path(tempfile.mkdtemp(prefix="bench-commit-"))
+        phase_build(work / "base", args.segments_only, "flat")
+        print(json.dumps(run_phase(ROOT, "segments", str(work / "base"), "--queries", str(args.queries)), indent=2))
+        shutil.rmtree(work)
+        return
     if not args.before:
         parser.error("--before REV is required (the code to compare against)")
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-commit-"))
@@ -227,6 +287,9 @@ def main() -> None:
                     clone(base, work / f"{label}-recent")
                     row["recent"] = run_phase(
                         ROOT, "recent", str(work / f"{label}-recent"), "--queries", str(args.queries)
+                    )
+                    row["segments"] = run_phase(
+                        ROOT, "segments", str(work / f"{label}-recent"), "--queries", str(args.queries)
                     )
                     shutil.rmtree(work / f"{label}-recent")
                 shutil.rmtree(base)
