@@ -124,6 +124,15 @@ def phase_commit(path: Path, repeats: int) -> dict[str, Any]:
     }
 
 
+def latency(store: Any, probes: np.ndarray) -> float:
+    """Seconds per one-vector search (k=10) over `probes`, after one search to warm up."""
+    store.search("v", probes[0], k=10)
+    started = time.perf_counter()
+    for probe in probes:
+        store.search("v", probe, k=10)
+    return (time.perf_counter() - started) / len(probes)
+
+
 def phase_recent(path: Path, queries: int) -> dict[str, Any]:
     """Search latency with growing recent parts, against the same vectors folded into the index."""
     from mm_rag import MultimodalStore, Record
@@ -131,13 +140,6 @@ def phase_recent(path: Path, queries: int) -> dict[str, Any]:
 
     space_module.FOLD_MIN = 10**9  # keep every addition in the recent part, whatever its size
     probes = vectors(queries, 7 * 10**8)
-
-    def latency(store: MultimodalStore) -> float:
-        store.search("v", probes[0], k=10)
-        started = time.perf_counter()
-        for probe in probes:
-            store.search("v", probe, k=10)
-        return (time.perf_counter() - started) / queries
 
     result, added = {}, 0
     for recent in (0, 1000, 10_000, 25_000):
@@ -151,9 +153,9 @@ def phase_recent(path: Path, queries: int) -> dict[str, Any]:
         with MultimodalStore.open(path, mmap=False) as store:
             space = store._spaces["v"]
             segments = len(space.files.segments)
-            with_recent = latency(store)
+            with_recent = latency(store, probes)
             space.fold()  # the same vectors in the index (not saved: the next round opens the segments again)
-            folded = latency(store)
+            folded = latency(store, probes)
         result[str(recent)] = {
             "segments": segments,
             "recent_us": with_recent * 1e6,
@@ -174,13 +176,6 @@ def phase_segments(path: Path, queries: int) -> dict[str, Any]:
     default_limit = segments_module.MAX_SEGMENTS
     probes = vectors(queries, 7 * 10**8)
 
-    def latency(store: MultimodalStore) -> float:
-        store.search("v", probes[0], k=10)
-        started = time.perf_counter()
-        for probe in probes:
-            store.search("v", probe, k=10)
-        return (time.perf_counter() - started) / queries
-
     result = {}
     for label, saves, limit in (
         ("1", 1, 64),
@@ -200,9 +195,9 @@ def phase_segments(path: Path, queries: int) -> dict[str, Any]:
         with MultimodalStore.open(copy, mmap=False) as store:
             space = store._spaces["v"]
             count = len(space.files.segments)
-            with_segments = latency(store)
+            with_segments = latency(store, probes)
             space.fold()
-            folded = latency(store)
+            folded = latency(store, probes)
         shutil.rmtree(copy)
         result[label] = {
             "segments": count,

@@ -10,20 +10,20 @@ from __future__ import annotations
 import errno
 import itertools
 import json
-import shutil
+import re
+import sqlite3
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mm_rag import MultimodalStore, Record, StoreWriteError
+from mm_rag import MultimodalStore, Record, StoreFormatError, StoreWriteError
 from mm_rag.store import segments
 from mm_rag.store import space as space_module
 from mm_rag.store.manifest import SpaceEntry, SpaceFiles
 
 DIM = 16
-FIXTURE_V1 = Path(__file__).parent / "fixtures" / "store-v1"
 
 
 def vectors_for(ids: list[str], version: int = 0) -> np.ndarray:
@@ -121,10 +121,38 @@ def test_segments_past_the_limit_merge_the_smallest_adjacent_pair_purging_dead_r
         assert store.search("s", vectors_for(["batch4-2"])[0], k=1)[0].record.id == "batch4-2"
 
 
+def write_format_1(path: Path) -> str:
+    """A store as mm-rag wrote it before segments: 38 records in a Flat and an HNSW space, its manifest listing
+    each space's files by position (keys, vectors, index) with their sizes as a list. Returns the flat keys file.
+
+    Built with today's code and its manifest rewritten in the old form, in the catalog (the commit point) and
+    in ``mmrag.json``: the space files themselves were named and written the same way in both formats.
+    """
+    ids = [f"r{i}" for i in range(40) if i not in (3, 4)]
+    vectors = np.random.default_rng(7).standard_normal((len(ids), 8)).astype(np.float32)
+    with MultimodalStore(path) as store:
+        store.create_space("flat", 8, index="Flat")
+        store.create_space("hnsw", 8, metric="l2", index="HNSW32")
+        store.add(records(ids), {"flat": vectors, "hnsw": vectors})
+        store.save()
+    manifest = json.loads((path / "mmrag.json").read_text())
+    manifest.pop("files")  # what the readable copy adds to the catalog's manifest
+    for entry in manifest["spaces"].values():
+        files = SpaceFiles(**{**entry["files"], "segments": ()})
+        assert files.segments == () and files.tombstones is None and files.lists is None
+        entry["files"] = [files.keys, files.vectors, files.index]
+        entry["sizes"] = [entry["sizes"][name] for name in entry["files"]]
+    manifest["format_version"] = 1
+    with sqlite3.connect(path / "catalog.sqlite") as db:
+        db.execute("UPDATE settings SET value = ? WHERE name = 'manifest'", (json.dumps(manifest),))
+    (path / "mmrag.json").write_text(json.dumps(manifest, indent=2))
+    return manifest["spaces"]["flat"]["files"][0]
+
+
 def test_a_store_written_in_format_1_opens_and_its_next_save_appends_a_segment(tmp_path: Path) -> None:
     """A store saved by mm-rag before segments (files listed by position, sizes as a list)."""
     path = tmp_path / "v1"
-    shutil.copytree(FIXTURE_V1, path)
+    keys_file = write_format_1(path)
     assert json.loads((path / "mmrag.json").read_text())["format_version"] == 1
     with MultimodalStore.open(path) as store:
         assert store.count("flat") == store.count("hnsw") == 38 and store.get(["r3", "r4"]) == []
@@ -137,7 +165,7 @@ def test_a_store_written_in_format_1_opens_and_its_next_save_appends_a_segment(t
     manifest = json.loads((path / "mmrag.json").read_text())
     assert manifest["format_version"] == 2
     flat = SpaceEntry.from_json("flat", manifest["spaces"]["flat"])
-    assert flat.files.keys == "flat.2.keys.npy" and [s.rows for s in flat.files.segments] == [1]
+    assert flat.files.keys == keys_file and [s.rows for s in flat.files.segments] == [1]
     with MultimodalStore.open(path) as store:
         assert store.count("flat") == 39 and store.get(["late"])[0].id == "late"
 
@@ -356,3 +384,28 @@ def test_sigkill_while_saves_append_merge_and_fold_leaves_the_last_commit(store_
         merged,
         mains,
     )  # the writers merged segments and folded, and died doing so
+
+
+@pytest.mark.parametrize("damage", ["truncated segment", "missing segment", "missing tombstones", "wrong dtype"])
+def test_a_damaged_segment_or_tombstone_file_is_named_and_refused(store_path: Path, damage: str) -> None:
+    with MultimodalStore.open(store_path) as store:
+        new = [f"new-{i}" for i in range(10)]
+        store.add(records(new), {"s": vectors_for(new)})
+        store.delete(["base-5"])
+        store.save()
+    files = entry(store_path).files
+    segment = store_path / "spaces" / files.segments[0].vectors
+    if damage == "truncated segment":
+        segment.write_bytes(segment.read_bytes()[:-64])
+        named = segment.name
+    elif damage == "missing segment":
+        segment.unlink()
+        named = segment.name
+    elif damage == "missing tombstones":
+        (store_path / "spaces" / files.tombstones).unlink()
+        named = files.tombstones
+    else:  # same size, another dtype: a file written by something else
+        np.save(segment, np.zeros((10, DIM), dtype=np.int32))
+        named = "space 's'"
+    with pytest.raises(StoreFormatError, match=re.escape(named)):
+        MultimodalStore.open(store_path)

@@ -94,12 +94,9 @@ SELECT_KEYS_OF_DOC = "SELECT key FROM records WHERE doc_id = ?"
 SELECT_RECORDS_BY_KEYS = f"SELECT {COLUMNS} FROM records WHERE key IN (SELECT value FROM json_each(?))"
 SELECT_RECORDS_BY_IDS = f"SELECT {COLUMNS} FROM records WHERE id IN (SELECT value FROM json_each(?))"
 SELECT_PAGE = f"SELECT {COLUMNS} FROM records WHERE key > ? ORDER BY key LIMIT ?"
-# One text value of every key: decoding it with numpy is ~3x faster than one Python tuple per row.
-SELECT_MATCHING_KEYS = (
-    "SELECT group_concat(key) FROM (SELECT r.key AS key FROM records AS r WHERE {condition} ORDER BY r.key)"
-)
 SELECT_ANY = "SELECT 1 FROM records LIMIT 1"
 COUNT_ROWS = "SELECT count(*) FROM ({select} LIMIT ?)"
+# One text value of every key: decoding it with numpy is ~3x faster than one Python tuple per row.
 SELECT_KEYS_OF = "SELECT group_concat(key) FROM (SELECT key FROM ({select}) ORDER BY key)"
 SELECT_DOCUMENTS = "SELECT doc_id, max(content_hash) FROM records WHERE doc_id IS NOT NULL GROUP BY doc_id"
 SELECT_IDS_WITH_HASH = "SELECT id FROM records WHERE content_hash IN (SELECT value FROM json_each(?))"
@@ -388,22 +385,16 @@ class Catalog:
         """Sorted keys a ``SELECT`` of distinct keys in a ``key`` column returns (`mm_rag.store.planner.plan_filter`)."""
         with self._mutex:
             text = self._db.execute(SELECT_KEYS_OF.format(select=select), params).fetchone()[0]
-        return _parse_keys(text)
+        if not text:
+            return np.empty(0, dtype=np.int64)
+        keys = np.fromstring(text, dtype=np.int64, sep=",")
+        if len(keys) > 1 and (keys[1:] < keys[:-1]).any():  # group_concat's order is SQLite's, not promised
+            keys.sort()
+        return keys
 
     def matching_keys(self, condition: str, params: list[Any]) -> np.ndarray:
-        """Sorted keys of the records matching a condition from `mm_rag.filters.compile_filter`."""
-        with self._mutex:
-            text = self._db.execute(SELECT_MATCHING_KEYS.format(condition=condition), params).fetchone()[0]
-        return _parse_keys(text)
-
-
-def _parse_keys(text: str | None) -> np.ndarray:
-    if not text:
-        return np.empty(0, dtype=np.int64)
-    keys = np.fromstring(text, dtype=np.int64, sep=",")
-    if len(keys) > 1 and (keys[1:] < keys[:-1]).any():  # group_concat's order is SQLite's, not promised
-        keys.sort()
-    return keys
+        """Sorted keys of the records matching a condition from `mm_rag.filters.compile_filter` (unplanned)."""
+        return self.keys_of(f"SELECT r.key FROM records AS r WHERE {condition}", params)
 
 
 def _connect_read_only(path: Path) -> sqlite3.Connection:

@@ -169,11 +169,11 @@ def train(index: faiss.Index, sample: np.ndarray) -> None:
     """Train `index` on `sample` the one way the store and `mm_rag.indexbuild` both do: no polysemous codes, an
     OPQ rotation trained within `OPQ_TRAIN_POINTS` and `OPQ_ITERATIONS`."""
     _skip_polysemous_training(index)
-    limit_opq_training(index)
+    _limit_opq_training(index)
     index.train(sample)
 
 
-def limit_opq_training(index: faiss.Index, points: int | None = None, iterations: int | None = None) -> None:
+def _limit_opq_training(index: faiss.Index) -> None:
     """Bound the OPQ rotation's training: Faiss's defaults (50 iterations on up to 65,536 points) took ~5 min
     at d=512 on 2 cores, longer than the IVF and PQ training together; the rotation converges well before."""
     import faiss
@@ -182,8 +182,8 @@ def limit_opq_training(index: faiss.Index, points: int | None = None, iterations
         for number in range(index.chain.size()):
             transform = faiss.downcast_VectorTransform(index.chain.at(number))
             if isinstance(transform, faiss.OPQMatrix):
-                transform.max_train_points = min(transform.max_train_points, points or OPQ_TRAIN_POINTS)
-                transform.niter = min(transform.niter, iterations or OPQ_ITERATIONS)
+                transform.max_train_points = min(transform.max_train_points, OPQ_TRAIN_POINTS)
+                transform.niter = min(transform.niter, OPQ_ITERATIONS)
 
 
 def _default_search_breadth(index: faiss.Index) -> None:
@@ -253,7 +253,6 @@ __all__ = [
     "can_remove",
     "choose_index",
     "index_keys",
-    "limit_opq_training",
     "new_index",
     "tier",
     "train",

@@ -50,34 +50,29 @@ def plan_filter(filter: Filter | None, count: Counter) -> tuple[str, list[Any]]:
     reference = compile_filter(filter)
     terms = _conjuncts(filter) if filter is not None else []
     lookups = [term for term in terms if _is_lookup(term)]
-    if len(lookups) < 2:
-        source = _single_lookup(terms[0]) if len(terms) == 1 and lookups else None
-        if source is not None:
-            return f"SELECT DISTINCT r.key FROM ({source[0]}) AS r", source[1]
+    broad: list[dict[str, Any]] = []  # lookups checked per candidate instead
+    driver = lookups[0] if lookups else None
+    if len(lookups) > 1:
+        estimates = _estimates(lookups, count)
+        smallest = min(estimates)
+        broad = [term for term, estimate in zip(lookups, estimates) if estimate > DRIVER_RATIO * smallest]
+        driver = lookups[estimates.index(smallest)]
+    # No record column or negation to read: the driver's index rows are the keys, the records table unvisited.
+    source = _single_lookup(driver) if driver is not None and len(lookups) == len(terms) else None
+    if source is None and not broad:
         return f"SELECT r.key FROM records AS r WHERE {reference[0]}", reference[1]
-    estimates = _estimates(lookups, count)
-    smallest = min(estimates)
-    source = None
-    if len(lookups) == len(terms):  # no record column or negation to read: drive from the value index alone
-        drivers = [term for term, estimate in zip(lookups, estimates) if estimate == smallest]
-        source = _single_lookup(drivers[0])
     parts: list[str] = []
     params: list[Any] = [] if source is None else list(source[1])
     for term in terms:
-        if source is not None and term is drivers[0]:
+        if source is not None and term is driver:
             continue
-        if not _is_lookup(term):
-            sql, term_params = compile_filter(term)
-        elif estimates[_index(lookups, term)] > DRIVER_RATIO * smallest:
-            sql, term_params = _per_record(term)
-        else:
-            sql, term_params = compile_filter(term)
+        sql, term_params = _per_record(term) if any(term is b for b in broad) else compile_filter(term)
         parts.append(sql)
         params.extend(term_params)
-    where = " AND ".join(parts) or "1"
+    where = f" WHERE {' AND '.join(parts)}" if parts else ""
     if source is None:
-        return f"SELECT r.key FROM records AS r WHERE {where}", params
-    return f"SELECT DISTINCT r.key FROM ({source[0]}) AS r WHERE {where}", params
+        return f"SELECT r.key FROM records AS r{where}", params
+    return f"SELECT DISTINCT r.key FROM ({source[0]}) AS r{where}", params
 
 
 def _single_lookup(term: dict[str, Any]) -> tuple[str, list[Any]] | None:
@@ -92,10 +87,6 @@ def _single_lookup(term: dict[str, Any]) -> tuple[str, list[Any]] | None:
     field, branches, values = recorder.lookups[0]
     selects = [f"SELECT rec AS key FROM {INDEX_TABLE} WHERE field = ? AND {sql}" for sql in branches]
     return " UNION ALL ".join(selects), [p for params in values for p in (field, *params)]
-
-
-def _index(terms: list[dict[str, Any]], term: dict[str, Any]) -> int:
-    return next(i for i, candidate in enumerate(terms) if candidate is term)
 
 
 def _estimates(terms: list[dict[str, Any]], count: Counter) -> list[int]:

@@ -44,8 +44,8 @@ def write_space(space: Space, directory: Path, stem: str) -> tuple[SpaceFiles, n
     Never modifies a committed file.
     """
     files = space.files
-    saved = len(space.table) + len(space.tombstones) + len(space.recent)
-    if files is None or len(space.dead) > DEAD_SHARE * max(1, saved):
+    held = len(space.table) + len(space.tombstones) + len(space.recent)  # rows the committed files hold, about
+    if files is None or len(space.dead) > DEAD_SHARE * max(1, held):
         return SpaceFiles(*_write_main(space, directory, stem)), np.empty(0, dtype=np.int64)
     segments, dead = list(files.segments), space.dead
     keys, vectors = space.recent.live_vectors()

@@ -16,6 +16,8 @@ from mm_rag.store.vectors import VectorTable
 if TYPE_CHECKING:
     import faiss
 
+    from mm_rag.store.manifest import SpaceFiles
+
 # Below this many candidates a filtered search scans exactly the matching vectors instead of the index:
 # cheaper than walking an index that mostly holds excluded vectors, and exact.
 EXACT_SCAN_LIMIT = 20_000
@@ -145,7 +147,7 @@ class Space:
         # (None once it changed), vectors added since in `recent` (keys above the main part's), the keys those
         # files hold that were deleted since, and the first key no committed file holds.
         self.recent = VectorTable(config.dim)
-        self.files: Any = None
+        self.files: SpaceFiles | None = None
         self.dead = np.empty(0, dtype=np.int64)
         self.saved_dead = self.dead
         self.saved_below = 0
@@ -193,10 +195,6 @@ class Space:
 
     def __len__(self) -> int:
         return len(self.table) + len(self.recent)
-
-    def keys(self) -> np.ndarray:
-        """Keys of every live vector, ascending."""
-        return np.concatenate([self.table.keys, self.recent.keys]) if len(self.recent) else self.table.keys
 
     def contains(self, keys: np.ndarray) -> np.ndarray:
         """Keys among `keys` with a live vector here, ascending."""

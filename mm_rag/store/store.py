@@ -358,9 +358,9 @@ class MultimodalStore(CommittedStore):
         """The stored (normalised, for cosine) vectors of `ids` in `space`, by id; ids without one are left out."""
         self._sync()
         with self._lock.reading():
-            table = self._space(space)
+            target = self._space(space)
             by_id = self._catalog.keys_of_ids(list(ids))
-            keys, vectors = table.take(np.fromiter(by_id.values(), dtype=np.int64, count=len(by_id)))
+            keys, vectors = target.take(np.fromiter(by_id.values(), dtype=np.int64, count=len(by_id)))
         id_of = {key: i for i, key in by_id.items()}
         return {id_of[int(key)]: np.array(vector) for key, vector in zip(keys, vectors)}
 
@@ -450,13 +450,13 @@ class MultimodalStore(CommittedStore):
         condition = compile_filter(filter)
         self._sync()
         with self._lock.reading():
-            table = None if space is None else self._space(space)
-            wanted = k if table is None else 4 * k
+            target = None if space is None else self._space(space)
+            wanted = k if target is None else 4 * k
             while True:
                 rows = self._catalog.search_text(query, *condition, wanted)
-                if table is None:
+                if target is None:
                     break
-                inside = set(table.contains(np.fromiter((key for key, _ in rows), dtype=np.int64)).tolist())
+                inside = set(target.contains(np.fromiter((key for key, _ in rows), dtype=np.int64)).tolist())
                 kept = [(key, score) for key, score in rows if key in inside]
                 if len(kept) >= k or len(rows) < wanted:
                     rows = kept[:k]
