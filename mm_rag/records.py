@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
+
+import orjson
 
 Modality = Literal["text", "image", "audio", "video"]
 MODALITIES: frozenset[str] = frozenset(get_args(Modality))
@@ -71,7 +72,29 @@ def make_id(content: bytes | str, locator: str = "") -> str:
     return hashlib.sha256(data + b"\0" + locator.encode()).hexdigest()[:32]
 
 
-_ENCODE_METADATA = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+_STRICT_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+# Types orjson would write itself but json refuses: sent to `_NOT_JSON` instead, so both accept the same values.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def metadata_json(metadata: dict[str, Any]) -> str:
+    """The stored text of a record's metadata: compact JSON, NaN and infinities refused.
+
+    orjson writes it (a batch of 100k records' metadata in 0.07 s, against 0.31 s for `json`'s encoder called
+    per record; see benchmarks/README.md); `json` checks the texts that hold ``null`` (orjson writes NaN and
+    infinities as null) and writes what orjson cannot (integers beyond 64 bits, nesting past 254 levels).
+
+    Raises:
+        TypeError: a value that is not JSON (named by `encode_record`).
+        ValueError: NaN or an infinity.
+    """
+    try:
+        text = orjson.dumps(metadata, default=_NOT_JSON, option=_ORJSON_OPTIONS).decode()
+    except TypeError:  # orjson.JSONEncodeError, also raised for what `json` can write
+        return _STRICT_JSON(metadata)
+    if "null" in text:
+        _STRICT_JSON(metadata)
+    return text
 
 
 def encode_record(record: Record) -> str:
@@ -99,7 +122,7 @@ def encode_record(record: Record) -> str:
     try:
         if not all(type(key) is str for key in record.metadata):
             raise TypeError
-        return _ENCODE_METADATA(record.metadata)
+        return metadata_json(record.metadata)
     except (TypeError, ValueError) as error:  # find the offending value to name it
         try:
             _check_json(record.metadata, f"record {record.id!r}: metadata")
@@ -123,45 +146,13 @@ def encode_records(records: Sequence[Record]) -> list[str]:
     """
     if _plainly_valid(records):
         try:
-            return list(map(_batch_encoder(), [record.metadata for record in records]))
+            return list(map(metadata_json, [record.metadata for record in records]))
         except (TypeError, ValueError, RecursionError):
             pass  # an unencodable value: encode_record below names it
     return [encode_record(record) for record in records]
 
 
-def _batch_encoder() -> Callable[[Any], str]:
-    """`_ENCODE_METADATA` with its C encoder built once per batch instead of once per record (half the time).
-
-    CPython's ``_json.make_encoder`` is what ``json.JSONEncoder.encode`` builds on every call. Its
-    circular-reference markers may be left dirty by a failed call, so an encoder serves one batch, and a
-    failure sends the batch to `encode_record`.
-    """
-    make = _c_encoder_maker()
-    return _ENCODE_METADATA if make is None else make()
-
-
-@functools.cache
-def _c_encoder_maker() -> Callable[[], Callable[[Any], str]] | None:
-    """What builds the C encoder with `_ENCODE_METADATA`'s settings; None where it is missing, or where its
-    text on a probe differs (a CPython whose private function takes other arguments). Decided once."""
-    try:
-        from _json import make_encoder
-    except ImportError:
-        return None
-
-    def make() -> Callable[[Any], str]:
-        encode = make_encoder({}, _NOT_JSON, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False)
-        return lambda value: "".join(encode(value, 0))
-
-    try:
-        agrees = make()(_PROBE) == _ENCODE_METADATA(_PROBE)
-    except (TypeError, ValueError):
-        agrees = False
-    return make if agrees else None
-
-
 _NOT_JSON = json.JSONEncoder().default  # raises TypeError naming the type
-_PROBE = {"s": "a\"é\n", "n": [1, -2.5, 1e300, 2**70, True, False, None], "o": {"k": []}, "": {}}
 
 
 def _plainly_valid(records: Sequence[Record]) -> bool:

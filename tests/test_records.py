@@ -3,14 +3,16 @@ record: the same JSON text for good batches, the same error for the first bad re
 
 from __future__ import annotations
 
-import sys
+import dataclasses
+import datetime
+import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mm_rag import InvalidInputError, Record
-from mm_rag.records import _c_encoder_maker, encode_record, encode_records
+from mm_rag.records import encode_record, encode_records, metadata_json
 
 SCALARS = (
     st.none()
@@ -44,6 +46,12 @@ class Named(str):
 
 class Tagged(Record):
     __slots__ = ()
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
 
 
 def _circular() -> dict:
@@ -102,30 +110,31 @@ def test_subclasses_take_the_record_by_record_path_and_are_accepted_as_before():
     assert encode_records(records) == [encode_record(record) for record in records] == ['{"a":1}', "{}"]
 
 
-@pytest.fixture
-def fresh_encoder_choice():
-    """The C encoder is judged once per process: judge it again under the test's patch, and after it."""
-    _c_encoder_maker.cache_clear()
-    yield
-    _c_encoder_maker.cache_clear()
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(METADATA)
+def test_the_stored_text_reads_back_as_the_same_metadata(metadata):
+    assert json.loads(metadata_json(metadata)) == metadata
 
 
-def test_without_the_c_encoder_the_public_one_gives_the_same_text(monkeypatch, fresh_encoder_choice):
-    records = [Record("a", "text", metadata={"x": [1, 2.5, "straße", None, True], "y": {"z": 2**70}})]
-    fast = encode_records(records)
-    monkeypatch.setitem(sys.modules, "_json", None)  # `from _json import …` now raises ImportError
-    _c_encoder_maker.cache_clear()
-    assert encode_records(records) == fast == [encode_record(records[0])]
+def test_what_orjson_cannot_write_the_standard_encoder_writes():
+    deep: list = []
+    for _ in range(300):  # orjson stops at 254 levels
+        deep = [deep]
+    metadata = {"big": 2**70, "deep": deep, "nested key": {1: "a"}}
+    text = metadata_json(metadata)
+    assert json.loads(text) == {"big": 2**70, "deep": deep, "nested key": {"1": "a"}}
+    assert encode_records([Record("x", "text", metadata=metadata)]) == [text]
 
 
-def test_a_c_encoder_that_answers_otherwise_is_not_used(monkeypatch, fresh_encoder_choice):
-    import _json
-
-    real = _json.make_encoder
-    # As if a CPython took the separators in the other order: '{"a": 1}' would come out as '{"a",1}'.
-    monkeypatch.setattr(_json, "make_encoder", lambda *args: real(*args[:4], args[5], args[4], *args[6:]))
-    records = [Record("a", "text", metadata={"x": [1, {"y": None}]})]
-    assert encode_records(records) == [encode_record(records[0])] == ['{"x":[1,{"y":null}]}']
+@pytest.mark.parametrize(
+    "value",
+    [datetime.datetime(2026, 12, 4), Point(1, 2), float("nan"), [float("inf")]],
+    ids=["datetime", "dataclass", "NaN", "infinity in a list"],
+)
+def test_values_orjson_would_write_but_json_refuses_are_refused(value):
+    with pytest.raises((TypeError, ValueError)):
+        metadata_json({"a": value})
+    assert "metadata" in _error(lambda: encode_records([Record("x", "text", metadata={"a": value})]))
 
 
 def test_an_empty_batch_encodes_to_nothing():
