@@ -151,7 +151,7 @@ def phase_recent(path: Path, queries: int) -> dict[str, Any]:
                 store.save()
                 added = recent
         with MultimodalStore.open(path, mmap=False) as store:
-            space = store._spaces["v"]
+            space = store._generations.spaces["v"]
             segments = len(space.files.segments)
             with_recent = latency(store, probes)
             space.fold()  # the same vectors in the index (not saved: the next round opens the segments again)
@@ -193,7 +193,7 @@ def phase_segments(path: Path, queries: int) -> dict[str, Any]:
                 store.add(late, {"v": vectors(per_save, 6 * 10**8 + number)})
                 store.save()
         with MultimodalStore.open(copy, mmap=False) as store:
-            space = store._spaces["v"]
+            space = store._generations.spaces["v"]
             count = len(space.files.segments)
             with_segments = latency(store, probes)
             space.fold()

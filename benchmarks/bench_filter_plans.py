@@ -15,15 +15,18 @@ Each record has ``a{n}`` = i % n for n in 2000, 1000, 200, 100, 20, 10 (``{"a100
 - nested: ``{"$and": [{"year": {"$gte": 1990}}, {"$or": [{"a1000": j}, {"tag": "none"}]}]}``.
 
 Every query uses a value of its field not used before, and the store's filter cache is emptied before each, so
-each pays for finding its keys (per-user or per-tenant filters). "before" runs the same store with the planner
-replaced by `compile_filter` (the code before planning), "after" with it; both interleaved query by query with
-the unfiltered search, on a Flat index, k=10. Recall@10 against brute force over the matching vectors.
+each pays for finding its keys (per-user or per-tenant filters). Three versions run on the same store,
+interleaved query by query with the unfiltered search (each going first in turn), on a Flat index, k=10:
+"unplanned" finds the keys with `compile_filter` as written (the code before planning), "keys first" with the
+planner but always collecting the keys (the planner alone), "planned" as the store runs (broad filters rank
+candidates first, `mm_rag.store.filtered`). Recall@10 against brute force over the matching vectors.
 Results go to ``benchmarks/results/filter_plans.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import statistics
 import sys
@@ -38,10 +41,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import mm_rag.store.store as store_module
 from benchmarks.before_after import write_results
 from mm_rag import MultimodalStore, Record
 from mm_rag.filters import compile_filter
+from mm_rag.store import filtered
 
 DIM = 512
 MODULI = (2000, 1000, 200, 100, 20, 10)
@@ -93,54 +96,61 @@ def measure(count: int, queries: int, work: Path) -> dict[str, Any]:
     path = work / f"store-{count}"
     vectors = build(path, count)
     probes = np.random.default_rng(1).standard_normal((queries, DIM)).astype(np.float32)
-    planned = store_module.plan_filter
+    planned = filtered.plan_filter
 
     def unplanned(filter: Any, count: Any) -> tuple[str, list[Any]]:  # the code before planning
         condition, params = compile_filter(filter)
         return f"SELECT r.key FROM records AS r WHERE {condition}", params
 
+    versions = {  # (how the keys are found, the shares from which candidates are ranked first)
+        "unplanned": (unplanned, (math.inf, math.inf)),
+        "keys first": (planned, (math.inf, math.inf)),
+        "planned": (planned, (filtered.CANDIDATES_FIRST_SHARE, filtered.CANDIDATES_FIRST_SHARE_FROM_INDEX)),
+    }
     rows: dict[str, Any] = {}
     with MultimodalStore.open(path, mmap=False) as store:
         store.search("v", probes[0], k=10)
         unfiltered = []
         for label, modulus in SELECTIVITY.items():
             for shape in shapes(modulus, 0):
-                times: dict[str, list[float]] = {"before": [], "after": []}
+                times: dict[str, list[float]] = {version: [] for version in versions}
                 recalls, found = [], []
                 for number, probe in enumerate(probes):
                     started = time.perf_counter()
                     store.search("v", probe, k=10)
                     unfiltered.append(time.perf_counter() - started)
-                    versions = [("before", unplanned), ("after", planned)]
-                    for version, plan in versions if number % 2 else versions[::-1]:  # each goes first in turn
-                        value = (number * 2 + (version == "after")) % modulus  # a value not used before
+                    order = list(versions)
+                    order = order[number % len(order) :] + order[: number % len(order)]  # each goes first in turn
+                    for version in order:
+                        value = (number * len(order) + list(versions).index(version)) % modulus  # not used before
                         filter = shapes(modulus, value)[shape]
-                        store_module.plan_filter = plan
-                        store._filter_cache.clear()
+                        plan, shares = versions[version]
+                        filtered.plan_filter = plan
+                        filtered.CANDIDATES_FIRST_SHARE, filtered.CANDIDATES_FIRST_SHARE_FROM_INDEX = shares
+                        store._matching.clear()
                         started = time.perf_counter()
                         hits = store.search("v", probe, k=10, filter=filter)
                         times[version].append(time.perf_counter() - started)
-                        if version == "after":
-                            found.append((probe, filter, hits))
+                        found.append((probe, filter, hits))
                 for probe, filter, hits in found:  # outside the timed loop: its garbage is not theirs
                     matching = np.array([int(r.id[1:]) for r in store.find(filter)], dtype=np.int64)
                     recalls.append(recall(hits, vectors, probe, matching, 10))
-                store_module.plan_filter = planned
-                before, after = statistics.median(times["before"]), statistics.median(times["after"])
+                filtered.plan_filter = planned
+                filtered.CANDIDATES_FIRST_SHARE, filtered.CANDIDATES_FIRST_SHARE_FROM_INDEX = versions["planned"][1]
                 rows[f"{shape} @ {label}"] = {
-                    "before_ms": before * 1e3,
-                    "after_ms": after * 1e3,
+                    **{f"{version}_ms": statistics.median(times[version]) * 1e3 for version in versions},
                     "recall": min(recalls),
                 }
                 print(
-                    f"{count:>8} {shape:20s} {label:5s} before {before * 1e3:7.2f} ms  after {after * 1e3:7.2f} ms",
+                    f"{count:>8} {shape:20s} {label:5s} "
+                    + "  ".join(f"{version} {statistics.median(times[version]) * 1e3:7.2f} ms" for version in versions),
                     flush=True,
                 )
     shutil.rmtree(path)
     unfiltered_ms = statistics.median(unfiltered) * 1e3
     for row in rows.values():
-        row["after_vs_unfiltered"] = row["after_ms"] / unfiltered_ms
-        row["before_vs_unfiltered"] = row["before_ms"] / unfiltered_ms
+        for version in versions:
+            row[f"{version}_vs_unfiltered"] = row[f"{version}_ms"] / unfiltered_ms
     return {"unfiltered_ms": unfiltered_ms, "shapes": rows}
 
 
@@ -157,13 +167,16 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_results(ROOT / "benchmarks" / "results" / "filter_plans.json", {"queries": args.queries, "sizes": results})
-    print("\n| n | shape @ selectivity | unfiltered | before | after | after / unfiltered | recall@10 |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| n | shape @ selectivity | unfiltered | unplanned | keys first | planned | planned / unfiltered | recall@10 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for count, result in results.items():
         for name, row in result["shapes"].items():
             print(
-                f"| {int(count):,} | {name} | {result['unfiltered_ms']:.1f} ms | {row['before_ms']:.2f} ms"
-                f" | {row['after_ms']:.2f} ms | {row['after_vs_unfiltered']:.3f}x | {row['recall']:.3f} |"
+                f"| {int(count):,} | {name} | {result['unfiltered_ms']:.1f} ms | {row['unplanned_ms']:.2f} ms"
+                f" | {row['keys first_ms']:.2f} ms | {row['planned_ms']:.2f} ms | {row['planned_vs_unfiltered']:.3f}x"
+                f" | {row['recall']:.3f} |"
             )
 
 

@@ -65,7 +65,7 @@ def build(path: Path, n: int, dim: int, rng: np.random.Generator) -> tuple[Multi
 
 def search(store: MultimodalStore, q: np.ndarray, k: int, f: dict | None, indexed: bool) -> tuple[float, list]:
     store_module.compile_filter = functools.partial(compile_filter, indexed=indexed)
-    store._filter_cache.clear()
+    store._matching.clear()
     gc.collect()
     start = time.perf_counter()
     hits = store.search("v", q, k, filter=f)

@@ -61,17 +61,17 @@ def search_overhead(workdir: Path, repeats: int, queries: int) -> dict:
     probes = vectors(queries, 99)
     checked, unchecked = [], []
     with MultimodalStore.open(path) as store:
-        plain = MultimodalStore._sync.__get__(store)
+        plain = store._generations.sync
         for _ in range(repeats):
             for sink, sync in ((unchecked, lambda: None), (checked, plain)):
-                store._sync = sync
+                store._generations.sync = sync
                 started = time.perf_counter()
                 for probe in probes:
                     store.search("v", probe, k=10)
                 sink.append((time.perf_counter() - started) / queries * 1e6)
         started = time.perf_counter()
         for _ in range(10_000):
-            store._catalog.data_version()
+            store._generations.catalog.data_version()
         pragma = (time.perf_counter() - started) / 10_000 * 1e6
     before, after = statistics.median(unchecked), statistics.median(checked)
     return {"before_us": before, "after_us": after, "ratio": after / before, "pragma_us": pragma}
@@ -142,7 +142,8 @@ def turns(workdir: Path, rounds: int) -> dict:
         fill(path, 20_000)
         queue = context.Queue()
         processes = [
-            context.Process(target=_rounds_in_process, args=(str(path), f"w{n}-", rounds, queue)) for n in range(writers)
+            context.Process(target=_rounds_in_process, args=(str(path), f"w{n}-", rounds, queue))
+            for n in range(writers)
         ]
         started = time.perf_counter()
         for process in processes:

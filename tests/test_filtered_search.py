@@ -264,7 +264,7 @@ def test_store_built_the_requested_indices(data):
         assert info[space]["vectors"] == N
         assert info[space]["trained"], space
         assert info[space]["built"] == ("Flat" if kind_of(space) == "auto" else INDEXES[kind_of(space)])
-    index = data.store._spaces["ivfpq-cosine"].index
+    index = data.store._generations.spaces["ivfpq-cosine"].index
     assert index.is_trained and index.ntotal == N
 
 
@@ -275,7 +275,7 @@ def test_filters_have_exact_selectivities(data, T):
         if not name.startswith(("modality", "doc_id", "$or doc_id")):
             assert mask.sum() == N * T // 1000, name
         # the catalog selects exactly the rows the predicate describes (keys were given in record order)
-        keys = data.store._catalog.matching_keys(*compile_filter(flt))
+        keys = data.store._generations.catalog.matching_keys(*compile_filter(flt))
         assert keys.tolist() == np.flatnonzero(mask).tolist(), name
 
 
@@ -418,7 +418,7 @@ RECALL_CASES = [
     ids=[f"{space}-{SELECTIVITIES[T]}-{breadth}" for space, T, breadth in RECALL_CASES],
 )
 def test_filtered_recall_is_no_worse_than_unfiltered(data, space, T, breadth, monkeypatch):
-    with search_breadth(data.store._spaces[space].index, breadth):
+    with search_breadth(data.store._generations.spaces[space].index, breadth):
         filtered_recall_against_unfiltered(data, space, T, breadth, monkeypatch)
 
 
@@ -490,7 +490,7 @@ class Mutable:
         self.live[rows] = False
 
     def space(self, name: str) -> Space:
-        return self.store._spaces[name]
+        return self.store._generations.spaces[name]
 
     def verify(self, monkeypatch, step: str) -> None:
         cases = [

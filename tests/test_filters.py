@@ -26,16 +26,30 @@ def _plain(i: int) -> Record:
 
 
 RECORDS = [
-    Record("r00", "text", "a cat sat on the mat", None,
-           {"year": 2020, "tags": ["cat", "dog"], "lang": "en", "score": 0.5, "flag": True, "title": "Cats"},
-           "d1", "h0"),
-    Record("r01", "text", "dogs bark", None,
-           {"year": 2021, "tags": ["dog"], "lang": "en", "score": 1.5, "flag": False, "title": "Dogs"}, "d1", "h1"),
+    Record(
+        "r00",
+        "text",
+        "a cat sat on the mat",
+        None,
+        {"year": 2020, "tags": ["cat", "dog"], "lang": "en", "score": 0.5, "flag": True, "title": "Cats"},
+        "d1",
+        "h0",
+    ),
+    Record(
+        "r01",
+        "text",
+        "dogs bark",
+        None,
+        {"year": 2021, "tags": ["dog"], "lang": "en", "score": 1.5, "flag": False, "title": "Dogs"},
+        "d1",
+        "h1",
+    ),
     Record("r02", "image", None, "img/2.png", {"year": 2019, "tags": [], "lang": "fr", "score": -1.0, "flag": 1}, "d2"),
     Record("r03", "image", None, "img/3.png", {"year": "2020", "tags": "cat", "lang": None, "flag": 0}, "d2"),
     Record("r04", "audio", "hello there", None, {"year": 2020.0, "tags": ["Cat"], "start": 0.0, "end": 2.5}),
-    Record("r05", "audio", "general kenobi", None,
-           {"year": 2020.5, "tags": [1, "cat", None, True], "start": 2.5, "end": 5}),
+    Record(
+        "r05", "audio", "general kenobi", None, {"year": 2020.5, "tags": [1, "cat", None, True], "start": 2.5, "end": 5}
+    ),
     Record("r06", "video", None, "v.mp4", {"year": None, "tags": [["cat"]], "nested": {"year": 2020}}),
     Record("r07", "video", None, "v.mp4", {"year": True, "tags": ["bird", "cat"], "a.b": 1}),
     Record("r08", "text", "", None, {}),
@@ -75,8 +89,8 @@ def search_ids(store: MultimodalStore, f) -> set[str]:
 
 
 def catalog_ids(store: MultimodalStore, f) -> set[str]:
-    keys = store._catalog.matching_keys(*compile_filter(f))
-    return {r.id for r in store._catalog.records_by_keys(keys.tolist()).values()}
+    keys = store._generations.catalog.matching_keys(*compile_filter(f))
+    return {r.id for r in store._generations.catalog.records_by_keys(keys.tolist()).values()}
 
 
 def reference_ids(f, records=RECORDS) -> set[str]:
@@ -171,10 +185,14 @@ CASES = [
     ({"$and": [{"lang": "en"}, {"year": {"$gt": 2020}}]}, ids(1, 9)),
     ({"$or": [{"lang": "fr"}, {"tags": {"$contains": "bird"}}]}, ids(2, 7)),
     ({"lang": "en", "flag": {"$exists": True}}, ids(0, 1)),
-    ({"$or": [{"$and": [{"modality": "audio"}, {"start": {"$gte": 2}}]}, {"$not": {"year": {"$exists": True}}}]},
-     ids(5, 8)),
-    ({"$and": [{"year": {"$gte": 2019}}, {"$not": {"tags": "cat"}}], "modality": {"$ne": "video"}},
-     ids(1, 2, 4, 9, 10, 11)),
+    (
+        {"$or": [{"$and": [{"modality": "audio"}, {"start": {"$gte": 2}}]}, {"$not": {"year": {"$exists": True}}}]},
+        ids(5, 8),
+    ),
+    (
+        {"$and": [{"year": {"$gte": 2019}}, {"$not": {"tags": "cat"}}], "modality": {"$ne": "video"}},
+        ids(1, 2, 4, 9, 10, 11),
+    ),
     ({"$or": [{"id": "r00"}], "$and": [{"id": "r01"}]}, set()),
     ({"missing_key": {"$ne": 1}, "lang": "fr"}, ids(2)),
     ({"missing_key": 1}, set()),
@@ -203,8 +221,22 @@ def test_every_operator_is_covered_by_the_cases():
 
     for f, _ in CASES:
         walk(f)
-    assert used == {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists", "$contains", "$icontains",
-                    "$and", "$or", "$not"}
+    assert used == {
+        "$eq",
+        "$ne",
+        "$gt",
+        "$gte",
+        "$lt",
+        "$lte",
+        "$in",
+        "$nin",
+        "$exists",
+        "$contains",
+        "$icontains",
+        "$and",
+        "$or",
+        "$not",
+    }
 
 
 @pytest.mark.parametrize("f, _", CASES[::5], ids=[canonical_filter(f) for f, _ in CASES[::5]])
@@ -358,8 +390,13 @@ def test_random_filters_agree_with_the_reference():
     with MultimodalStore() as random_store:
         random_store.create_space("v", 4)
 
-        @settings(max_examples=250, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @settings(
+            max_examples=250,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
         @given(case=_cases())
         def check(case):
             records, f = case

@@ -107,7 +107,7 @@ def test_store_reopens_memory_mapped_with_on_disk_lists(built) -> None:
     with MultimodalStore.open(built[0]) as store:
         info = store.info()["spaces"]
         assert info["clip"]["memory_mapped"] and info["clip"].get("on_disk_lists", False)
-        assert isinstance(store._spaces["clip"].table._vectors, np.memmap)
+        assert isinstance(store._generations.spaces["clip"].table._vectors, np.memmap)
         mapped = store.search("clip", np.ones(32), k=10)
     with MultimodalStore.open(built[0], mmap=False) as store:  # lists copied into memory: same answers
         assert not store.info()["spaces"]["clip"].get("on_disk_lists", False)
@@ -119,8 +119,8 @@ def test_on_disk_index_answers_like_an_in_memory_index_with_the_same_quantizer(b
     vectors = source[2][space]
     queries = vectors[::997] + 0.01
     with MultimodalStore.open(built[0]) as store:
-        index = store._spaces[space].index
-        keys = np.asarray(store._spaces[space].table.keys)
+        index = store._generations.spaces[space].index
+        keys = np.asarray(store._generations.spaces[space].table.keys)
         in_memory = ondisk._empty_clone(index)
         in_memory.add_with_ids(normalised(vectors) if space == "clip" else vectors, keys)
         prepared = normalised(queries) if space == "clip" else queries
@@ -183,7 +183,7 @@ def test_deletes_and_upserts_leave_the_lists_on_disk_and_save_as_a_segment_and_t
         kept = [h.record.id for h in before if h.record.id != gone]
         assert [h.record.id for h in after[:9]] == kept  # same quantizer, same codes
         store.upsert([Record("fresh", "text", text="new")], {"clip": vectors["clip"][40:41]})
-        clip = store._spaces["clip"]
+        clip = store._generations.spaces["clip"]
         assert clip.index.ntotal == len(records) and len(clip.recent) == 1 and store.count("clip") == len(records)
         assert [h.record.id for h in store.search("clip", vectors["clip"][40], k=1)] == ["fresh"]  # exact beside
         latest = store.search("clip", vectors["clip"][40], k=10)
@@ -227,7 +227,7 @@ def test_sharded_serving_equals_unsharded(built, source) -> None:
             for a, b in zip(plain, sharded):
                 assert {h.record.id for h in a} == {h.record.id for h in b}
                 np.testing.assert_allclose([h.score for h in a], [h.score for h in b], rtol=1e-5)
-            store._spaces["clip"].unshard()
+            store._generations.spaces["clip"].unshard()
         with pytest.raises(InvalidInputError, match="only IVF"):
             store.shard("small", 2)
         with pytest.raises(InvalidInputError, match="positive"):

@@ -115,7 +115,7 @@ def integrity_check(store: MultimodalStore) -> None:
     """FTS5's own check that the index holds exactly the terms of the records' text (raises if not)."""
     from mm_rag.store import lexical
 
-    store._catalog._db.execute(lexical.CHECK)
+    store._generations.catalog._db.execute(lexical.CHECK)
 
 
 def test_the_index_follows_upserts_deletes_clear_rollback_save_and_reopen(tmp_path) -> None:
@@ -174,8 +174,8 @@ def test_a_catalog_from_before_the_index_gets_it_on_open(tmp_path) -> None:
     path = tmp_path / "store"
     with text_store(CORPUS, path) as store:
         store.save()
-        store._catalog._db.execute("DROP TABLE records_text")  # as an older mm-rag wrote it
-        store._catalog._db.execute("DROP VIEW records_with_text")
+        store._generations.catalog._db.execute("DROP TABLE records_text")  # as an older mm-rag wrote it
+        store._generations.catalog._db.execute("DROP VIEW records_with_text")
     with MultimodalStore.open(path) as store:
         integrity_check(store)
         assert store.search_text("cherry", k=1)[0].record.id == "c"

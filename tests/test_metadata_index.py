@@ -66,7 +66,7 @@ def _filters() -> list[dict]:
 @pytest.mark.parametrize("f", _filters(), ids=canonical_filter)
 def test_index_answers_like_the_scan_and_the_reference(sparse, f):
     store, records = sparse
-    indexed, scanned = both(store._catalog, f)
+    indexed, scanned = both(store._generations.catalog, f)
     assert indexed == scanned
     assert [r.id for r in store.find(f)] == [r.id for r in records if matches(f, r)]
 
@@ -88,10 +88,10 @@ def test_index_follows_deletes_replacements_and_clear(sparse):
     live += store.get(["r40", "x"])
     for f in ({"rare": {"$exists": True}}, {"rare": "new"}, {"rare": 1}, {"rare": {"$contains": 1}}):
         assert {r.id for r in store.find(f)} == {r.id for r in live if matches(f, r)}
-    rows = store._catalog._db.execute(f"SELECT count(DISTINCT rec) FROM {INDEX_TABLE}").fetchone()[0]
+    rows = store._generations.catalog._db.execute(f"SELECT count(DISTINCT rec) FROM {INDEX_TABLE}").fetchone()[0]
     assert rows == len(live)  # no rows of deleted or replaced records remain
     store.clear()
-    assert store._catalog._db.execute(f"SELECT count(*) FROM {INDEX_TABLE}").fetchone()[0] == 0
+    assert store._generations.catalog._db.execute(f"SELECT count(*) FROM {INDEX_TABLE}").fetchone()[0] == 0
 
 
 def test_a_catalog_without_the_index_is_indexed_when_opened(tmp_path):

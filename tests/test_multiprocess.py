@@ -150,7 +150,7 @@ def test_two_handles_in_one_process_take_turns_too(seeded) -> None:
 def test_a_commit_made_without_the_lock_is_never_overwritten(seeded) -> None:
     """A writer that ignores write.lock (an older mm-rag, a file system without locks) is caught at save."""
     with MultimodalStore.open(seeded) as honest, MultimodalStore.open(seeded) as rogue:
-        rogue._write_lock = _NoLock()
+        rogue._generations.write_lock = _NoLock()
         rogue.create_space("extra", 4)  # in memory only until its save
         add(honest, ids("honest", 5))
         honest.save()
@@ -214,12 +214,12 @@ def test_four_processes_of_add_upsert_delete_rounds_leave_a_consistent_store(tmp
         # exactly the files of the last commit remain: no writer left another's space files behind
         listed = {
             file
-            for name, entry in store._manifest["spaces"].items()
+            for name, entry in store._generations.manifest["spaces"].items()
             for file in SpaceEntry.from_json(name, entry).files.names()
         }
         assert {file.name for file in (path / "spaces").iterdir()} == listed
         if merging:
-            segments = SpaceEntry.from_json("s", store._manifest["spaces"]["s"]).files.segments
+            segments = SpaceEntry.from_json("s", store._generations.manifest["spaces"]["s"]).files.segments
             assert any(".s0." not in segment.keys for segment in segments)  # a merged segment is part of it
 
 
@@ -273,28 +273,32 @@ def test_a_search_racing_a_commit_is_not_short_of_k(seeded) -> None:
         nearest = [hit.record.id for hit in reader.search("s", vector("seed-5"), k=5)]
         writer.call("delete", nearest[:3])
         writer.call("save")
-        real_sync, calls = reader._sync, []
-        reader._sync = lambda: calls.append(1) if len(calls) == 0 else real_sync()  # the first check misses it
+        real_sync, calls = reader._generations.sync, []
+        reader._generations.sync = lambda: (
+            calls.append(1) if len(calls) == 0 else real_sync()
+        )  # the first check misses it
         hits = reader.search("s", vector("seed-5"), k=5)
         assert len(calls) == 1 and len(hits) == 5 and not {hit.record.id for hit in hits} & set(nearest[:3])
 
 
 def test_a_commit_that_appends_is_applied_in_memory_one_that_rewrites_the_space_reopens_it(seeded) -> None:
     with MultimodalStore.open(seeded, mmap=False) as reader, StoreProcess(seeded) as writer:
-        held = dict(reader._spaces)
+        held = dict(reader._generations.spaces)
         writer.call("add", ids("small", 6))
         writer.call("add", ["seed-8"], 3)  # an upsert: a new key for an old record
         writer.call("delete", ["seed-1", "seed-2"])
         writer.call("save")  # a segment and a tombstone file
         assert check(reader)["problems"] == []  # caught up by reading only them...
-        assert reader._spaces["s"] is held["s"] and reader._spaces["t"] is held["t"]  # ...into the same spaces
+        assert (
+            reader._generations.spaces["s"] is held["s"] and reader._generations.spaces["t"] is held["t"]
+        )  # ...into the same spaces
         assert check(reader) == check(MultimodalStore.open(seeded))
         writer.call("add", ids("bulk", 60))  # a larger segment: still applied in memory
         writer.call("save")
-        assert check(reader)["problems"] == [] and reader._spaces["s"] is held["s"]
+        assert check(reader)["problems"] == [] and reader._generations.spaces["s"] is held["s"]
         writer.call("delete", [f"seed-{i}" for i in range(10, 30)])  # dead rows past DEAD_SHARE: rewritten whole
         writer.call("save")
-        assert check(reader)["problems"] == [] and reader._spaces["s"] is not held["s"]
+        assert check(reader)["problems"] == [] and reader._generations.spaces["s"] is not held["s"]
         assert reader.count() == 100 + 6 - 2 + 60 - 20
         assert check(reader) == check(MultimodalStore.open(seeded))
 
@@ -309,12 +313,12 @@ def test_hnsw_spaces_are_patched_with_tombstones(tmp_path) -> None:
         )
         store.save()
     with MultimodalStore.open(path, mmap=False) as reader, StoreProcess(path) as writer:
-        held = reader._spaces["s"]
+        held = reader._generations.spaces["s"]
         writer.call("delete", ["seed-3"])
         late = ids("late", 2)
         writer.call("upsert", [Record(i, "text") for i in late], {"s": np.stack([vector(i) for i in late])})
         writer.call("save")
-        assert reader.count("s") == 51 and reader.get(["seed-3"]) == [] and reader._spaces["s"] is held
+        assert reader.count("s") == 51 and reader.get(["seed-3"]) == [] and reader._generations.spaces["s"] is held
         assert reader.search("s", vector("seed-7"), k=1)[0].record.id == "seed-7"
         assert reader.search("s", vector("late-1"), k=1)[0].record.id == "late-1"
         assert "seed-3" not in {hit.record.id for hit in reader.search("s", vector("seed-3"), k=50)}

@@ -54,7 +54,7 @@ class Counts:
     """The catalog's capped counter, recording each cap asked for."""
 
     def __init__(self, store: MultimodalStore) -> None:
-        self.catalog, self.caps = store._catalog, []
+        self.catalog, self.caps = store._generations.catalog, []
 
     def __call__(self, select: str, params: list, cap: int) -> int:
         self.caps.append(cap)
@@ -76,8 +76,8 @@ def test_broad_terms_are_checked_per_candidate_and_the_keys_are_the_same(store_p
     with MultimodalStore.open(store_path) as store:
         select, params = plan_filter(filter, Counts(store))
         assert "EXISTS" in select  # the broad term became a check of each candidate
-        expected = store._catalog.matching_keys(*compile_filter(filter))
-        assert store._catalog.keys_of(select, params).tolist() == expected.tolist()
+        expected = store._generations.catalog.matching_keys(*compile_filter(filter))
+        assert store._generations.catalog.keys_of(select, params).tolist() == expected.tolist()
         assert 0 < len(expected) <= 150
         assert [r.id for r in store.find(filter)] == [f"r{k}" for k in expected.tolist()]  # keys are 0-based ids
 
@@ -89,8 +89,8 @@ def test_terms_of_similar_size_are_all_looked_up(store_path: Path) -> None:
         # the smaller one drives, read from the value index alone; the other is looked up too, not checked
         assert select.startswith("SELECT DISTINCT r.key FROM (SELECT rec AS key FROM meta_values WHERE")
         assert "EXISTS" not in select and "FROM records" not in select and select.count(" IN (SELECT rec") == 1
-        expected = store._catalog.matching_keys(*compile_filter(filter))
-        assert store._catalog.keys_of(select, params).tolist() == expected.tolist() and len(expected) == 30
+        expected = store._generations.catalog.matching_keys(*compile_filter(filter))
+        assert store._generations.catalog.keys_of(select, params).tolist() == expected.tolist() and len(expected) == 30
 
 
 def test_a_single_term_or_no_second_lookup_is_compiled_as_it_is(store_path: Path) -> None:
@@ -104,7 +104,7 @@ def test_a_single_term_or_no_second_lookup_is_compiled_as_it_is(store_path: Path
             "SELECT DISTINCT r.key FROM (SELECT rec AS key FROM meta_values WHERE field = ? AND kind = 3 AND value IN (?)"
             " UNION ALL SELECT rec AS key FROM meta_values WHERE field = ? AND kind = 4 AND value IN (?)) AS r"
         )
-        assert store._catalog.keys_of(select, params).tolist() == [7, 1007, 2007, 3007, 4007]
+        assert store._generations.catalog.keys_of(select, params).tolist() == [7, 1007, 2007, 3007, 4007]
         assert counts.caps == []  # nothing to choose between: nothing estimated
 
 

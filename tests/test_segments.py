@@ -335,7 +335,7 @@ while True:
     store.delete(sorted(set(round_ids(number - 1)) - set(round_ids(number))))
     print(f"saving {number}", flush=True)
     store.save()
-    files = store._spaces["s"].files
+    files = store._generations.spaces["s"].files
     merged = sum(".s0." not in segment.keys for segment in files.segments)
     print(f"saved {number} {merged} {files.keys}", flush=True)
 """

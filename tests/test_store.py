@@ -418,7 +418,7 @@ def test_compressed_indices_are_refined_with_the_exact_vectors(store, metric):
     base, queries = vecs(12_000, 32), vecs(20, 32, seed=3)
     store.create_space("pq", 32, metric, "IVF16,PQ4")  # 4 bytes per vector: a coarse ranking on its own
     store.upsert(recs(12_000), {"pq": base})
-    space = store._spaces["pq"]
+    space = store._generations.spaces["pq"]
     assert space.index is not None and space.spec == "IVF16,PQ4"  # trained, so the index path is taken
     _, exact_rows = brute_force(metric, queries, base, 10)
     prepared = space.prepare(queries, len(queries), "search")
@@ -680,7 +680,7 @@ def test_bad_upsert_changes_nothing(name, threaded, monkeypatch):
 def test_a_space_changed_between_the_checks_and_the_write_is_checked_again(monkeypatch):
     """Vectors are checked before the write lock is taken; a space recreated meanwhile (by another process)
     gets them checked again against its new configuration."""
-    check = store_module._check
+    check = store_module.check_vectors
 
     with MultimodalStore() as store:
 
@@ -691,7 +691,7 @@ def test_a_space_changed_between_the_checks_and_the_write_is_checked_again(monke
             return checked
 
         store.create_space("s", 4)
-        monkeypatch.setattr(store_module, "_check", then_recreate)
+        monkeypatch.setattr(store_module, "check_vectors", then_recreate)
         store.add([Record("a", "text")], {"s": [[3.0, 0.0, 0.0, 4.0]]})
         assert store.vectors("s", ["a"])["a"].tolist() == [3.0, 0.0, 0.0, 4.0]
 
@@ -706,7 +706,7 @@ def test_an_add_inside_a_held_write_lock_completes(monkeypatch, threaded):
     done = threading.Event()
 
     def nested_add():
-        with store._writing():
+        with store._generations.writing():
             store.add(recs(30), {"s": vecs(30, 8)})
         done.set()
 

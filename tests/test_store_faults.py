@@ -79,12 +79,12 @@ def test_a_full_disk_during_save_keeps_the_last_commit_and_the_changes(saved, mo
 
 def test_sqlite_running_out_of_pages_loses_no_commit(saved) -> None:
     store = MultimodalStore.open(saved)
-    pages = store._catalog._db.execute("PRAGMA page_count").fetchone()[0]
+    pages = store._generations.catalog._db.execute("PRAGMA page_count").fetchone()[0]
     add(store, [f"big-first-{i}" for i in range(200)])
     store.save()
-    grown = store._catalog._db.execute("PRAGMA page_count").fetchone()[0]
+    grown = store._generations.catalog._db.execute("PRAGMA page_count").fetchone()[0]
     # SQLite's own "disk is full", about two and a half batches from now
-    store._catalog._db.execute(f"PRAGMA max_page_count = {grown + (grown - pages) * 5 // 2}")
+    store._generations.catalog._db.execute(f"PRAGMA max_page_count = {grown + (grown - pages) * 5 // 2}")
     with pytest.raises(StoreWriteError, match="full") as raised:
         for batch in range(50):  # until the catalog cannot grow
             add(store, [f"big-{batch}-{i}" for i in range(200)])
@@ -98,7 +98,7 @@ def test_sqlite_running_out_of_pages_loses_no_commit(saved) -> None:
     assert committed > 1  # some batches fitted before the catalog was full
     if store.unsaved:  # SQLite kept the transaction: with room again, the same changes save
         assert "are kept" in str(raised.value)
-        store._catalog._db.execute("PRAGMA max_page_count = 1000000")
+        store._generations.catalog._db.execute("PRAGMA max_page_count = 1000000")
         store.save()
         assert store.info()["generation"] == committed + 1
     expected = store.count()
@@ -258,4 +258,4 @@ def _assert_consistent(store: MultimodalStore, ids: set[str]) -> None:
     # the keyword index: each record by its own id ("record", in every text, carries no information to match)
     assert {hit.record.id for hit in store.search_text(" ".join(sorted(ids)), k=100)} == ids
     assert {r.id for r in store.find({"version": 0})} == ids  # the metadata index
-    store._catalog._db.execute(lexical.CHECK)  # FTS5 agrees with its content
+    store._generations.catalog._db.execute(lexical.CHECK)  # FTS5 agrees with its content

@@ -371,7 +371,7 @@ class StoreModel(RuleBasedStateMachine):
         first."""
         expected = [i for i, record in self.records.items() if reference_matches(filter, record)]
         assert [record.id for record in self.store.find(filter)] == expected, filter
-        catalog = self.store._catalog
+        catalog = self.store._generations.catalog
         indexed = catalog.matching_keys(*compile_filter(filter))
         scanned = catalog.matching_keys(*compile_filter(filter, indexed=False))
         assert indexed.tolist() == scanned.tolist(), filter

@@ -57,7 +57,7 @@ def hnsw_row(b: Bench) -> dict[str, Any]:
     records = make_records(0, b.n)
     t_mm, _ = timed(lambda: hstore.add(records, {"clip": x}))
     del records
-    hown = hstore._spaces["clip"].index  # benchmark only (private attribute)
+    hown = hstore._generations.spaces["clip"].index  # benchmark only (private attribute)
     inner = faiss.downcast_index(hown.index)
     hnsw_raw.hnsw.efSearch = inner.hnsw.efSearch
     row = latency(
@@ -95,7 +95,7 @@ def run(b: Bench) -> None:
     k, dim = b.k, b.dim
     rows: dict[str, dict[str, Any]] = {}
     raw, store = b.raw_flat, b.mm_store
-    own = store._spaces["clip"].index  # benchmark only: the store's own Faiss index
+    own = store._generations.spaces["clip"].index  # benchmark only: the store's own Faiss index
     rows["Flat"] = latency(
         b,
         {
@@ -112,7 +112,7 @@ def run(b: Bench) -> None:
     mapped_wrapper = faiss.read_index(str(index_file), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
     mapped_raw = faiss.downcast_index(mapped_wrapper.index)
     mapped_store = MultimodalStore.open(b.mm_path, mmap=True)
-    mapped_own = mapped_store._spaces["clip"].index  # benchmark only (private attribute)
+    mapped_own = mapped_store._generations.spaces["clip"].index  # benchmark only (private attribute)
     rows["Flat, same mapped file"] = latency(
         b,
         {

@@ -356,6 +356,10 @@ class Catalog:
         with self._mutex:
             return lexical.keywords(self._db, query, self._stop_words())
 
+    def keyword_settings(self) -> dict[str, Any]:
+        """How the keyword index reads words: ``{"stemming": ..., "languages": [...]}``."""
+        return {"stemming": self.stemming(), "languages": list(self.keyword_languages())}
+
     def keyword_languages(self) -> tuple[str, ...]:
         languages = self.setting(KEYWORD_LANGUAGES)
         return DEFAULT_LANGUAGES if languages is None else tuple(languages)
@@ -391,6 +395,11 @@ class Catalog:
         if len(keys) > 1 and (keys[1:] < keys[:-1]).any():  # group_concat's order is SQLite's, not promised
             keys.sort()
         return keys
+
+    def keys_among(self, keys: np.ndarray, condition: str, params: list[Any]) -> np.ndarray:
+        """Sorted keys among `keys` of the records meeting `condition` (on ``r``, e.g. `planner.check_each`)."""
+        select = f"SELECT r.key FROM records AS r WHERE r.key IN (SELECT value FROM json_each(?)) AND ({condition})"
+        return self.keys_of(select, [json.dumps(keys.tolist()), *params])
 
     def matching_keys(self, condition: str, params: list[Any]) -> np.ndarray:
         """Sorted keys of the records matching a condition from `mm_rag.filters.compile_filter` (unplanned)."""

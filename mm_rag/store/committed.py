@@ -1,9 +1,14 @@
 """A store directory shared by processes: its committed generations, the write lock, catching up, saving.
 
-`CommittedStore` holds what every handle of a store directory shares with the others through the files: the
-catalog connection, the manifest of the generation this handle shows, the spaces of that generation, and the
-inter-process write lock. Its subclass `MultimodalStore` is the records-and-vectors API built on it; the rules
-of who may write and who sees what are in `MultimodalStore`'s documentation.
+`Generations` holds what a handle of a store directory shares with the others through the files: the catalog
+connection, the manifest of the generation this handle shows, the spaces of that generation with this handle's
+unsaved changes, and the inter-process write lock. `mm_rag.store.store.MultimodalStore` is the records-and-
+vectors API composed of it; the rules of who may write and who sees what are in its documentation.
+
+The interface: read `spaces`, `catalog` and `manifest` under ``lock.reading()`` after `sync`; change them only
+inside `writing` (the write lock, then the thread lock), through `put_space`, `remove_space`, `adopt`,
+`take_keys` and the catalog's writes, each change announced with `changed`; `save` commits them. `edition`
+counts what searches can see change (a change here, or a commit loaded from another process), for caches.
 """
 
 from __future__ import annotations
@@ -16,11 +21,10 @@ import tempfile
 import threading
 import warnings
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -42,6 +46,7 @@ from mm_rag.store.manifest import (
     WRITE_LOCK,
     SpaceEntry,
     check_format,
+    copy_store,
     empty_manifest,
     new_manifest,
     read_json,
@@ -55,8 +60,9 @@ DEFAULT_LOCK_TIMEOUT = 60.0
 _OPEN_ATTEMPTS = 5
 
 
-class CommittedStore:
-    """The committed state of a store directory as one handle sees it, and the rules for changing it.
+class Generations:
+    """The committed state of a store directory as one handle sees it, its unsaved changes, and the rules for
+    changing it.
 
     See `MultimodalStore` for the arguments and the model: one writer at a time across processes (the write
     lock from a handle's first change to its save), every read first catching up with newer commits.
@@ -71,40 +77,39 @@ class CommittedStore:
     ) -> None:
         if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout >= 0:
             raise InvalidInputError(f"lock_timeout must be a non-negative number of seconds, got {lock_timeout!r}")
-        self._temporary = path is None
+        self.temporary = path is None
         self.path = Path(tempfile.mkdtemp(prefix="mm-rag-store-") if path is None else path).resolve()
-        if self._temporary:
+        if self.temporary:
             self._cleanup = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
-        self._read_only = self.path.is_dir() and not os.access(self.path, os.W_OK)
-        if not self._read_only:
+        self.read_only = self.path.is_dir() and not os.access(self.path, os.W_OK)
+        if not self.read_only:
             try:
                 (self.path / SPACES_DIR).mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise StoreFormatError(f"cannot create a store at {self.path}: {error}") from error
         self.lock_timeout = float(lock_timeout)
-        self._lock = ReadWriteLock()
-        self._write_lock = StoreWriteLock(self.path / WRITE_LOCK)
+        self.lock = ReadWriteLock()
+        self.write_lock = StoreWriteLock(self.path / WRITE_LOCK)
         self._writes = 0  # depth of nested `_writing` blocks: the write lock goes with the outermost
         self._sync_mutex = threading.Lock()
         self._acquiring = threading.Lock()
         self._behind = False  # holding the write lock, but not yet on the commit made before it was taken
         self._mmap = mmap
-        self._filter_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._filter_cache_lock = threading.Lock()
+        self.edition = 0  # grows whenever what a search sees may have changed
         self._dirty_spaces: set[str] = set()
         self._adopted: dict[str, SpaceEntry] = {}  # spaces built in place by mm_rag.indexbuild, until saved
         self._closed = False
-        self._unsaved = False
-        self._manifest = empty_manifest()
+        self.unsaved = False
+        self.manifest = empty_manifest()
         self._next_key = 0
-        self._spaces: dict[str, Space] = {}
+        self.spaces: dict[str, Space] = {}
         self._connect()
         try:
             self._catch_up()
         except BaseException:
-            self._catalog.close()
+            self.catalog.close()
             raise
-        if not (self.path / MANIFEST).exists() and not self._read_only:
+        if not (self.path / MANIFEST).exists() and not self.read_only:
             self._write_manifest_file()
 
     def _connect(self) -> None:
@@ -121,18 +126,18 @@ class CommittedStore:
             saved_generation = described.get("generation", 0)
         if saved_generation and not catalog_file.is_file():  # else a new, empty catalog would replace the store
             raise StoreFormatError(f"{self.path} has {MANIFEST} but no {CATALOG}: the store is damaged")
-        if self._read_only and not catalog_file.is_file():
+        if self.read_only and not catalog_file.is_file():
             raise StoreFormatError(f"no mm-rag store at {self.path}, and the folder is read-only")
         try:
-            self._catalog = Catalog(catalog_file, read_only=self._read_only)
-            self._seen_version = self._catalog.data_version()
-            manifest = self._catalog.setting("manifest")
+            self.catalog = Catalog(catalog_file, read_only=self.read_only)
+            self._seen_version = self.catalog.data_version()
+            manifest = self.catalog.setting("manifest")
         except sqlite3.DatabaseError as error:
             if isinstance(error, sqlite3.OperationalError):  # locked, unreadable…: not a damaged file
                 raise
             raise StoreFormatError(f"{catalog_file} is damaged or not an SQLite catalog: {error}") from error
         if manifest is None and saved_generation:  # an emptied (e.g. zero-length) or replaced catalog
-            self._catalog.close()
+            self.catalog.close()
             raise StoreFormatError(
                 f"{catalog_file} holds no manifest but {MANIFEST} records saved generation"
                 f" {saved_generation}: the catalog is damaged"
@@ -140,7 +145,7 @@ class CommittedStore:
 
     def _committed(self) -> dict[str, Any]:
         """The manifest the catalog holds now (a new store's when none was committed yet)."""
-        manifest = self._catalog.setting("manifest")
+        manifest = self.catalog.setting("manifest")
         if manifest is None:
             return empty_manifest()
         check_format(manifest, self.path / CATALOG)
@@ -155,15 +160,15 @@ class CommittedStore:
         dropped (the catalog's transaction must be rolled back already) and every changed space reopened.
         """
         for attempt in range(_OPEN_ATTEMPTS):
-            version = self._catalog.data_version()  # before the manifest: a later commit is noticed next time
+            version = self.catalog.data_version()  # before the manifest: a later commit is noticed next time
             manifest = self._committed()
-            if manifest["generation"] == self._manifest["generation"] and not discard:
+            if manifest["generation"] == self.manifest["generation"] and not discard:
                 self._seen_version = version
                 return False
             entries = _entries(manifest)
             kept = {
                 name: space
-                for name, space in self._spaces.items()
+                for name, space in self.spaces.items()
                 if name not in self._dirty_spaces
                 and name not in self._adopted
                 and name in entries
@@ -177,7 +182,7 @@ class CommittedStore:
                     if name in kept:
                         spaces[name] = kept[name]
                         continue
-                    ours = None if discard else self._spaces.get(name)
+                    ours = None if discard else self.spaces.get(name)
                     change = None if ours is None else segments.read_changes(self.path, ours, entry)
                     if change is not None:
                         spaces[name], changes[name] = ours, change
@@ -187,32 +192,39 @@ class CommittedStore:
                 if attempt + 1 == _OPEN_ATTEMPTS or self._committed()["generation"] == manifest["generation"]:
                     raise
                 continue  # its files were replaced by a newer commit meanwhile: read that one
-            with self._lock.writing():
-                if not discard and (self._unsaved or manifest["generation"] <= self._manifest["generation"]):
+            with self.lock.writing():
+                if not discard and (self.unsaved or manifest["generation"] <= self.manifest["generation"]):
                     return False  # another thread caught up meanwhile (and may have changed things since)
                 for name, change in changes.items():  # what a commit wrote: applied while searches wait
                     segments.apply(spaces[name], change)
-                self._manifest = manifest
+                self.manifest = manifest
                 self._next_key = int(manifest["next_key"])
-                self._spaces = spaces
+                self.spaces = spaces
                 self._dirty_spaces.clear()
                 self._adopted.clear()
-                self._filter_cache.clear()
-                self._unsaved = False
+                self.edition += 1
+                self.unsaved = False
                 self._seen_version = version
             return True
         raise AssertionError("unreachable")
 
-    def _sync(self) -> None:
+    def sync(self) -> None:
         """Catch up with commits other processes made since this handle last looked (one pragma when none)."""
-        if self._write_lock.held or self._closed or self._catalog.data_version() == self._seen_version:
+        if self.write_lock.held or self._closed or self.catalog.data_version() == self._seen_version:
             return  # a handle holding the write lock is the latest state: nobody else can commit
         with self._sync_mutex:  # one thread loads; the others wait for it rather than load the same files
-            if not self._write_lock.held and self._catalog.data_version() != self._seen_version:
+            if not self.write_lock.held and self.catalog.data_version() != self._seen_version:
                 self._catch_up()
 
     @contextmanager
-    def _writing(self) -> Iterator[None]:
+    def reading(self) -> Iterator[None]:
+        """The latest commit (caught up with other processes'), held still by the thread lock for reading."""
+        self.sync()
+        with self.lock.reading():
+            yield
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
         """Exclusive access for a change: the store's write lock on the latest commit, then the thread lock.
 
         The store's lock is awaited before the thread lock, so this process's searches go on meanwhile; it is
@@ -220,8 +232,8 @@ class CommittedStore:
         """
         while True:
             self._take_write_lock()
-            with self._lock.writing():
-                if not self._write_lock.held:  # another thread of this handle saved and let go meanwhile
+            with self.lock.writing():
+                if not self.write_lock.held:  # another thread of this handle saved and let go meanwhile
                     continue
                 if self._behind:
                     self._catch_up()  # cheap when the thread that took the lock has done it already
@@ -231,32 +243,32 @@ class CommittedStore:
                     yield
                 finally:
                     self._writes -= 1
-                    if not self._writes and not self._unsaved:
-                        self._write_lock.release()
+                    if not self._writes and not self.unsaved:
+                        self.write_lock.release()
                 return
 
     def _take_write_lock(self) -> None:
-        self._check_open()
-        if self._write_lock.held:
+        self.check_open()
+        if self.write_lock.held:
             return
         with self._acquiring:  # one thread of this handle waits for the lock; the others wait for it
-            if self._write_lock.held:
+            if self.write_lock.held:
                 return
-            if self._read_only:
+            if self.read_only:
                 raise ReadOnlyStoreError(
                     f"store {self.path} is read-only (its folder cannot be written): it can be searched but not changed"
                 )
-            self._write_lock.acquire(self.lock_timeout, self.path)
+            self.write_lock.acquire(self.lock_timeout, self.path)
             self._behind = True
             try:
                 self._catch_up()  # spaces load outside the thread lock: searches go on
             except BaseException:
-                self._write_lock.release()
+                self.write_lock.release()
                 raise
             self._behind = False
 
     @contextmanager
-    def _catalog_writes(self) -> Iterator[None]:
+    def catalog_writes(self) -> Iterator[None]:
         """Turn SQLite's write failures into our errors, and never keep changes SQLite rolled back."""
         try:
             yield
@@ -270,8 +282,8 @@ class CommittedStore:
 
     def _fail(self, what: str, error: BaseException, errno_: int | None = None) -> NoReturn:
         """Raise `StoreWriteError`; if SQLite rolled the transaction back, first drop the unsaved changes it held."""
-        lost = self._unsaved and not self._catalog.dirty
-        generation = self._manifest["generation"]
+        lost = self.unsaved and not self.catalog.dirty
+        generation = self.manifest["generation"]
         if lost:
             self._discard()
         if lost:
@@ -279,7 +291,7 @@ class CommittedStore:
                 "this handle's unsaved changes were lost with the transaction SQLite rolled back, and it shows"
                 f" generation {generation} again: apply them again"
             )
-        elif self._unsaved:
+        elif self.unsaved:
             kept = "the unsaved changes are kept: save again once the cause is fixed"
         else:
             kept = "nothing was changed"
@@ -289,60 +301,79 @@ class CommittedStore:
         failure.errno = errno_ if errno_ is not None else getattr(error, "errno", None)
         raise failure from error
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
         if self._closed:
             raise InvalidInputError(f"store {self.path} is closed")
 
-    @property
-    def temporary(self) -> bool:
-        """Whether this store lives in a temporary directory deleted on `close` (nothing to `save` in place)."""
-        return self._temporary
+    # --- changes (inside `writing`) ---------------------------------------------------------------------
+    def changed(self, space: str | None) -> None:
+        """Record a change: of the catalog only (`space` None), or also of that space's vectors or configuration."""
+        self.edition += 1
+        if space is not None:
+            self._dirty_spaces.add(space)
+        self.unsaved = True
+
+    def take_keys(self, count: int) -> np.ndarray:
+        """`count` new record keys, never handed out before (spent even if the change using them fails)."""
+        keys = np.arange(self._next_key, self._next_key + count, dtype=np.int64)
+        self._next_key += count
+        return keys
+
+    def put_space(self, space: Space) -> None:
+        """Add a new space, or replace one by another holding the same vectors."""
+        self.spaces[space.config.name] = space
+        self.changed(space.config.name)
+
+    def remove_space(self, name: str) -> None:
+        del self.spaces[name]
+        self.changed(name)
+
+    def adopt(self, space: Space, entry: SpaceEntry) -> None:
+        """Install a space whose files `entry` names were written into ``spaces/`` already (by
+        `mm_rag.indexbuild`): the next save commits them as they are."""
+        name = entry.config.name
+        self.spaces[name] = space
+        self._adopted[name] = entry
+        self._dirty_spaces.discard(name)
+        self.changed(None)
 
     # --- persistence ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str] | None = None) -> None:
-        """Make every change durable, atomically, and let other writers in; with `path`, also write a copy there.
-
-        A temporary store needs `path`. The copy's directory must not exist yet or be empty. Without unsaved
-        changes nothing is written in place.
-
-        Raises:
-            StoreWriteError: the save failed (disk full, I/O error…): the last commit is intact, and the
-                message says whether this handle's changes are kept for another `save`.
-        """
-        if path is None and self._temporary:
+        """`MultimodalStore.save`: commit the changes as the next generation and let the write lock go."""
+        if path is None and self.temporary:
             raise InvalidInputError("save: this is a temporary store; pass a path to save it to")
         copy = path is not None and Path(path).resolve() != self.path
-        if not self._unsaved and not copy:
+        if not self.unsaved and not copy:
             return
-        if self._read_only and not self._unsaved:
-            with self._lock.reading():  # nobody can change a read-only store: the committed files stay
-                self._copy_to(Path(path))  # type: ignore[arg-type]
+        if self.read_only and not self.unsaved:
+            with self.lock.reading():  # nobody can change a read-only store: the committed files stay
+                copy_store(self.path, Path(path), self.catalog, self.manifest)  # type: ignore[arg-type]
             return
-        with self._writing():  # the write lock also keeps the committed files in place while they are copied
-            if self._unsaved:
+        with self.writing():  # the write lock also keeps the committed files in place while they are copied
+            if self.unsaved:
                 self._commit()
             if copy:
-                self._copy_to(Path(path))  # type: ignore[arg-type]
+                copy_store(self.path, Path(path), self.catalog, self.manifest)  # type: ignore[arg-type]
 
     def rollback(self) -> None:
         """Drop the changes not saved yet and show the latest committed state (this process's or another's)."""
-        with self._lock.writing():
-            self._check_open()
-            if self._unsaved:
+        with self.lock.writing():
+            self.check_open()
+            if self.unsaved:
                 self._discard()
             if not self._writes:
-                self._write_lock.release()
+                self.write_lock.release()
 
     def _discard(self) -> None:
-        self._catalog.rollback()
+        self.catalog.rollback()
         self._catch_up(discard=True)
 
     def _commit(self) -> None:
-        base = self._manifest["generation"]
+        base = self.manifest["generation"]
         generation = base + 1
         spaces_dir = self.path / SPACES_DIR
-        with self._catalog_writes():
-            self._catalog.begin()  # SQLite's write lock, from this check to the commit
+        with self.catalog_writes():
+            self.catalog.begin()  # SQLite's write lock, from this check to the commit
             theirs = self._committed()["generation"]
         if theirs != base:  # only a writer that ignores write.lock (an old mm-rag, a file system without locks)
             self._discard()
@@ -351,23 +382,23 @@ class CommittedStore:
                 f" lock, after this handle loaded generation {base}; nothing was overwritten, and this handle's"
                 " unsaved changes were dropped: apply them again"
             )
-        entries = dict(self._manifest["spaces"])
+        entries = dict(self.manifest["spaces"])
         entries.update((name, entry.to_json()) for name, entry in self._adopted.items())
         for name in list(entries):
-            if name not in self._spaces:
+            if name not in self.spaces:
                 del entries[name]
         written = {}
         try:
-            for name in sorted(self._dirty_spaces & set(self._spaces)):
-                space = self._spaces[name]
+            for name in sorted(self._dirty_spaces & set(self.spaces)):
+                space = self.spaces[name]
                 files, dead = segments.write_space(space, spaces_dir, f"{name}.{generation}")
                 written[name] = (files, dead)
                 entries[name] = SpaceEntry.describe(space.config, space.spec, spaces_dir, files, len(space)).to_json()
             fsync_path(spaces_dir)
             manifest = new_manifest(generation, self._next_key, entries)
-            with self._catalog_writes():
-                self._catalog.put_setting("manifest", manifest)
-                self._catalog.commit()  # the commit point: before it the old state, after it the new one
+            with self.catalog_writes():
+                self.catalog.put_setting("manifest", manifest)
+                self.catalog.commit()  # the commit point: before it the old state, after it the new one
         except StoreWriteError:
             self._remove_files_of(generation)
             raise
@@ -376,21 +407,21 @@ class CommittedStore:
             code = getattr(error, "errno", None) or (errno.ENOSPC if "No space left" in str(error) else None)
             self._fail(f"saving generation {generation} failed: {error}", error, code)
         for name, (files, dead) in written.items():
-            segments.saved(self._spaces[name], files, dead, self._next_key)
-        self._manifest = manifest
+            segments.saved(self.spaces[name], files, dead, self._next_key)
+        self.manifest = manifest
         self._dirty_spaces.clear()
         self._adopted.clear()
-        self._unsaved = False
+        self.unsaved = False
         try:  # the commit stands: what follows only tidies, and a failure here loses nothing
             self._write_manifest_file()
             referenced = {file for entry in _entries(manifest).values() for file in entry.files.names()}
             for file in spaces_dir.iterdir():
                 if file.name not in referenced:
                     file.unlink(missing_ok=True)
-            self._catalog.checkpoint()
+            self.catalog.checkpoint()
         except (OSError, sqlite3.Error) as error:
             warnings.warn(
-                f"store {self.path}: generation {generation} is saved, but tidying up failed: {error}", stacklevel=3
+                f"store {self.path}: generation {generation} is saved, but tidying up failed: {error}", stacklevel=4
             )
 
     def _remove_files_of(self, generation: int) -> None:
@@ -399,50 +430,20 @@ class CommittedStore:
             file.unlink(missing_ok=True)
 
     def _write_manifest_file(self) -> None:
-        write_manifest_file(self.path, self._manifest)
-
-    def _copy_to(self, target: Path) -> None:
-        if target.exists() and any(target.iterdir()):
-            raise InvalidInputError(f"save: {target} exists and is not empty")
-        staging = Path(tempfile.mkdtemp(prefix=".mm-rag-copy-", dir=target.parent if target.parent.exists() else None))
-        (staging / SPACES_DIR).mkdir()
-        self._catalog.backup_to(staging / CATALOG)
-        for entry in _entries(self._manifest).values():
-            for file in entry.files.names():
-                shutil.copyfile(self.path / SPACES_DIR / file, staging / SPACES_DIR / file)
-        write_manifest_file(staging, self._manifest)
-        if target.exists():
-            target.rmdir()
-        shutil.move(str(staging), str(target))
-
-    @property
-    def unsaved(self) -> bool:
-        """Whether there are changes that `save` has not made durable yet."""
-        return self._unsaved
-
-    @property
-    def read_only(self) -> bool:
-        """Whether the store's folder cannot be written: searches work, changes raise `ReadOnlyStoreError`."""
-        return self._read_only
+        write_manifest_file(self.path, self.manifest)
 
     def close(self) -> None:
         """Release the store. Unsaved changes are dropped (with a warning); a temporary store is deleted."""
         if self._closed:
             return
-        with self._lock.writing():
-            if self.unsaved and not self._temporary:
-                warnings.warn(f"closing store {self.path} with unsaved changes; call save() to keep them", stacklevel=2)
-            self._catalog.close()
-            self._write_lock.release()
+        with self.lock.writing():
+            if self.unsaved and not self.temporary:
+                warnings.warn(f"closing store {self.path} with unsaved changes; call save() to keep them", stacklevel=3)
+            self.catalog.close()
+            self.write_lock.release()
             self._closed = True
-        if self._temporary:
+        if self.temporary:
             self._cleanup()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _entries(manifest: dict[str, Any]) -> dict[str, SpaceEntry]:

@@ -3,21 +3,38 @@
 The catalog's copy of the manifest is the commit point; ``mmrag.json`` is a human-readable copy written after
 each commit. Space files carry the generation that wrote them in their names and are never modified, so a
 process that still reads an older generation (memory-mapped, say) is never disturbed by a newer one.
+
+Layout of a store's directory (``mmrag.json`` inside says what each file of each space is)::
+
+    mmrag.json                       manifest: format version, spaces, files, library versions
+    catalog.sqlite                   records, metadata, keys (WAL mode); holds the authoritative manifest
+    write.lock                       the writers' lock (a flock) and who holds it
+    spaces/<space>.<gen>.keys.npy, .vectors.npy   the main part's exact vectors, keyed like its index
+    spaces/<space>.<gen>.faiss       its Faiss index (absent while an IVF/PQ index awaits training)
+    spaces/<space>.<gen>.ivfdata     on-disk inverted lists of an IVF index built by `mm_rag.indexbuild`
+                                     (mapped read-only; copied into memory at the space's first change)
+    spaces/<space>.<gen>.s<n>.keys.npy, .vectors.npy   a segment: vectors added by a later save
+    spaces/<space>.<gen>.dead.npy    tombstones: keys the main part and segments still hold but were deleted
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
-from mm_rag.errors import StoreFormatError
+from mm_rag.errors import InvalidInputError, StoreFormatError
 from mm_rag.store.durable import write_atomically
 from mm_rag.store.space import SpaceConfig
+
+if TYPE_CHECKING:
+    from mm_rag.store.catalog import Catalog
 
 FORMAT = "mm-rag-store"
 FORMAT_VERSION = 2  # 2: named files and segments per space; 1 (files by position) is read too
@@ -164,3 +181,20 @@ def _library_versions() -> dict[str, str]:
     from mm_rag import __version__
 
     return {"mm_rag": __version__, "faiss": faiss.__version__, "numpy": np.__version__}
+
+
+def copy_store(source: Path, target: Path, catalog: Catalog, manifest: dict[str, Any]) -> None:
+    """Copy the generation `manifest` describes (its catalog through SQLite's backup, its space files) into the
+    directory `target`, which must not exist or be empty; the copy appears there whole or not at all."""
+    if target.exists() and any(target.iterdir()):
+        raise InvalidInputError(f"save: {target} exists and is not empty")
+    staging = Path(tempfile.mkdtemp(prefix=".mm-rag-copy-", dir=target.parent if target.parent.exists() else None))
+    (staging / SPACES_DIR).mkdir()
+    catalog.backup_to(staging / CATALOG)
+    for name, entry in manifest["spaces"].items():
+        for file in SpaceEntry.from_json(name, entry).files.names():
+            shutil.copyfile(source / SPACES_DIR / file, staging / SPACES_DIR / file)
+    write_manifest_file(staging, manifest)
+    if target.exists():
+        target.rmdir()
+    shutil.move(str(staging), str(target))

@@ -75,6 +75,24 @@ def plan_filter(filter: Filter | None, count: Counter) -> tuple[str, list[Any]]:
     return f"SELECT DISTINCT r.key FROM ({source[0]}) AS r{where}", params
 
 
+def check_each(filter: Filter) -> tuple[str, list[Any]]:
+    """``(condition, parameters)`` on ``r`` that tests one record at a time: every lookup is a seek into that
+    record's own rows of the value index, so checking a few candidate keys never reads a term's other matches.
+
+    Raises:
+        FilterError: as `compile_filter`.
+    """
+    compile_filter(filter)
+    return _per_record(filter)
+
+
+def keys_from_index(filter: Filter) -> bool:
+    """Whether `plan_filter` reads the keys straight from the value index: one test of one field, whose index
+    rows are the keys (no other term to check, the records table unvisited: the cheapest keys to collect)."""
+    terms = _conjuncts(filter)
+    return len(terms) == 1 and _is_lookup(terms[0]) and _single_lookup(terms[0]) is not None
+
+
 def _single_lookup(term: dict[str, Any]) -> tuple[str, list[Any]] | None:
     """The keys of a term that is one test of one field, as a ``SELECT`` of its index rows; else None."""
     ((key, spec),) = term.items()

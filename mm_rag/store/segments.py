@@ -125,6 +125,25 @@ def _write_main(space: Space, directory: Path, stem: str) -> list[str | None]:
     return [*names, *files]
 
 
+def describe(space: Space) -> dict[str, Any]:
+    """What ``mm-rag info`` shows of a space: its configuration, index, counts and how it is held."""
+    config = space.config
+    return {
+        "dim": config.dim,
+        "metric": config.metric,
+        "index": config.index,
+        "model": config.model,
+        "built": space.spec,
+        "vectors": len(space),
+        "trained": space.index is not None,
+        "memory_mapped": space.mapped,
+        "segments": len(space.files.segments) if space.files is not None else 0,  # saved since the main part
+        "recent_vectors": len(space.recent),  # searched exactly beside the index until folded in
+        **({"on_disk_lists": True} if space.ondisk else {}),  # an index built by mm_rag.indexbuild
+        **({"sharded": True} if space.serving is not None else {}),
+    }
+
+
 def open_space(store: Path, entry: SpaceEntry, mmap: bool | None) -> Space:
     """Open a space from the files its manifest `entry` lists, checking sizes and shapes.
 

@@ -201,6 +201,12 @@ class Space:
         found = self.table.contains(keys)
         return np.union1d(found, self.recent.contains(keys)) if len(self.recent) else found
 
+    def sample_keys(self, count: int) -> np.ndarray:
+        """Keys of about `count` live vectors drawn at random, the same ones while the space is unchanged."""
+        rng = np.random.default_rng(len(self))
+        main = round(count * len(self.table) / max(1, len(self)))
+        return np.concatenate([self.table.sample(main, rng), self.recent.sample(count - main, rng)])
+
     def take(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(keys, vectors) of the live vectors among `keys`, ascending by key."""
         main = self.table.take(keys)

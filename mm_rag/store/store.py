@@ -2,38 +2,39 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
-from mm_rag.errors import InvalidInputError, StoreFormatError, UnknownSpaceError
-from mm_rag.filters import Filter, canonical_filter, check_filter, compile_filter
+from mm_rag.errors import InvalidInputError, StoreFormatError
+from mm_rag.filters import Filter, check_filter, compile_filter
 from mm_rag.records import LEXICAL, Hit, Record, encode_records
-from mm_rag.store import indexing
+from mm_rag.store import filtered, indexing, segments, writes
 from mm_rag.store.catalog import KEYWORD_LANGUAGES
-from mm_rag.store.committed import DEFAULT_LOCK_TIMEOUT, CommittedStore
-from mm_rag.store.lexical import STEMMINGS, Keywords, Stemming
+from mm_rag.store.committed import DEFAULT_LOCK_TIMEOUT, Generations
+from mm_rag.store.lexical import Keywords, Stemming
 from mm_rag.store.manifest import CATALOG, MANIFEST, SPACES_DIR, SpaceEntry, SpaceFiles
 from mm_rag.store.overlap import both
-from mm_rag.store.planner import plan_filter
-from mm_rag.store.segments import open_space
-from mm_rag.store.space import Space, SpaceConfig, describe_model, same_model
-from mm_rag.store.stopwords import STOP_WORDS
+from mm_rag.store.space import Space, SpaceConfig
+from mm_rag.store.writes import (
+    check_keyword_settings,
+    check_records,
+    check_vectors,
+    lookup,
+    updated_config,
+)
 
 __all__ = ["CATALOG", "DEFAULT_LOCK_TIMEOUT", "MANIFEST", "SPACES_DIR", "MultimodalStore"]
 
-_FILTER_CACHE_SIZE = 64
 # Batches from this size check and add their vectors on a second thread while the records are checked and
 # written (100k x 512: 0.74-0.86 s instead of 1.03 s; 2,048 records: 18.2 against 19.8 ms; 64: 1.35 against 0.72).
 _THREADED_ADD = 2048
 
 
-class MultimodalStore(CommittedStore):
+class MultimodalStore:
     """A directory-backed store of records with one Faiss index per embedding space.
 
     ``MultimodalStore()`` is a temporary store, deleted on `close`; ``MultimodalStore(path)`` opens the store
@@ -50,19 +51,25 @@ class MultimodalStore(CommittedStore):
     another process committed, and if so loads the spaces that changed (memory-mapped where large) before
     answering; searches already running finish on the state they started with.
 
-    Layout of the directory (see `mmrag.json` inside for what each file is)::
-
-        mmrag.json                  manifest: format version, spaces, files, library versions
-        catalog.sqlite              records, metadata, keys (WAL mode); holds the authoritative manifest
-        write.lock                  the writers' lock (a flock) and who holds it
-        spaces/<space>.<gen>.faiss  the space's Faiss index (absent while an IVF/PQ index awaits training)
-        spaces/<space>.<gen>.keys.npy, .vectors.npy   exact vectors of the space, keyed like the index
-        spaces/<space>.<gen>.ivfdata  on-disk inverted lists of an IVF index built by `mm_rag.indexbuild`
-                                    (mapped read-only; copied into memory at the space's first change)
+    The directory's files are described in `mm_rag.store.manifest`; the parts of a store in DESIGN.md: its
+    committed generations and write lock (`mm_rag.store.committed`), the catalog (`mm_rag.store.catalog`),
+    each space's index and segments (`mm_rag.store.space`, `mm_rag.store.segments`), filtered search
+    (`mm_rag.store.filtered`).
 
     A store whose directory cannot be written (a read-only file system or folder) opens for searching;
     its first change raises `ReadOnlyStoreError`.
     """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        mmap: bool | None = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> None:
+        self._generations = Generations(path, mmap=mmap, lock_timeout=lock_timeout)
+        self._matching = filtered.MatchingKeys(self._generations)
+        self.path: Path = self._generations.path
 
     @classmethod
     def open(
@@ -98,75 +105,44 @@ class MultimodalStore(CommittedStore):
         """
         config = SpaceConfig(name, dim, metric, index, memory_budget, model)
         config.validate()
-        self._sync()
-        existing = self._spaces.get(name)
-        if existing is not None and _nothing_to_change(existing.config, config):
+        self._generations.sync()
+        existing = self._generations.spaces.get(name)
+        if existing is not None and updated_config(existing.config, config) is None:
             return existing.config  # no change, so no write lock: opening a store to ingest into costs nothing
-        with self._writing():
-            existing = self._spaces.get(name)
-            if existing is not None:
-                recorded = existing.config.model
-                if dataclasses.replace(existing.config, model=None) != dataclasses.replace(config, model=None):
-                    raise InvalidInputError(f"space {name!r} exists as {existing.config}, not {config}")
-                if model is not None and recorded is not None and not same_model(recorded, model):
-                    raise InvalidInputError(
-                        f"space {name!r} holds vectors of the model {describe_model(recorded)}, not of"
-                        f" {describe_model(model)}: use that model, or another space"
-                    )
-                # A space that records no model adopts this one; one that records the same model at another
-                # place, or without its fingerprint yet, learns where it was last loaded from and what it is.
-                fuller = recorded is None or bool(
-                    model and (model.get("fingerprint") or not recorded.get("fingerprint"))
-                )
-                if model is not None and fuller:
-                    existing.config = config
-                    self._changed(name)
-                return existing.config
-            self._spaces[name] = Space(config)
-            self._changed(name)
-        return config
+        with self._generations.writing():
+            existing = self._generations.spaces.get(name)
+            if existing is None:
+                self._generations.put_space(Space(config))
+                return config
+            update = updated_config(existing.config, config)
+            if update is not None:
+                existing.config = update
+                self._generations.changed(name)
+            return existing.config
 
     def drop_space(self, name: str) -> None:
         """Remove a space and its vectors (records stay in the catalog)."""
-        with self._writing():
+        with self._generations.writing():
             self._space(name)
-            del self._spaces[name]
-            self._changed(name)
+            self._generations.remove_space(name)
 
     @property
     def spaces(self) -> dict[str, SpaceConfig]:
         """Configuration of every space, by name."""
-        self._sync()
-        return {name: space.config for name, space in self._spaces.items()}
+        self._generations.sync()
+        return {name: space.config for name, space in self._generations.spaces.items()}
 
     def info(self) -> dict[str, Any]:
         """Counts, index types and files per space: what ``mm-rag info`` prints."""
-        self._sync()
-        with self._lock.reading():
+        with self._generations.reading():
             return {
                 "path": str(self.path),
-                "generation": self._manifest["generation"],
-                "read_only": self._read_only,
-                "writer": self._write_lock.holder(),  # another process writing now: pid, since, command
-                "records": self._catalog.count(),
-                "keywords": self._keyword_settings(),
-                "spaces": {
-                    name: {
-                        "dim": s.config.dim,
-                        "metric": s.config.metric,
-                        "index": s.config.index,
-                        "model": s.config.model,
-                        "built": s.spec,
-                        "vectors": len(s),
-                        "trained": s.index is not None,
-                        "memory_mapped": s.mapped,
-                        "segments": len(s.files.segments) if s.files is not None else 0,  # saved since the main part
-                        "recent_vectors": len(s.recent),  # searched exactly beside the index until folded in
-                        **({"on_disk_lists": True} if s.ondisk else {}),  # an index built by mm_rag.indexbuild
-                        **({"sharded": True} if s.serving is not None else {}),
-                    }
-                    for name, s in self._spaces.items()
-                },
+                "generation": self._generations.manifest["generation"],
+                "read_only": self._generations.read_only,
+                "writer": self._generations.write_lock.holder(),  # another process writing now: pid, since, command
+                "records": self._generations.catalog.count(),
+                "keywords": self._generations.catalog.keyword_settings(),
+                "spaces": {name: segments.describe(space) for name, space in self._generations.spaces.items()},
             }
 
     # --- writes -----------------------------------------------------------------------------------------
@@ -187,96 +163,49 @@ class MultimodalStore(CommittedStore):
             raise InvalidInputError("upsert: empty batch (no records given)")
         count, vectors = len(records), dict(vectors or {})
         threaded = bool(vectors) and count >= _THREADED_ADD
-        self._sync()
-        with self._lock.reading():
-            spaces = dict(self._spaces)  # the second thread takes no lock: one this thread holds would block it
-        (metadata, ids), checked = both(lambda: _checked(records), lambda: _check(spaces, vectors, count), threaded)
-        with self._writing():
-            for name, (config, *_) in checked.items():
-                space = self._space(name)
-                if space.config != config:  # changed since (another process recreated it): check against it
-                    checked[name] = (space.config, *space.check(vectors[name], count, "upsert"))
-            with self._catalog_writes():
-                existing = self._catalog.keys_of_ids(ids)
-                if existing:
-                    self._remove(np.fromiter(existing.values(), dtype=np.int64, count=len(existing)))
-                keys = np.arange(self._next_key, self._next_key + count, dtype=np.int64)
-                self._next_key += count  # spent even if the insert fails: a space may have seen them
-                try:
-                    with self._catalog.savepoint():  # a failure on either side takes the rows out again
-                        both(
-                            lambda: self._catalog.insert(keys, records, metadata),
-                            lambda: self._add_vectors(keys, checked),
-                            threaded,
-                        )
-                except BaseException:
-                    for name in checked:
-                        self._spaces[name].delete(keys)  # keys a space never took are ignored
-                    raise
-            for name in checked:
-                self._changed(name)
-            self._changed(None)
+        with self._generations.reading():
+            spaces = dict(self._generations.spaces)  # the second thread takes no lock: ours would block it
+        (metadata, ids), checked = both(
+            lambda: check_records(records), lambda: check_vectors(spaces, vectors, count), threaded
+        )
+        with self._generations.writing():
+            writes.upsert(self._generations, records, metadata, ids, checked, vectors, threaded)
         return ids
 
     add = upsert  # re-adding an id replaces it, so adding and upserting are one operation
 
-    def _add_vectors(self, keys: np.ndarray, checked: dict[str, _Checked]) -> None:
-        """Normalise checked vectors and add them; on the second thread of a large add, where the copy's page
-        faults (at times a 0.5 s wait for the kernel to compact memory into the huge pages NumPy asks for)
-        overlap SQLite's work instead of delaying it."""
-        for name, (_, array, squares) in checked.items():
-            space = self._spaces[name]
-            space.add(keys, space.normalised(array, squares))
-
     def delete(self, ids: Sequence[str]) -> int:
         """Delete records by id; unknown ids are ignored. Returns how many were deleted."""
         ids = [ids] if isinstance(ids, str) else list(ids)
-        if not self._write_lock.held:
-            self._sync()
-            if not self._catalog.keys_of_ids(ids):
+        if not self._generations.write_lock.held:
+            self._generations.sync()
+            if not self._generations.catalog.keys_of_ids(ids):
                 return 0  # nothing to delete: no need to wait for another process's write
-        with self._writing(), self._catalog_writes():
-            keys = self._catalog.keys_of_ids(ids)
-            self._remove(np.fromiter(keys.values(), dtype=np.int64, count=len(keys)))
+        with self._generations.writing(), self._generations.catalog_writes():
+            keys = self._generations.catalog.keys_of_ids(ids)
+            writes.remove(self._generations, np.fromiter(keys.values(), dtype=np.int64, count=len(keys)))
         return len(keys)
 
     def delete_doc(self, doc_id: str) -> int:
         """Delete every record of the source document `doc_id`. Returns how many were deleted."""
-        if not self._write_lock.held:
-            self._sync()
-            if not len(self._catalog.keys_of_doc(doc_id)):
+        if not self._generations.write_lock.held:
+            self._generations.sync()
+            if not len(self._generations.catalog.keys_of_doc(doc_id)):
                 return 0
-        with self._writing(), self._catalog_writes():
-            keys = self._catalog.keys_of_doc(doc_id)
-            self._remove(keys)
+        with self._generations.writing(), self._generations.catalog_writes():
+            keys = self._generations.catalog.keys_of_doc(doc_id)
+            writes.remove(self._generations, keys)
         return len(keys)
 
     def clear(self) -> None:
         """Delete every record and vector; spaces and their configuration stay."""
-        with self._writing():
-            with self._catalog_writes():
-                self._catalog.delete_all()
-            for name, space in self._spaces.items():
+        with self._generations.writing():
+            with self._generations.catalog_writes():
+                self._generations.catalog.delete_all()
+            for name, space in self._generations.spaces.items():
                 space.clear()
-                self._changed(name)
-            self._changed(None)
-
-    def _remove(self, keys: np.ndarray) -> None:
-        if not len(keys):
-            return
-        keys = np.sort(keys)
-        self._catalog.delete_keys(keys)
-        for name, space in self._spaces.items():
-            if len(space.contains(keys)):
-                space.delete(keys)
-                self._changed(name)
-        self._changed(None)
-
-    def _changed(self, space: str | None) -> None:
-        self._filter_cache.clear()
-        if space is not None:
-            self._dirty_spaces.add(space)
-        self._unsaved = True
+                self._generations.changed(name)
+            self._generations.changed(None)
 
     def bulk_insert(self, records: Sequence[Record]) -> np.ndarray:
         """Insert records whose ids are new to the store, without vectors; returns their keys. For building a
@@ -287,16 +216,8 @@ class MultimodalStore(CommittedStore):
             InvalidInputError: an id already stored (the transaction then holds part of the batch: drop it).
         """
         metadata = encode_records(records)
-        with self._writing():
-            keys = np.arange(self._next_key, self._next_key + len(records), dtype=np.int64)
-            try:
-                with self._catalog_writes():
-                    self._catalog.insert(keys, records, metadata)
-            except sqlite3.IntegrityError as error:
-                raise InvalidInputError(f"bulk load: a record id is already in the store: {error}") from error
-            self._next_key += len(records)
-            self._changed(None)
-        return keys
+        with self._generations.writing():
+            return writes.insert_new(self._generations, records, metadata)
 
     def adopt_space(self, config: SpaceConfig, files: SpaceFiles, spec: str) -> None:
         """Install a space whose `files` (keys of records from `bulk_insert`, their vectors, the Faiss index
@@ -304,11 +225,9 @@ class MultimodalStore(CommittedStore):
         directory = self.path / SPACES_DIR
         keys = np.load(directory / files.keys, mmap_mode="r", allow_pickle=False)
         entry = SpaceEntry.describe(config, spec, directory, files, len(keys))
-        with self._writing():
-            self._spaces[config.name] = open_space(self.path, entry, None)
-            self._adopted[config.name] = entry
-            self._dirty_spaces.discard(config.name)
-            self._changed(None)
+        space = segments.open_space(self.path, entry, None)
+        with self._generations.writing():
+            self._generations.adopt(space, entry)
 
     def shard(self, space: str, shards: int | None = None, *, gpus: bool = False) -> int:
         """Serve `space` through a threaded `faiss.IndexShards` until its next change (here, or a commit of
@@ -326,17 +245,63 @@ class MultimodalStore(CommittedStore):
             shards = max(1, os.cpu_count() or 1)
         if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1:
             raise InvalidInputError(f"shard: shards must be a positive integer, got {shards!r}")
-        with self._lock.writing():
+        with self._generations.lock.writing():
             self._space(space).shard(shards, gpus)
         return shards
+
+    # --- persistence ------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Make every change durable, atomically, and let other writers in; with `path`, also write a copy there.
+
+        A temporary store needs `path`. The copy's directory must not exist yet or be empty. Without unsaved
+        changes nothing is written in place.
+
+        Raises:
+            StoreWriteError: the save failed (disk full, I/O error…): the last commit is intact, and the
+                message says whether this handle's changes are kept for another `save`.
+        """
+        self._generations.save(path)
+
+    def rollback(self) -> None:
+        """Drop the changes not saved yet and show the latest committed state (this process's or another's)."""
+        self._generations.rollback()
+
+    def close(self) -> None:
+        """Release the store. Unsaved changes are dropped (with a warning); a temporary store is deleted."""
+        self._generations.close()
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether there are changes that `save` has not made durable yet."""
+        return self._generations.unsaved
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the store's folder cannot be written: searches work, changes raise `ReadOnlyStoreError`."""
+        return self._generations.read_only
+
+    @property
+    def temporary(self) -> bool:
+        """Whether this store lives in a temporary directory deleted on `close` (nothing to `save` in place)."""
+        return self._generations.temporary
+
+    @property
+    def lock_timeout(self) -> float:
+        """Seconds a change waits for another process's write before `StoreLockedError`."""
+        return self._generations.lock_timeout
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- reads ------------------------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[Record]:
         """The stored records among `ids`, in the order asked; unknown ids are left out."""
         ids = [ids] if isinstance(ids, str) else list(ids)
-        self._sync()
-        with self._lock.reading():
-            found = self._catalog.records_by_ids(ids)
+        with self._generations.reading():
+            found = self._generations.catalog.records_by_ids(ids)
         return [found[i] for i in ids if i in found]
 
     def find(self, filter: Filter | None = None, limit: int | None = None) -> list[Record]:
@@ -348,47 +313,42 @@ class MultimodalStore(CommittedStore):
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
             raise InvalidInputError(f"find: limit must be a non-negative integer or None, got {limit!r}")
         check_filter(filter)
-        self._sync()
-        with self._lock.reading():
-            keys = self._catalog.keys_of(*plan_filter(filter, self._catalog.count_rows))[:limit]
-            found = self._catalog.records_by_keys(keys.tolist())
+        with self._generations.reading():
+            keys = self._matching(filter)[:limit]
+            found = self._generations.catalog.records_by_keys(keys.tolist())
         return [found[key] for key in keys.tolist()]
 
     def vectors(self, space: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored (normalised, for cosine) vectors of `ids` in `space`, by id; ids without one are left out."""
-        self._sync()
-        with self._lock.reading():
+        with self._generations.reading():
             target = self._space(space)
-            by_id = self._catalog.keys_of_ids(list(ids))
+            by_id = self._generations.catalog.keys_of_ids(list(ids))
             keys, vectors = target.take(np.fromiter(by_id.values(), dtype=np.int64, count=len(by_id)))
         id_of = {key: i for i, key in by_id.items()}
         return {id_of[int(key)]: np.array(vector) for key, vector in zip(keys, vectors)}
 
     def count(self, space: str | None = None) -> int:
         """Number of records, or of vectors in `space`."""
-        self._sync()
-        with self._lock.reading():
-            return self._catalog.count() if space is None else len(self._space(space))
+        with self._generations.reading():
+            return self._generations.catalog.count() if space is None else len(self._space(space))
 
     def __len__(self) -> int:
         return self.count()
 
     def __iter__(self) -> Iterator[Record]:
         """Every record, oldest key first (read page by page: safe on large stores)."""
-        self._sync()
-        return self._catalog.iter_records()
+        self._generations.sync()
+        return self._generations.catalog.iter_records()
 
     def documents(self) -> dict[str, str | None]:
         """Every stored `doc_id` with the `content_hash` of its records (for incremental ingestion)."""
-        self._sync()
-        with self._lock.reading():
-            return self._catalog.documents()
+        with self._generations.reading():
+            return self._generations.catalog.documents()
 
     def ids_with_hashes(self, hashes: Sequence[str]) -> set[str]:
         """Ids of stored records whose `content_hash` is one of `hashes` (for incremental ingestion)."""
-        self._sync()
-        with self._lock.reading():
-            return self._catalog.ids_with_hashes(list(hashes))
+        with self._generations.reading():
+            return self._generations.catalog.ids_with_hashes(list(hashes))
 
     def search(self, space: str, vector: Any, k: int = 10, filter: Filter | None = None) -> list[Hit]:
         """The `k` records nearest to one query vector in `space`, best first, restricted by `filter`.
@@ -403,18 +363,20 @@ class MultimodalStore(CommittedStore):
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"search: k must be a positive integer, got {k!r}")
         check_filter(filter)
+        count = len(vectors) if hasattr(vectors, "__len__") else 0
+        if count == 0:
+            raise InvalidInputError("search: no query vectors given")
         for attempt in range(2):
-            self._sync()
-            with self._lock.reading():
+            with self._generations.reading():
                 target = self._space(space)
-                count = len(vectors) if hasattr(vectors, "__len__") else 0
-                if count == 0:
-                    raise InvalidInputError("search: no query vectors given")
                 queries = target.prepare(vectors, count, "search")
-                allowed = None if filter is None else self._matching_keys(filter)
-                scores, keys = target.search(queries, k, allowed)
+                if filter is None:
+                    scores, keys = target.search(queries, k, None)
+                else:
+                    catalog = self._generations.catalog
+                    scores, keys = filtered.search(target, catalog, queries, k, filter, self._matching)
                 wanted = {int(key) for key in keys.ravel() if key >= 0}
-                found = self._catalog.records_by_keys(wanted)
+                found = self._generations.catalog.records_by_keys(wanted)
             if len(found) == len(wanted) or attempt:
                 break
             # Another process committed between the check and the catalog read: records it deleted are gone
@@ -448,52 +410,36 @@ class MultimodalStore(CommittedStore):
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InvalidInputError(f"search_text: k must be a positive integer, got {k!r}")
         condition = compile_filter(filter)
-        self._sync()
-        with self._lock.reading():
+        with self._generations.reading():
             target = None if space is None else self._space(space)
-            wanted = k if target is None else 4 * k
-            while True:
-                rows = self._catalog.search_text(query, *condition, wanted)
-                if target is None:
-                    break
-                inside = set(target.contains(np.fromiter((key for key, _ in rows), dtype=np.int64)).tolist())
-                kept = [(key, score) for key, score in rows if key in inside]
-                if len(kept) >= k or len(rows) < wanted:
-                    rows = kept[:k]
-                    break
-                wanted *= 4
-            found = self._catalog.records_by_keys([key for key, _ in rows])
+            rows = filtered.search_text(self._generations.catalog, target, query, condition, k)
+            found = self._generations.catalog.records_by_keys([key for key, _ in rows])
         ranked = [(found[key], score) for key, score in rows if key in found]
         return [Hit(record, LEXICAL, float(score), rank) for rank, (record, score) in enumerate(ranked)]
 
     def keywords(self, query: str) -> Keywords:
         """The words of `query` that `search_text` matches, and those it leaves out as carrying no information:
         stop words of the store's keyword languages, and in larger stores words found in half the records."""
-        self._sync()
-        with self._lock.reading():
-            return self._catalog.keywords(query)
+        with self._generations.reading():
+            return self._generations.catalog.keywords(query)
 
     def state(self, name: str) -> Any:
         """The JSON value an application keeps with the store under `name` (None when there is none); e.g.
         ingestion remembers there the files that wait for a model (`mm_rag.ingestion.waiting`)."""
-        self._sync()
-        with self._lock.reading():
-            return self._catalog.setting(_STATE_PREFIX + name)
+        with self._generations.reading():
+            return self._generations.catalog.setting(_STATE_PREFIX + name)
 
     def put_state(self, name: str, value: Any) -> None:
         """Keep the JSON-serialisable `value` under `name`; durable at the next `save`, like any change."""
-        with self._writing(), self._catalog_writes():
-            self._catalog.put_setting(_STATE_PREFIX + name, value)
-            self._changed(None)
+        with self._generations.writing(), self._generations.catalog_writes():
+            self._generations.catalog.put_setting(_STATE_PREFIX + name, value)
+            self._generations.changed(None)
 
     @property
     def keyword_settings(self) -> dict[str, Any]:
         """``{"stemming": "porter" | "none", "languages": [...]}``: how the keyword index reads words."""
-        self._sync()
-        return self._keyword_settings()
-
-    def _keyword_settings(self) -> dict[str, Any]:
-        return {"stemming": self._catalog.stemming(), "languages": list(self._catalog.keyword_languages())}
+        self._generations.sync()
+        return self._generations.catalog.keyword_settings()
 
     def configure_keywords(self, *, stemming: Stemming | None = None, languages: Sequence[str] | None = None) -> None:
         """Change how the keyword index reads words; durable at the next `save`, like any change.
@@ -506,78 +452,20 @@ class MultimodalStore(CommittedStore):
         Raises:
             InvalidInputError: an unknown stemming or language.
         """
-        if stemming is not None and stemming not in STEMMINGS:
-            raise InvalidInputError(
-                f"configure_keywords: unknown stemming {stemming!r}; expected one of {list(STEMMINGS)}"
-            )
-        if languages is not None:
-            languages = [languages] if isinstance(languages, str) else list(languages)
-            unknown = sorted(set(languages) - set(STOP_WORDS))
-            if unknown:
-                raise InvalidInputError(
-                    f"configure_keywords: no stop words for language(s) {unknown}; known: {sorted(STOP_WORDS)}"
-                )
-        with self._writing(), self._catalog_writes():
-            if stemming is not None and stemming != self._catalog.stemming():
-                self._catalog.restem(stemming)
+        languages = check_keyword_settings(stemming, languages)
+        with self._generations.writing(), self._generations.catalog_writes():
+            if stemming is not None and stemming != self._generations.catalog.stemming():
+                self._generations.catalog.restem(stemming)
             if languages is not None:
-                self._catalog.put_setting(KEYWORD_LANGUAGES, languages)
-            self._changed(None)
-
-    def _matching_keys(self, filter: Filter) -> np.ndarray:
-        cache_key = canonical_filter(filter)
-        keys = self._filter_cache.get(cache_key)
-        if keys is None:
-            keys = self._catalog.keys_of(*plan_filter(filter, self._catalog.count_rows))
-            with self._filter_cache_lock:  # concurrent searches share the cache
-                self._filter_cache[cache_key] = keys
-                while len(self._filter_cache) > _FILTER_CACHE_SIZE:
-                    self._filter_cache.popitem(last=False)
-        return keys
+                self._generations.catalog.put_setting(KEYWORD_LANGUAGES, languages)
+            self._generations.changed(None)
 
     def _space(self, name: str) -> Space:
-        return _lookup(self._spaces, name)
+        return lookup(self._generations.spaces, name)
 
     def __repr__(self) -> str:
-        return f"MultimodalStore({str(self.path)!r}, spaces={sorted(self._spaces)})"
+        return f"MultimodalStore({str(self.path)!r}, spaces={sorted(self._generations.spaces)})"
 
 
 # Application state lives beside the store's own settings, under names that cannot collide with them.
 _STATE_PREFIX = "state:"
-
-
-def _nothing_to_change(existing: SpaceConfig, wanted: SpaceConfig) -> bool:
-    """Whether `create_space` with `wanted` would leave the space `existing` exactly as it is."""
-    same = dataclasses.replace(existing, model=None) == dataclasses.replace(wanted, model=None)
-    return same and (wanted.model is None or wanted.model == existing.model)
-
-
-def _lookup(spaces: Mapping[str, Space], name: str) -> Space:
-    try:
-        return spaces[name]
-    except KeyError:
-        raise UnknownSpaceError(f"unknown space {name!r}; this store has {sorted(spaces)}") from None
-
-
-# A space's configuration, and vectors checked against it with their squared norms (see `Space.check`).
-_Checked = tuple[SpaceConfig, np.ndarray, np.ndarray]
-
-
-def _check(spaces: Mapping[str, Space], vectors: Mapping[str, Any], count: int) -> dict[str, _Checked]:
-    """Each space's vectors checked (not yet normalised), with the configuration they were checked against."""
-    checked = {}
-    for name, array in vectors.items():
-        space = _lookup(spaces, name)
-        checked[name] = (space.config, *space.check(array, count, "upsert"))
-    return checked
-
-
-def _checked(records: list[Record]) -> tuple[list[str], list[str]]:
-    """The records' metadata as JSON and their ids, once every record is storable and no id repeats."""
-    metadata = encode_records(records)
-    ids = [record.id for record in records]
-    if len(set(ids)) != len(ids):
-        seen: set[str] = set()
-        duplicate = next(i for i in ids if i in seen or seen.add(i))  # type: ignore[func-returns-value]
-        raise InvalidInputError(f"upsert: id {duplicate!r} appears more than once in one batch")
-    return metadata, ids

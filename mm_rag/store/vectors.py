@@ -67,6 +67,13 @@ class VectorTable:
         self._size = need
         self._live += len(keys)
 
+    def sample(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """Keys of about `count` live rows drawn at random (a deleted row drawn is left out): all when fewer."""
+        if self._size <= count:
+            return self.keys
+        rows = rng.integers(0, self._size, count)
+        return self._keys[rows[self._alive[rows]]]
+
     def rows(self, keys: np.ndarray) -> np.ndarray:
         """Row positions of those `keys` that are live (others are dropped)."""
         keys = np.asarray(keys, dtype=np.int64)
