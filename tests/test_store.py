@@ -377,6 +377,7 @@ def test_info(store):
         "memory_mapped": False,
         "segments": 0,
         "recent_vectors": 0,
+        "mapped_segments": 0,
     }
     assert info["spaces"]["h"]["built"] == "HNSW32" and info["spaces"]["h"]["vectors"] == 40
     assert info["spaces"]["p"]["vectors"] == 0 and info["spaces"]["p"]["trained"] is False

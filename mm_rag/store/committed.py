@@ -45,6 +45,7 @@ from mm_rag.store.manifest import (
     SPACES_DIR,
     WRITE_LOCK,
     SpaceEntry,
+    SpaceFiles,
     check_format,
     copy_store,
     empty_manifest,
@@ -75,8 +76,7 @@ class Generations:
         mmap: bool | None = None,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
-        if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout >= 0:
-            raise InvalidInputError(f"lock_timeout must be a non-negative number of seconds, got {lock_timeout!r}")
+        self.lock_timeout = lock_seconds(lock_timeout)
         self.temporary = path is None
         self.path = Path(tempfile.mkdtemp(prefix="mm-rag-store-") if path is None else path).resolve()
         if self.temporary:
@@ -87,10 +87,12 @@ class Generations:
                 (self.path / SPACES_DIR).mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise StoreFormatError(f"cannot create a store at {self.path}: {error}") from error
-        self.lock_timeout = float(lock_timeout)
         self.lock = ReadWriteLock()
         self.write_lock = StoreWriteLock(self.path / WRITE_LOCK)
-        self._writes = 0  # depth of nested `_writing` blocks: the write lock goes with the outermost
+        self._writes = 0  # depth of nested `_exclusive` blocks: the write lock goes with the outermost
+        # This handle's writing thread (re-entrant: blocks nest). Separate from `lock` so that a save can write
+        # its files while searches go on, and no other thread of this handle changes what is being written.
+        self._writer = threading.RLock()
         self._sync_mutex = threading.Lock()
         self._acquiring = threading.Lock()
         self._behind = False  # holding the write lock, but not yet on the commit made before it was taken
@@ -183,7 +185,7 @@ class Generations:
                         spaces[name] = kept[name]
                         continue
                     ours = None if discard else self.spaces.get(name)
-                    change = None if ours is None else segments.read_changes(self.path, ours, entry)
+                    change = None if ours is None else segments.read_changes(self.path, ours, entry, self._mmap)
                     if change is not None:
                         spaces[name], changes[name] = ours, change
                     else:
@@ -225,14 +227,18 @@ class Generations:
 
     @contextmanager
     def writing(self) -> Iterator[None]:
-        """Exclusive access for a change: the store's write lock on the latest commit, then the thread lock.
+        """Exclusive access for a change: the store's write lock on the latest commit, this handle's writer,
+        then the thread lock (searches of this process wait for the change, not for the store's lock)."""
+        with self._exclusive(), self.lock.writing():
+            yield
 
-        The store's lock is awaited before the thread lock, so this process's searches go on meanwhile; it is
-        taken by the outermost block and kept while there are unsaved changes.
-        """
+    @contextmanager
+    def _exclusive(self, timeout: float | None = None) -> Iterator[None]:
+        """The store's write lock (taken by the outermost block, kept while there are unsaved changes) on the
+        latest commit, and this handle's writer: no other writer anywhere, while searches go on."""
         while True:
-            self._take_write_lock()
-            with self.lock.writing():
+            self._take_write_lock(timeout)
+            with self._writer:
                 if not self.write_lock.held:  # another thread of this handle saved and let go meanwhile
                     continue
                 if self._behind:
@@ -247,7 +253,7 @@ class Generations:
                         self.write_lock.release()
                 return
 
-    def _take_write_lock(self) -> None:
+    def _take_write_lock(self, timeout: float | None = None) -> None:
         self.check_open()
         if self.write_lock.held:
             return
@@ -258,7 +264,7 @@ class Generations:
                 raise ReadOnlyStoreError(
                     f"store {self.path} is read-only (its folder cannot be written): it can be searched but not changed"
                 )
-            self.write_lock.acquire(self.lock_timeout, self.path)
+            self.write_lock.acquire(self.lock_timeout if timeout is None else timeout, self.path)
             self._behind = True
             try:
                 self._catch_up()  # spaces load outside the thread lock: searches go on
@@ -349,7 +355,7 @@ class Generations:
             with self.lock.reading():  # nobody can change a read-only store: the committed files stay
                 copy_store(self.path, Path(path), self.catalog, self.manifest)  # type: ignore[arg-type]
             return
-        with self.writing():  # the write lock also keeps the committed files in place while they are copied
+        with self._exclusive():  # the write lock also keeps the committed files in place while they are copied
             if self.unsaved:
                 self._commit()
             if copy:
@@ -357,7 +363,7 @@ class Generations:
 
     def rollback(self) -> None:
         """Drop the changes not saved yet and show the latest committed state (this process's or another's)."""
-        with self.lock.writing():
+        with self._writer, self.lock.writing():
             self.check_open()
             if self.unsaved:
                 self._discard()
@@ -387,31 +393,73 @@ class Generations:
         for name in list(entries):
             if name not in self.spaces:
                 del entries[name]
+        dirty = sorted(self._dirty_spaces & set(self.spaces))
+        with self.lock.writing():  # a fold or a rebuild changes what searches read: they wait for it
+            main = {name: segments.prepare(self.spaces[name]) for name in dirty}
         written = {}
         try:
-            for name in sorted(self._dirty_spaces & set(self.spaces)):
+            for name in dirty:  # writing only reads the spaces: searches go on, and merges are off their path
                 space = self.spaces[name]
-                files, dead = segments.write_space(space, spaces_dir, f"{name}.{generation}")
+                files, dead = segments.write_space(space, spaces_dir, f"{name}.{generation}", main[name])
                 written[name] = (files, dead)
                 entries[name] = SpaceEntry.describe(space.config, space.spec, spaces_dir, files, len(space)).to_json()
             fsync_path(spaces_dir)
-            manifest = new_manifest(generation, self._next_key, entries)
+        except (OSError, RuntimeError, MemoryError) as error:  # Faiss reports failed writes as RuntimeError
+            self._remove_files_of(generation)
+            code = getattr(error, "errno", None) or (errno.ENOSPC if "No space left" in str(error) else None)
+            self._fail(f"saving generation {generation} failed: {error}", error, code)
+        self._publish(generation, entries, written)
+
+    def commit_merge(self, name: str, old: SpaceFiles, new: SpaceFiles, dead: np.ndarray, timeout: float) -> bool:
+        """Commit `new` files of space `name` (`old` merged: the same live vectors in fewer files) as a generation
+        of its own; False when the space's files are no longer `old`, `new` ones went missing, this handle has
+        unsaved changes, or another process keeps the write lock past `timeout` seconds.
+
+        Raises:
+            StoreWriteError: the commit failed (the last commit is intact).
+        """
+        try:
+            with self._exclusive(timeout):
+                space = self.spaces.get(name)
+                directory = self.path / SPACES_DIR
+                if self.unsaved or space is None or space.files != old:
+                    return False
+                if not all((directory / file).is_file() for file in new.names()):
+                    return False  # removed by another process's tidying up meanwhile
+                entries = dict(self.manifest["spaces"])
+                entries[name] = SpaceEntry.describe(space.config, space.spec, directory, new, len(space)).to_json()
+                with self.catalog_writes():
+                    self.catalog.begin()
+                try:
+                    self._publish(self.manifest["generation"] + 1, entries, {name: (new, dead)})
+                except BaseException:
+                    self.catalog.rollback()  # the write lock goes with this block: so must SQLite's
+                    raise
+                return True
+        except StoreLockedError:
+            return False
+
+    def _publish(
+        self, generation: int, entries: dict[str, Any], written: dict[str, tuple[SpaceFiles, np.ndarray]]
+    ) -> None:
+        """Commit the manifest of `generation` (in the catalog's open transaction) naming the files `written`,
+        then show it, then remove the files no commit references."""
+        manifest = new_manifest(generation, self._next_key, entries)
+        try:
             with self.catalog_writes():
                 self.catalog.put_setting("manifest", manifest)
                 self.catalog.commit()  # the commit point: before it the old state, after it the new one
         except StoreWriteError:
             self._remove_files_of(generation)
             raise
-        except (OSError, RuntimeError, MemoryError) as error:  # Faiss reports failed writes as RuntimeError
-            self._remove_files_of(generation)
-            code = getattr(error, "errno", None) or (errno.ENOSPC if "No space left" in str(error) else None)
-            self._fail(f"saving generation {generation} failed: {error}", error, code)
-        for name, (files, dead) in written.items():
-            segments.saved(self.spaces[name], files, dead, self._next_key)
-        self.manifest = manifest
-        self._dirty_spaces.clear()
-        self._adopted.clear()
-        self.unsaved = False
+        with self.lock.writing():
+            for name, (files, dead) in written.items():
+                segments.saved(self.spaces[name], files, dead, self._next_key)
+            self.manifest = manifest
+            self._dirty_spaces.clear()
+            self._adopted.clear()
+            self.unsaved = False
+        spaces_dir = self.path / SPACES_DIR
         try:  # the commit stands: what follows only tidies, and a failure here loses nothing
             self._write_manifest_file()
             referenced = {file for entry in _entries(manifest).values() for file in entry.files.names()}
@@ -436,7 +484,7 @@ class Generations:
         """Release the store. Unsaved changes are dropped (with a warning); a temporary store is deleted."""
         if self._closed:
             return
-        with self.lock.writing():
+        with self._writer, self.lock.writing():
             if self.unsaved and not self.temporary:
                 warnings.warn(f"closing store {self.path} with unsaved changes; call save() to keep them", stacklevel=3)
             self.catalog.close()
@@ -444,6 +492,13 @@ class Generations:
             self._closed = True
         if self.temporary:
             self._cleanup()
+
+
+def lock_seconds(value: float) -> float:
+    """`value` as a lock timeout: a non-negative number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise InvalidInputError(f"lock_timeout must be a non-negative number of seconds, got {value!r}")
+    return float(value)
 
 
 def _entries(manifest: dict[str, Any]) -> dict[str, SpaceEntry]:

@@ -4,7 +4,11 @@ A save costs what changed. While a space's main part (exact vectors, keys and Fa
 files hold it, a save writes only the vectors added since, as a new immutable segment, and the deleted keys
 those files still hold, as a tombstone file; the manifest lists the main files, the segments and the tombstones,
 and the catalog's commit of that manifest stays the single commit point. A reader opens the main part (memory-
-mapped where large), reads the segments into the space's exact-scanned recent part and applies the tombstones.
+mapped where large), adds the segments to the space's exact-scanned recent part (a segment file past
+`SEGMENT_MMAP_THRESHOLD` memory-mapped, smaller ones read) and applies the tombstones.
+
+A save writes its files without the store's thread lock: searches of this process go on while it writes
+(merges included); only a fold or a rebuild of the main part, which changes what searches read, waits for them.
 
 Merge policy (`plan`):
 - size-tiered segments: past `MAX_SEGMENTS`, the two adjacent segments with the fewest rows together are
@@ -29,45 +33,91 @@ from mm_rag.store.durable import fsync_path, write_array
 from mm_rag.store.manifest import SPACES_DIR, Segment, SpaceEntry, SpaceFiles
 from mm_rag.store.overlap import both
 from mm_rag.store.space import Space, SpaceConfig
-from mm_rag.store.vectors import VectorTable
+from mm_rag.store.vectors import RecentPart, VectorTable
 
 # Index files at least this large open memory-mapped unless the caller says otherwise.
 MMAP_THRESHOLD = 256 * 2**20
+# Segment files at least this large are scanned memory-mapped (the processes sharing a store share their pages)
+# unless the caller says otherwise; smaller ones are read into the space's in-memory recent rows.
+SEGMENT_MMAP_THRESHOLD = 64 * 2**20
 MAX_SEGMENTS = 8
 DEAD_SHARE = 0.05
 
 
-def write_space(space: Space, directory: Path, stem: str) -> tuple[SpaceFiles, np.ndarray]:
-    """Write what `space` changed since its committed files under new names (``stem.*``): returns its files and
-    the deleted keys they still hold, which `saved` records once the manifest naming them is committed.
+def prepare(space: Space) -> bool:
+    """Whether the next save rewrites `space`'s main part; if so, fold its recent part into the index and drop
+    dead entries now. The only step of a save that changes what searches read: run it under the thread lock.
+    """
+    held = len(space.table) + len(space.tombstones) + len(space.recent)  # rows the committed files hold, about
+    if space.files is not None and len(space.dead) <= DEAD_SHARE * max(1, held):
+        return False
+    space.fold()
+    if space.index is not None and not space.ondisk and len(space.tombstones):
+        space.rebuild(space.spec)  # drop dead entries rather than persist them
+    space.table.compact()
+    return True
 
-    Never modifies a committed file.
+
+def write_space(space: Space, directory: Path, stem: str, main: bool) -> tuple[SpaceFiles, np.ndarray]:
+    """Write what `space` changed since its committed files under new names (``stem.*``): the whole main part
+    when `prepare` said so, else a segment of the vectors added since, merged segments and tombstones. Returns
+    the files and the deleted keys they still hold, which `saved` records once the manifest naming them is
+    committed.
+
+    Only reads the space (searches go on meanwhile; the caller keeps other writers out) and never modifies a
+    committed file.
     """
     files = space.files
-    held = len(space.table) + len(space.tombstones) + len(space.recent)  # rows the committed files hold, about
-    if files is None or len(space.dead) > DEAD_SHARE * max(1, held):
+    if main or files is None:
         return SpaceFiles(*_write_main(space, directory, stem)), np.empty(0, dtype=np.int64)
     segments, dead = list(files.segments), space.dead
-    keys, vectors = space.recent.live_vectors()
-    new = keys >= space.saved_below
-    if new.any():
-        segments.append(_write_segment(directory, f"{stem}.s0", keys[new], vectors[new]))
-    number = 1
-    while len(segments) > MAX_SEGMENTS:  # size-tiered: the smallest adjacent pair becomes one segment
-        at = min(range(len(segments) - 1), key=lambda i: segments[i].rows + segments[i + 1].rows)
-        first, last = segments[at].first, segments[at + 1].last
-        inside = (keys >= first) & (keys <= last)
-        segments[at : at + 2] = [
-            _write_segment(directory, f"{stem}.s{number}", keys[inside], vectors[inside], first, last)
-        ]
-        dead = dead[(dead < first) | (dead > last)]  # purged with their rows
-        number += 1
+    added = space.recent.memory  # rows added since the last save are all in memory
+    keys, vectors = added.between(space.saved_below, added.last_key())
+    if len(keys):
+        segments.append(_write_segment(directory, f"{stem}.s0", keys, vectors))
     tombstones = files.tombstones
     if not np.array_equal(dead, space.saved_dead):
         tombstones = f"{stem}.dead.npy" if len(dead) else None
         if tombstones:
             write_array(directory / tombstones, dead)
     return replace(files, segments=tuple(segments), tombstones=tombstones), dead
+
+
+def merge_plan(files: SpaceFiles) -> int | None:
+    """Where the size-tiered policy merges `files` next: the first of the adjacent pair of segments with the
+    fewest rows together, once there are more than `MAX_SEGMENTS`; None while there are not."""
+    found = files.segments
+    if len(found) <= MAX_SEGMENTS:
+        return None
+    return min(range(len(found) - 1), key=lambda i: found[i].rows + found[i + 1].rows)
+
+
+def write_merge(directory: Path, files: SpaceFiles, at: int, stem: str) -> tuple[SpaceFiles, np.ndarray]:
+    """Write segments `at` and `at + 1` of the committed `files` as one segment (``stem.*``) without their
+    deleted rows, read from their files (memory-mapped: a merge holds one copy of the rows it writes), and the
+    tombstones left; returns the files with the merged segment in place of the pair, and those tombstones."""
+    pair = files.segments[at : at + 2]
+    dead = np.empty(0, dtype=np.int64)
+    if files.tombstones:
+        dead = np.load(directory / files.tombstones, allow_pickle=False)
+    first, last = pair[0].first, pair[1].last
+    parts = []
+    for segment in pair:
+        keys = np.load(directory / segment.keys, allow_pickle=False)
+        vectors = np.load(directory / segment.vectors, mmap_mode="r", allow_pickle=False)
+        live = ~np.isin(keys, dead)
+        parts.append((keys[live], vectors[live]))
+    merged = _write_segment(
+        directory, f"{stem}.m", *(np.concatenate(column) for column in zip(*parts, strict=True)), first, last
+    )
+    left = dead[(dead < first) | (dead > last)]  # the merged rows' tombstones go with them
+    tombstones = files.tombstones
+    if len(left) != len(dead):
+        tombstones = f"{stem}.m.dead.npy" if len(left) else None
+        if tombstones:
+            write_array(directory / tombstones, left)
+    segments = (*files.segments[:at], merged, *files.segments[at + 2 :])
+    return replace(files, segments=segments, tombstones=tombstones), left
 
 
 def saved(space: Space, files: SpaceFiles, dead: np.ndarray, next_key: int) -> None:
@@ -91,17 +141,13 @@ def _write_segment(
 
 
 def _write_main(space: Space, directory: Path, stem: str) -> list[str | None]:
-    """Write the whole space as a main part (the recent vectors folded in): keys, vectors, index, lists.
+    """Write the whole space (prepared: the recent vectors folded in) as a main part: keys, vectors, index, lists.
 
     The Faiss index is written on a second thread while the vector files are written on this one: both let go
     of the GIL, and copying into the page cache is most of a save (100k x 512 Flat: 0.65 s instead of 1.2 s).
     """
     import faiss
 
-    space.fold()
-    if space.index is not None and not space.ondisk and len(space.tombstones):
-        space.rebuild(space.spec)  # drop dead entries rather than persist them
-    space.table.compact()
     names = [f"{stem}.keys.npy", f"{stem}.vectors.npy"]
     keys, vectors = space.table.live_vectors()
 
@@ -139,6 +185,7 @@ def describe(space: Space) -> dict[str, Any]:
         "memory_mapped": space.mapped,
         "segments": len(space.files.segments) if space.files is not None else 0,  # saved since the main part
         "recent_vectors": len(space.recent),  # searched exactly beside the index until folded in
+        "mapped_segments": len(space.recent.mapped),  # large segments scanned where they lie
         **({"on_disk_lists": True} if space.ondisk else {}),  # an index built by mm_rag.indexbuild
         **({"sharded": True} if space.serving is not None else {}),
     }
@@ -153,11 +200,12 @@ def open_space(store: Path, entry: SpaceEntry, mmap: bool | None) -> Space:
     name, files = entry.config.name, entry.files
     directory = store / SPACES_DIR
     _check_sizes(store, entry, files.names())
-    if mmap is None:  # on-disk inverted lists are always mapped unless mmap=False
-        mmap = files.lists is not None or sum(entry.sizes.get(f, 0) for f in files.names()) >= MMAP_THRESHOLD
+    main = mmap
+    if main is None:  # on-disk inverted lists are always mapped unless mmap=False
+        main = files.lists is not None or sum(entry.sizes.get(f, 0) for f in files.names()) >= MMAP_THRESHOLD
     try:
-        space = _read_main(entry.config, directory, files, entry.built, mmap)
-        _apply(space, *_read_additions(directory, files, ()), files)
+        space = _read_main(entry.config, directory, files, entry.built, main)
+        _apply(space, *_read_additions(directory, files, (), entry.sizes, mmap), files)
     except FileNotFoundError as error:  # removed since the check: a newer generation replaced it
         raise StoreFormatError(f"store {store}: space {name!r} is missing {error.filename}") from error
     except (ValueError, RuntimeError, EOFError) as error:  # np.load raises EOFError on an empty file
@@ -181,7 +229,7 @@ class Changes:
     files: SpaceFiles
 
 
-def read_changes(store: Path, space: Space, entry: SpaceEntry) -> Changes | None:
+def read_changes(store: Path, space: Space, entry: SpaceEntry, mmap: bool | None) -> Changes | None:
     """The changes from `space` (as committed) to `entry` when they leave its main part as it is, else None.
 
     Reads only the segments `space` does not hold yet (all of them after a merge of segments) and the
@@ -197,7 +245,7 @@ def read_changes(store: Path, space: Space, entry: SpaceEntry) -> Changes | None
         _check_sizes(store, entry, [name for name in theirs.names() if name not in ours.names()])
         prefix = theirs.segments[: len(ours.segments)] == ours.segments
         held = ours.segments if prefix else ()
-        segments, dead = _read_additions(store / SPACES_DIR, theirs, held)
+        segments, dead = _read_additions(store / SPACES_DIR, theirs, held, entry.sizes, mmap)
     except (OSError, ValueError, EOFError, StoreFormatError):
         return None  # replaced meanwhile, or damaged: the full open says which
     return Changes(segments, not prefix, dead, theirs)
@@ -206,7 +254,7 @@ def read_changes(store: Path, space: Space, entry: SpaceEntry) -> Changes | None
 def apply(space: Space, changes: Changes) -> None:
     """Bring `space` to the commit `changes` were read from (under the store's thread lock)."""
     if changes.reload:
-        space.recent = VectorTable(space.config.dim)
+        space.recent = RecentPart(space.config.dim)
     _apply(space, changes.segments, changes.dead, changes.files)
 
 
@@ -226,12 +274,13 @@ def _apply(space: Space, segments: list[tuple[np.ndarray, np.ndarray]], dead: np
 
 
 def _read_additions(
-    directory: Path, files: SpaceFiles, held: tuple[Segment, ...]
+    directory: Path, files: SpaceFiles, held: tuple[Segment, ...], sizes: dict[str, int], mmap: bool | None
 ) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
     segments = []
     for segment in files.segments[len(held) :]:
+        mapped = mmap if mmap is not None else sizes.get(segment.vectors, 0) >= SEGMENT_MMAP_THRESHOLD
         keys = np.load(directory / segment.keys, allow_pickle=False)
-        vectors = np.load(directory / segment.vectors, allow_pickle=False)
+        vectors = np.load(directory / segment.vectors, mmap_mode="r" if mapped else None, allow_pickle=False)
         if keys.dtype != np.int64 or vectors.dtype != np.float32 or vectors.shape[0] != len(keys):
             raise ValueError(f"segment {segment.keys} does not match its vectors")
         segments.append((keys, vectors))

@@ -11,7 +11,7 @@ import numpy as np
 from mm_rag.errors import InvalidInputError
 from mm_rag.records import LEXICAL
 from mm_rag.store import indexing, ondisk
-from mm_rag.store.vectors import VectorTable
+from mm_rag.store.vectors import RecentPart, VectorTable
 
 if TYPE_CHECKING:
     import faiss
@@ -146,7 +146,7 @@ class Space:
         # Persistence (see `mm_rag.store.segments`): the committed files holding the main part as it is
         # (None once it changed), vectors added since in `recent` (keys above the main part's), the keys those
         # files hold that were deleted since, and the first key no committed file holds.
-        self.recent = VectorTable(config.dim)
+        self.recent = RecentPart(config.dim)
         self.files: SpaceFiles | None = None
         self.dead = np.empty(0, dtype=np.int64)
         self.saved_dead = self.dead
@@ -234,7 +234,7 @@ class Space:
         """Move the recent vectors into the main part and its index (the next save rewrites it)."""
         if len(self.recent):
             keys, vectors = self.recent.live_vectors()
-            self.recent = VectorTable(self.config.dim)
+            self.recent = RecentPart(self.config.dim)
             self._add_to_main(keys, np.ascontiguousarray(vectors))
 
     def _add_to_main(self, keys: np.ndarray, vectors: np.ndarray) -> None:
@@ -272,7 +272,7 @@ class Space:
     def clear(self) -> None:
         self.unshard()
         self.table = VectorTable(self.config.dim)
-        self.recent = VectorTable(self.config.dim)
+        self.recent = RecentPart(self.config.dim)
         self.spec = None
         self.rebuild()
 
@@ -295,7 +295,7 @@ class Space:
             )
         if len(self.recent):  # one index over every vector: the recent ones join the main part
             self.table.append(*self.recent.live_vectors())
-            self.recent = VectorTable(config.dim)
+            self.recent = RecentPart(config.dim)
         keys, vectors = self.table.live_vectors()
         self.index = indexing.build(spec, config.dim, config.metric, keys, vectors)
         self.spec = spec
@@ -349,11 +349,12 @@ class Space:
         scores, keys = self._search_main(queries, k, allowed)
         if not len(self.recent) or k <= 0:
             return scores, keys
-        recent = self.recent if allowed is None else None
-        if recent is None and not len(allowed := self.recent.contains(allowed)):
-            return scores, keys
-        more_scores, more_keys = self._exact_scan(queries, k, allowed, self.recent)
-        scores, keys = np.hstack([scores, more_scores]), np.hstack([keys, more_keys])
+        found = [(scores, keys)]
+        for table in self.recent.tables():  # a memory-mapped segment is scanned where it lies
+            inside = None if allowed is None else table.contains(allowed)
+            if inside is None or len(inside):
+                found.append(self._exact_scan(queries, k, inside, table))
+        scores, keys = np.hstack([s for s, _ in found]), np.hstack([kk for _, kk in found])
         order = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, len(self))]
         return np.take_along_axis(scores, order, axis=1), np.take_along_axis(keys, order, axis=1)
 
@@ -428,12 +429,24 @@ class Space:
         import faiss
 
         table = self.table if table is None else table
-        keys, vectors = table.live_vectors() if allowed is None else table.take(allowed)
-        top = min(k, len(keys))
+        keys, vectors, alive = table.all_rows()
+        dead = len(keys) - len(table)
+        if allowed is not None or dead > OVERFETCH_LIMIT:
+            keys, vectors = table.live_vectors() if allowed is None else table.take(allowed)
+            alive, dead = None, 0
+        # else every row is scanned in place (a mapped segment is not copied) and deleted ones are dropped
+        top = min(k + dead, len(keys))
         metric = indexing.faiss_metric(self.config.metric)
         distances, rows = faiss.knn(queries, np.ascontiguousarray(vectors), top, metric=metric)
         found = np.where(rows >= 0, keys[np.maximum(rows, 0)], -1)
         scores = self._scores(distances, found)
+        if dead:
+            live = (rows >= 0) & alive[np.maximum(rows, 0)]
+            order = np.argsort(~live, axis=1, kind="stable")[:, :k]
+            live = np.take_along_axis(live, order, axis=1)
+            scores = np.where(live, np.take_along_axis(scores, order, axis=1), -np.inf).astype(np.float32)
+            found = np.where(live, np.take_along_axis(found, order, axis=1), -1)
+            top = scores.shape[1]
         if top < k:
             pad = ((0, 0), (0, k - top))
             scores = np.pad(scores, pad, constant_values=-np.inf)

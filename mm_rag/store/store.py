@@ -12,9 +12,9 @@ import numpy as np
 from mm_rag.errors import InvalidInputError, StoreFormatError
 from mm_rag.filters import Filter, check_filter, compile_filter
 from mm_rag.records import LEXICAL, Hit, Record, encode_records
-from mm_rag.store import filtered, indexing, segments, writes
+from mm_rag.store import filtered, indexing, merging, segments, writes
 from mm_rag.store.catalog import KEYWORD_LANGUAGES
-from mm_rag.store.committed import DEFAULT_LOCK_TIMEOUT, Generations
+from mm_rag.store.committed import DEFAULT_LOCK_TIMEOUT, Generations, lock_seconds
 from mm_rag.store.lexical import Keywords, Stemming
 from mm_rag.store.manifest import CATALOG, MANIFEST, SPACES_DIR, SpaceEntry, SpaceFiles
 from mm_rag.store.overlap import both
@@ -256,11 +256,16 @@ class MultimodalStore:
         A temporary store needs `path`. The copy's directory must not exist yet or be empty. Without unsaved
         changes nothing is written in place.
 
+        Once the commit stands and the write lock is let go, segments past the merge policy's limit are merged
+        (`mm_rag.store.merging`): outside the lock, each merge committed as a generation of its own.
+
         Raises:
             StoreWriteError: the save failed (disk full, I/O error…): the last commit is intact, and the
                 message says whether this handle's changes are kept for another `save`.
         """
         self._generations.save(path)
+        if not (self.temporary or self.read_only):
+            merging.merge_segments(self._generations)
 
     def rollback(self) -> None:
         """Drop the changes not saved yet and show the latest committed state (this process's or another's)."""
@@ -289,6 +294,10 @@ class MultimodalStore:
     def lock_timeout(self) -> float:
         """Seconds a change waits for another process's write before `StoreLockedError`."""
         return self._generations.lock_timeout
+
+    @lock_timeout.setter
+    def lock_timeout(self, seconds: float) -> None:
+        self._generations.lock_timeout = lock_seconds(seconds)
 
     def __enter__(self) -> Self:
         return self

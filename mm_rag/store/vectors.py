@@ -67,6 +67,17 @@ class VectorTable:
         self._size = need
         self._live += len(keys)
 
+    def between(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, vectors) of the live rows with keys from `first` to `last`, ascending (copies)."""
+        stored = self._keys[: self._size]
+        start, stop = np.searchsorted(stored, [first, last + 1])
+        alive = self._alive[start:stop]
+        return stored[start:stop][alive], self._vectors[start:stop][alive]
+
+    def all_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(keys, vectors, alive) of every row, deleted ones included: views, for a scan that copies nothing."""
+        return self._keys[: self._size], self._vectors[: self._size], self._alive[: self._size]
+
     def sample(self, count: int, rng: np.random.Generator) -> np.ndarray:
         """Keys of about `count` live rows drawn at random (a deleted row drawn is left out): all when fewer."""
         if self._size <= count:
@@ -112,3 +123,75 @@ def _grow(array: np.ndarray, used: int, shape: tuple[int, ...]) -> np.ndarray:
     grown = np.empty(shape, dtype=array.dtype)
     grown[:used] = array[:used]
     return grown
+
+
+class RecentPart:
+    """The vectors a space keeps beside its main index: committed segments' rows, and rows added since.
+
+    Small segments and new rows share one in-memory `VectorTable` (`memory`); a segment read memory-mapped (a
+    large file) is a table of its own over the mapping (`mapped`), so that processes sharing a store share its
+    pages instead of each holding a copy. Every segment covers its own range of keys, so the tables never
+    hold the same key; searches scan each table (`tables`).
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.memory = VectorTable(dim)
+        self.mapped: list[VectorTable] = []
+
+    def tables(self) -> list[VectorTable]:
+        return [table for table in (*self.mapped, self.memory) if len(table)]
+
+    def __len__(self) -> int:
+        return len(self.memory) + sum(len(table) for table in self.mapped)
+
+    def append(self, keys: np.ndarray, vectors: np.ndarray, adopt: bool = False) -> None:
+        """Add rows whose keys are greater than every key here: a memory-mapped segment's as a table of its own."""
+        if isinstance(vectors, np.memmap):
+            self.mapped.append(VectorTable(self.dim, keys, vectors))
+        else:
+            self.memory.append(keys, vectors, adopt)
+
+    def last_key(self) -> int:
+        return max((table.last_key() for table in (*self.mapped, self.memory)), default=-1)
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        return _merged([table.contains(keys) for table in self.tables()])
+
+    def take(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _merged_rows([table.take(keys) for table in self.tables()], self.dim)
+
+    def delete(self, keys: np.ndarray) -> np.ndarray:
+        return _merged([table.delete(keys) for table in self.tables()])
+
+    def live_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, vectors) of every live row, ascending: a copy wherever more than one table holds rows."""
+        tables = self.tables()
+        if len(tables) == 1:
+            return tables[0].live_vectors()
+        return _merged_rows([table.live_vectors() for table in tables], self.dim)
+
+    def between(self, first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        return _merged_rows([table.between(first, last) for table in self.tables()], self.dim)
+
+    def sample(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        total = max(1, len(self))
+        return np.concatenate(
+            [np.empty(0, dtype=np.int64)]
+            + [table.sample(round(count * len(table) / total), rng) for table in self.tables()]
+        )
+
+
+def _merged(parts: list[np.ndarray]) -> np.ndarray:
+    if len(parts) == 1:
+        return parts[0]
+    return np.sort(np.concatenate([np.empty(0, dtype=np.int64), *parts]))
+
+
+def _merged_rows(parts: list[tuple[np.ndarray, np.ndarray]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    if len(parts) == 1:
+        return parts[0]
+    keys = np.concatenate([np.empty(0, dtype=np.int64), *(keys for keys, _ in parts)])
+    vectors = np.concatenate([np.empty((0, dim), dtype=np.float32), *(vectors for _, vectors in parts)])
+    order = np.argsort(keys, kind="stable")
+    return keys[order], vectors[order]
