@@ -892,7 +892,7 @@ _CRASH = """
 import os, sys
 import numpy as np
 from mm_rag import MultimodalStore, Record
-from mm_rag.store import segments, store as store_module
+from mm_rag.store import committed, segments
 
 store = MultimodalStore.open(sys.argv[1])
 store.upsert([Record(f"crash{i}", "text") for i in range(10)], {"s": np.ones((10, 8))})
@@ -906,7 +906,7 @@ if sys.argv[2] == "before-commit":  # the new space files are written, the catal
     write = segments.write_space
     segments.write_space = lambda *a, **k: (write(*a, **k), die())[0]
 elif sys.argv[2] == "after-commit":  # committed, but mmrag.json and old files not yet updated
-    store_module.MultimodalStore._write_manifest_file = die
+    committed.write_manifest_file = die
 if sys.argv[2] != "no-save":
     store.save()
 die()

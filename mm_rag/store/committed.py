@@ -36,7 +36,6 @@ from mm_rag.errors import (
     StoreWriteError,
 )
 from mm_rag.store import segments
-from mm_rag.store.catalog import Catalog
 from mm_rag.store.durable import fsync_path
 from mm_rag.store.locking import ReadWriteLock, StoreWriteLock
 from mm_rag.store.manifest import (
@@ -50,7 +49,8 @@ from mm_rag.store.manifest import (
     copy_store,
     empty_manifest,
     new_manifest,
-    read_json,
+    open_catalog,
+    remove_unreferenced,
     write_manifest_file,
 )
 from mm_rag.store.space import Space
@@ -105,45 +105,15 @@ class Generations:
         self.manifest = empty_manifest()
         self._next_key = 0
         self.spaces: dict[str, Space] = {}
-        self._connect()
+        self.catalog = open_catalog(self.path, self.read_only)
+        self._seen_version = self.catalog.data_version()
         try:
             self._catch_up()
         except BaseException:
             self.catalog.close()
             raise
         if not (self.path / MANIFEST).exists() and not self.read_only:
-            self._write_manifest_file()
-
-    def _connect(self) -> None:
-        """Open the catalog; refuses a damaged store rather than overwrite it.
-
-        The catalog's manifest is authoritative. A catalog without a committed manifest is a store that was
-        never saved (or whose creation was interrupted) and starts empty, unless `mmrag.json` records a save.
-        """
-        manifest_file, catalog_file = self.path / MANIFEST, self.path / CATALOG
-        saved_generation = 0
-        if manifest_file.exists():
-            described = read_json(manifest_file)
-            check_format(described, manifest_file)
-            saved_generation = described.get("generation", 0)
-        if saved_generation and not catalog_file.is_file():  # else a new, empty catalog would replace the store
-            raise StoreFormatError(f"{self.path} has {MANIFEST} but no {CATALOG}: the store is damaged")
-        if self.read_only and not catalog_file.is_file():
-            raise StoreFormatError(f"no mm-rag store at {self.path}, and the folder is read-only")
-        try:
-            self.catalog = Catalog(catalog_file, read_only=self.read_only)
-            self._seen_version = self.catalog.data_version()
-            manifest = self.catalog.setting("manifest")
-        except sqlite3.DatabaseError as error:
-            if isinstance(error, sqlite3.OperationalError):  # locked, unreadable…: not a damaged file
-                raise
-            raise StoreFormatError(f"{catalog_file} is damaged or not an SQLite catalog: {error}") from error
-        if manifest is None and saved_generation:  # an emptied (e.g. zero-length) or replaced catalog
-            self.catalog.close()
-            raise StoreFormatError(
-                f"{catalog_file} holds no manifest but {MANIFEST} records saved generation"
-                f" {saved_generation}: the catalog is damaged"
-            )
+            write_manifest_file(self.path, self.manifest)
 
     def _committed(self) -> dict[str, Any]:
         """The manifest the catalog holds now (a new store's when none was committed yet)."""
@@ -459,13 +429,9 @@ class Generations:
             self._dirty_spaces.clear()
             self._adopted.clear()
             self.unsaved = False
-        spaces_dir = self.path / SPACES_DIR
         try:  # the commit stands: what follows only tidies, and a failure here loses nothing
-            self._write_manifest_file()
-            referenced = {file for entry in _entries(manifest).values() for file in entry.files.names()}
-            for file in spaces_dir.iterdir():
-                if file.name not in referenced:
-                    file.unlink(missing_ok=True)
+            write_manifest_file(self.path, self.manifest)
+            remove_unreferenced(self.path, manifest)
             self.catalog.checkpoint()
         except (OSError, sqlite3.Error) as error:
             warnings.warn(
@@ -476,9 +442,6 @@ class Generations:
         """Remove what a failed save wrote: files named after its generation, which no commit references."""
         for file in (self.path / SPACES_DIR).glob(f"*.{generation}.*"):
             file.unlink(missing_ok=True)
-
-    def _write_manifest_file(self) -> None:
-        write_manifest_file(self.path, self.manifest)
 
     def close(self) -> None:
         """Release the store. Unsaved changes are dropped (with a warning); a temporary store is deleted."""

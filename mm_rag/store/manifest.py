@@ -21,20 +21,19 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 import numpy as np
 
 from mm_rag.errors import InvalidInputError, StoreFormatError
+from mm_rag.store.catalog import Catalog
 from mm_rag.store.durable import write_atomically
 from mm_rag.store.space import SpaceConfig
-
-if TYPE_CHECKING:
-    from mm_rag.store.catalog import Catalog
 
 FORMAT = "mm-rag-store"
 FORMAT_VERSION = 2  # 2: named files and segments per space; 1 (files by position) is read too
@@ -198,3 +197,45 @@ def copy_store(source: Path, target: Path, catalog: Catalog, manifest: dict[str,
     if target.exists():
         target.rmdir()
     shutil.move(str(staging), str(target))
+
+
+def open_catalog(store: Path, read_only: bool) -> Catalog:
+    """Open the catalog of the store at `store`; refuses a damaged store rather than overwrite it.
+
+    The catalog's manifest is authoritative. A catalog without a committed manifest is a store that was never
+    saved (or whose creation was interrupted) and starts empty, unless `mmrag.json` records a save.
+    """
+    manifest_file, catalog_file = store / MANIFEST, store / CATALOG
+    saved_generation = 0
+    if manifest_file.exists():
+        described = read_json(manifest_file)
+        check_format(described, manifest_file)
+        saved_generation = described.get("generation", 0)
+    if saved_generation and not catalog_file.is_file():  # else a new, empty catalog would replace the store
+        raise StoreFormatError(f"{store} has {MANIFEST} but no {CATALOG}: the store is damaged")
+    if read_only and not catalog_file.is_file():
+        raise StoreFormatError(f"no mm-rag store at {store}, and the folder is read-only")
+    try:
+        catalog = Catalog(catalog_file, read_only=read_only)
+        manifest = catalog.setting("manifest")
+    except sqlite3.DatabaseError as error:
+        if isinstance(error, sqlite3.OperationalError):  # locked, unreadable…: not a damaged file
+            raise
+        raise StoreFormatError(f"{catalog_file} is damaged or not an SQLite catalog: {error}") from error
+    if manifest is None and saved_generation:  # an emptied (e.g. zero-length) or replaced catalog
+        catalog.close()
+        raise StoreFormatError(
+            f"{catalog_file} holds no manifest but {MANIFEST} records saved generation"
+            f" {saved_generation}: the catalog is damaged"
+        )
+    return catalog
+
+
+def remove_unreferenced(store: Path, manifest: dict[str, Any]) -> None:
+    """Remove the space files `manifest` does not name: older generations', failed saves' and merges'."""
+    referenced = {
+        file for name, entry in manifest["spaces"].items() for file in SpaceEntry.from_json(name, entry).files.names()
+    }
+    for file in (store / SPACES_DIR).iterdir():
+        if file.name not in referenced:
+            file.unlink(missing_ok=True)
