@@ -19,7 +19,7 @@ each pays for finding its keys (per-user or per-tenant filters). Three versions 
 interleaved query by query with the unfiltered search (each going first in turn), on a Flat index, k=10:
 "unplanned" finds the keys with `compile_filter` as written (the code before planning), "keys first" with the
 planner but always collecting the keys (the planner alone), "planned" as the store runs (broad filters rank
-candidates first, `mm_rag.store.filtered`). Recall@10 against brute force over the matching vectors.
+candidates first, `mm_rag.store.searching`). Recall@10 against brute force over the matching vectors.
 Results go to ``benchmarks/results/filter_plans.json``.
 """
 
@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 from benchmarks.before_after import write_results
 from mm_rag import MultimodalStore, Record
 from mm_rag.filters import compile_filter
-from mm_rag.store import filtered
+from mm_rag.store import searching
 
 DIM = 512
 MODULI = (2000, 1000, 200, 100, 20, 10)
@@ -96,7 +96,7 @@ def measure(count: int, queries: int, work: Path) -> dict[str, Any]:
     path = work / f"store-{count}"
     vectors = build(path, count)
     probes = np.random.default_rng(1).standard_normal((queries, DIM)).astype(np.float32)
-    planned = filtered.plan_filter
+    planned = searching.plan_filter
 
     def unplanned(filter: Any, count: Any) -> tuple[str, list[Any]]:  # the code before planning
         condition, params = compile_filter(filter)
@@ -105,7 +105,7 @@ def measure(count: int, queries: int, work: Path) -> dict[str, Any]:
     versions = {  # (how the keys are found, the shares from which candidates are ranked first)
         "unplanned": (unplanned, (math.inf, math.inf)),
         "keys first": (planned, (math.inf, math.inf)),
-        "planned": (planned, (filtered.CANDIDATES_FIRST_SHARE, filtered.CANDIDATES_FIRST_SHARE_FROM_INDEX)),
+        "planned": (planned, (searching.CANDIDATES_FIRST_SHARE, searching.CANDIDATES_FIRST_SHARE_FROM_INDEX)),
     }
     rows: dict[str, Any] = {}
     with MultimodalStore.open(path, mmap=False) as store:
@@ -125,8 +125,8 @@ def measure(count: int, queries: int, work: Path) -> dict[str, Any]:
                         value = (number * len(order) + list(versions).index(version)) % modulus  # not used before
                         filter = shapes(modulus, value)[shape]
                         plan, shares = versions[version]
-                        filtered.plan_filter = plan
-                        filtered.CANDIDATES_FIRST_SHARE, filtered.CANDIDATES_FIRST_SHARE_FROM_INDEX = shares
+                        searching.plan_filter = plan
+                        searching.CANDIDATES_FIRST_SHARE, searching.CANDIDATES_FIRST_SHARE_FROM_INDEX = shares
                         store._matching.clear()
                         started = time.perf_counter()
                         hits = store.search("v", probe, k=10, filter=filter)
@@ -135,8 +135,8 @@ def measure(count: int, queries: int, work: Path) -> dict[str, Any]:
                 for probe, filter, hits in found:  # outside the timed loop: its garbage is not theirs
                     matching = np.array([int(r.id[1:]) for r in store.find(filter)], dtype=np.int64)
                     recalls.append(recall(hits, vectors, probe, matching, 10))
-                filtered.plan_filter = planned
-                filtered.CANDIDATES_FIRST_SHARE, filtered.CANDIDATES_FIRST_SHARE_FROM_INDEX = versions["planned"][1]
+                searching.plan_filter = planned
+                searching.CANDIDATES_FIRST_SHARE, searching.CANDIDATES_FIRST_SHARE_FROM_INDEX = versions["planned"][1]
                 rows[f"{shape} @ {label}"] = {
                     **{f"{version}_ms": statistics.median(times[version]) * 1e3 for version in versions},
                     "recall": min(recalls),

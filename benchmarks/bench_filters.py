@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 
 from mm_rag import MultimodalStore, Record
 from mm_rag.filters import compile_filter
-from mm_rag.store import filtered
+from mm_rag.store import searching
 from mm_rag.store.planner import plan_filter
 
 FIELDS = {0.001: "s1000", 0.01: "s100", 0.1: "s10", 0.5: "s2"}
@@ -76,8 +76,8 @@ def keys_as_compiled(indexed: bool) -> Any:
 
 def search(store: MultimodalStore, q: np.ndarray, k: int, f: dict | None, indexed: bool) -> tuple[float, list]:
     # This benchmark compares finding the keys through the index with the JSON scan: always keys first.
-    filtered.plan_filter = keys_as_compiled(indexed)
-    filtered.CANDIDATES_FIRST_SHARE = filtered.CANDIDATES_FIRST_SHARE_FROM_INDEX = math.inf
+    searching.plan_filter = keys_as_compiled(indexed)
+    searching.CANDIDATES_FIRST_SHARE = searching.CANDIDATES_FIRST_SHARE_FROM_INDEX = math.inf
     store._matching.clear()
     gc.collect()
     start = time.perf_counter()
@@ -86,7 +86,7 @@ def search(store: MultimodalStore, q: np.ndarray, k: int, f: dict | None, indexe
 
 
 def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    shares = filtered.CANDIDATES_FIRST_SHARE, filtered.CANDIDATES_FIRST_SHARE_FROM_INDEX
+    shares = searching.CANDIDATES_FIRST_SHARE, searching.CANDIDATES_FIRST_SHARE_FROM_INDEX
     rng = np.random.default_rng(args.seed)
     store, x, add_s = build(work / f"store-{n}", n, args.dim, rng)
     queries = x[rng.choice(n, args.queries, replace=False)]
@@ -120,8 +120,8 @@ def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
               f" {entry['before_vs_unfiltered']:>9.2f}x {med['before'] / med['after']:>7.1f}x"
               f" {entry['recall']:>6.3f}")  # fmt: skip
         sys.stdout.flush()
-    filtered.plan_filter = plan_filter
-    filtered.CANDIDATES_FIRST_SHARE, filtered.CANDIDATES_FIRST_SHARE_FROM_INDEX = shares
+    searching.plan_filter = plan_filter
+    searching.CANDIDATES_FIRST_SHARE, searching.CANDIDATES_FIRST_SHARE_FROM_INDEX = shares
     store.close()
     return out
 

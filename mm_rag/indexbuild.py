@@ -33,9 +33,10 @@ import numpy as np
 from mm_rag.errors import InvalidInputError
 from mm_rag.shards import ShardSet, SpaceInfo
 from mm_rag.store import indexing, ondisk
+from mm_rag.store.config import SpaceConfig
 from mm_rag.store.durable import fsync_path
 from mm_rag.store.manifest import SpaceFiles
-from mm_rag.store.space import Space, SpaceConfig
+from mm_rag.store.space import Space
 from mm_rag.store.store import SPACES_DIR, MultimodalStore
 
 RECALL_K = 10

@@ -1,4 +1,4 @@
-"""Which way a filtered search goes (`mm_rag.store.filtered`), and that either way gives the exact answer on Flat.
+"""Which way a filtered search goes (`mm_rag.store.searching`), and that either way gives the exact answer on Flat.
 
 A broad filter ranks candidates first and checks them; a selective one, a repeated one (keys cached) and one
 that keeps exactly the vectors farthest from the query (so that the candidates never hold enough) collect the
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mm_rag import MultimodalStore, Record
-from mm_rag.store import filtered
+from mm_rag.store import searching
 
 N, DIM, K = 20_000, 16, 10
 
@@ -46,8 +46,8 @@ def brute_force(vectors, query, records, keep) -> list[str]:
 def collected(monkeypatch):
     """How many times a search collected a filter's keys (the keys-first way)."""
     calls = []
-    planned = filtered.plan_filter
-    monkeypatch.setattr(filtered, "plan_filter", lambda *args: calls.append(1) or planned(*args))
+    planned = searching.plan_filter
+    monkeypatch.setattr(searching, "plan_filter", lambda *args: calls.append(1) or planned(*args))
     return calls
 
 
@@ -88,7 +88,7 @@ def test_candidates_first_widens_until_every_query_has_k(data, monkeypatch):
     """With a margin far too small, the first candidates hold too few hits: the search asks for more."""
     store, vectors, query, records = data
     store._matching.clear()
-    monkeypatch.setattr(filtered, "MARGIN", 0.05)
+    monkeypatch.setattr(searching, "MARGIN", 0.05)
     asked = []
     search = type(store._generations.spaces["v"]).search
     monkeypatch.setattr(

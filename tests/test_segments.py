@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mm_rag import MultimodalStore, Record, StoreFormatError, StoreWriteError
+from mm_rag import MultimodalStore, Record, StoreFormatError
 from mm_rag.store import segments
 from mm_rag.store import space as space_module
 from mm_rag.store.manifest import SpaceEntry, SpaceFiles

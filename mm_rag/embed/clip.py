@@ -74,7 +74,7 @@ class OpenCLIPEmbedder:
         """What makes its vectors, as JSON data (recorded with a store's space; `embedder_from_spec` rebuilds it).
 
         Local files (a config JSON, a checkpoint) also give a ``fingerprint`` of their contents, so the same
-        files at another path are the same model (`mm_rag.store.space.same_model`).
+        files at another path are the same model (`mm_rag.store.config.same_model`).
         """
         model = str(self._config_file.resolve()) if self._config_file else self.model_name
         pretrained = str(self.pretrained.resolve()) if isinstance(self.pretrained, Path) else self.pretrained

@@ -31,7 +31,7 @@ from mm_rag.embed.text import DEFAULT_TEXT_MODEL, TextEmbedder
 from mm_rag.embed.whisper import DEFAULT_WHISPER_MODEL, WhisperTranscriber
 from mm_rag.errors import InvalidInputError, MMRagError
 from mm_rag.ingestion.waiting import ModelRequest
-from mm_rag.store.space import describe_model, same_model
+from mm_rag.store.config import describe_model, same_model
 
 if TYPE_CHECKING:
     from mm_rag.embed.ocr import OcrEngine

@@ -32,8 +32,8 @@ import numpy as np
 
 from mm_rag.errors import InvalidInputError, StoreFormatError
 from mm_rag.store.catalog import Catalog
+from mm_rag.store.config import SpaceConfig
 from mm_rag.store.durable import write_atomically
-from mm_rag.store.space import SpaceConfig
 
 FORMAT = "mm-rag-store"
 FORMAT_VERSION = 2  # 2: named files and segments per space; 1 (files by position) is read too

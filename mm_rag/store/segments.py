@@ -29,10 +29,11 @@ import numpy as np
 
 from mm_rag.errors import StoreFormatError
 from mm_rag.store import ondisk
+from mm_rag.store.config import SpaceConfig
 from mm_rag.store.durable import fsync_path, write_array
 from mm_rag.store.manifest import SPACES_DIR, Segment, SpaceEntry, SpaceFiles
 from mm_rag.store.overlap import both
-from mm_rag.store.space import Space, SpaceConfig
+from mm_rag.store.space import Space
 from mm_rag.store.vectors import RecentPart, VectorTable
 
 # Index files at least this large open memory-mapped unless the caller says otherwise.

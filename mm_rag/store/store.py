@@ -12,13 +12,14 @@ import numpy as np
 from mm_rag.errors import InvalidInputError, StoreFormatError
 from mm_rag.filters import Filter, check_filter, compile_filter
 from mm_rag.records import LEXICAL, Hit, Record, encode_records
-from mm_rag.store import filtered, indexing, merging, segments, writes
+from mm_rag.store import indexing, merging, searching, segments, writes
 from mm_rag.store.catalog import KEYWORD_LANGUAGES
 from mm_rag.store.committed import DEFAULT_LOCK_TIMEOUT, Generations, lock_seconds
+from mm_rag.store.config import SpaceConfig
 from mm_rag.store.lexical import Keywords, Stemming
 from mm_rag.store.manifest import CATALOG, MANIFEST, SPACES_DIR, SpaceEntry, SpaceFiles
 from mm_rag.store.overlap import both
-from mm_rag.store.space import Space, SpaceConfig
+from mm_rag.store.space import Space
 from mm_rag.store.writes import (
     check_keyword_settings,
     check_records,
@@ -54,7 +55,7 @@ class MultimodalStore:
     The directory's files are described in `mm_rag.store.manifest`; the parts of a store in DESIGN.md: its
     committed generations and write lock (`mm_rag.store.committed`), the catalog (`mm_rag.store.catalog`),
     each space's index and segments (`mm_rag.store.space`, `mm_rag.store.segments`), filtered search
-    (`mm_rag.store.filtered`).
+    (`mm_rag.store.searching`).
 
     A store whose directory cannot be written (a read-only file system or folder) opens for searching;
     its first change raises `ReadOnlyStoreError`.
@@ -68,7 +69,7 @@ class MultimodalStore:
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> None:
         self._generations = Generations(path, mmap=mmap, lock_timeout=lock_timeout)
-        self._matching = filtered.MatchingKeys(self._generations)
+        self._matching = searching.MatchingKeys(self._generations)
         self.path: Path = self._generations.path
 
     @classmethod
@@ -375,30 +376,7 @@ class MultimodalStore:
         count = len(vectors) if hasattr(vectors, "__len__") else 0
         if count == 0:
             raise InvalidInputError("search: no query vectors given")
-        for attempt in range(2):
-            with self._generations.reading():
-                target = self._space(space)
-                queries = target.prepare(vectors, count, "search")
-                if filter is None:
-                    scores, keys = target.search(queries, k, None)
-                else:
-                    catalog = self._generations.catalog
-                    scores, keys = filtered.search(target, catalog, queries, k, filter, self._matching)
-                wanted = {int(key) for key in keys.ravel() if key >= 0}
-                found = self._generations.catalog.records_by_keys(wanted)
-            if len(found) == len(wanted) or attempt:
-                break
-            # Another process committed between the check and the catalog read: records it deleted are gone
-            # from the catalog but not yet from these spaces. Catch up and search again rather than come back short.
-        return [
-            [
-                Hit(found[key], space, float(score), rank)
-                for rank, (score, key) in enumerate(
-                    (s, kk) for s, kk in zip(row_scores, row_keys.tolist()) if kk in found
-                )
-            ]
-            for row_scores, row_keys in zip(scores, keys)
-        ]
+        return searching.vector_hits(self._generations, self._matching, space, vectors, count, k, filter)
 
     def search_text(self, query: str, k: int = 10, filter: Filter | None = None, space: str | None = None) -> list[Hit]:
         """The `k` records whose text best matches the words of `query`, best first (BM25 over SQLite FTS5).
@@ -421,7 +399,7 @@ class MultimodalStore:
         condition = compile_filter(filter)
         with self._generations.reading():
             target = None if space is None else self._space(space)
-            rows = filtered.search_text(self._generations.catalog, target, query, condition, k)
+            rows = searching.text_rows(self._generations.catalog, target, query, condition, k)
             found = self._generations.catalog.records_by_keys([key for key, _ in rows])
         ranked = [(found[key], score) for key, score in rows if key in found]
         return [Hit(record, LEXICAL, float(score), rank) for rank, (record, score) in enumerate(ranked)]

@@ -14,9 +14,10 @@ import numpy as np
 from mm_rag.errors import InvalidInputError, UnknownSpaceError
 from mm_rag.records import Record, encode_records
 from mm_rag.store.committed import Generations
+from mm_rag.store.config import SpaceConfig, describe_model, same_model
 from mm_rag.store.lexical import STEMMINGS, Stemming
 from mm_rag.store.overlap import both
-from mm_rag.store.space import Space, SpaceConfig, describe_model, same_model
+from mm_rag.store.space import Space
 from mm_rag.store.stopwords import STOP_WORDS
 
 # A space's configuration, and vectors checked against it with their squared norms (see `Space.check`).

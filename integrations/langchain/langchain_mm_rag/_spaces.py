@@ -9,7 +9,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_mm_rag.embeddings import MMRagEmbeddings
 from mm_rag.errors import InvalidInputError
 from mm_rag.store import MultimodalStore, SpaceConfig
-from mm_rag.store.space import describe_model, same_model
+from mm_rag.store.config import describe_model, same_model
 
 DEFAULT_SPACE = "langchain"
 

@@ -1,4 +1,5 @@
-"""A filtered vector search, planned by the share of the space's vectors the filter keeps.
+"""A store's searches: vector search with filters planned by the share of the space's vectors they keep, and
+keyword search restricted to a space.
 
 There are two ways to search with a filter:
 
@@ -24,15 +25,18 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 
 from mm_rag.filters import Filter, canonical_filter
+from mm_rag.records import Hit
 from mm_rag.store import space as space_module
 from mm_rag.store.catalog import Catalog
 from mm_rag.store.committed import Generations
 from mm_rag.store.planner import check_each, keys_from_index, plan_filter
 from mm_rag.store.space import Space
+from mm_rag.store.writes import lookup
 
 SAMPLE = 256
 CANDIDATES_FIRST_SHARE = 0.05
@@ -77,6 +81,39 @@ class MatchingKeys:
     def clear(self) -> None:
         with self._mutex:
             self._cache.clear()
+
+
+def vector_hits(
+    generations: Generations,
+    matching: MatchingKeys,
+    space: str,
+    vectors: Any,
+    count: int,
+    k: int,
+    filter: Filter | None,
+) -> list[list[Hit]]:
+    """`MultimodalStore.search_batch` once its arguments are checked: hits of each query, best first."""
+    for attempt in range(2):
+        with generations.reading():
+            target = lookup(generations.spaces, space)
+            queries = target.prepare(vectors, count, "search")
+            if filter is None:
+                scores, keys = target.search(queries, k, None)
+            else:
+                scores, keys = search(target, generations.catalog, queries, k, filter, matching)
+            wanted = {int(key) for key in keys.ravel() if key >= 0}
+            found = generations.catalog.records_by_keys(wanted)
+        if len(found) == len(wanted) or attempt:
+            break
+        # Another process committed between the check and the catalog read: records it deleted are gone from
+        # the catalog but not yet from these spaces. Catch up and search again rather than come back short.
+    return [
+        [
+            Hit(found[key], space, float(score), rank)
+            for rank, (score, key) in enumerate((s, kk) for s, kk in zip(row_scores, row_keys.tolist()) if kk in found)
+        ]
+        for row_scores, row_keys in zip(scores, keys)
+    ]
 
 
 def search(
@@ -126,7 +163,7 @@ def _candidates_first(
     return np.where(kept, scores, -np.inf).astype(np.float32), np.where(kept, found, -1)
 
 
-def search_text(
+def text_rows(
     catalog: Catalog, space: Space | None, query: str, condition: tuple[str, list], k: int
 ) -> list[tuple[int, float]]:
     """(key, BM25 score) of the `k` best keyword matches among the records meeting `condition` and, with
