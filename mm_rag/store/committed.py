@@ -89,7 +89,7 @@ class Generations:
                 raise StoreFormatError(f"cannot create a store at {self.path}: {error}") from error
         self.lock = ReadWriteLock()
         self.write_lock = StoreWriteLock(self.path / WRITE_LOCK)
-        self._writes = 0  # depth of nested `_exclusive` blocks: the write lock goes with the outermost
+        self._writes = 0  # depth of nested `exclusive` blocks: the write lock goes with the outermost
         # This handle's writing thread (re-entrant: blocks nest). Separate from `lock` so that a save can write
         # its files while searches go on, and no other thread of this handle changes what is being written.
         self._writer = threading.RLock()
@@ -199,13 +199,14 @@ class Generations:
     def writing(self) -> Iterator[None]:
         """Exclusive access for a change: the store's write lock on the latest commit, this handle's writer,
         then the thread lock (searches of this process wait for the change, not for the store's lock)."""
-        with self._exclusive(), self.lock.writing():
+        with self.exclusive(), self.lock.writing():
             yield
 
     @contextmanager
-    def _exclusive(self, timeout: float | None = None) -> Iterator[None]:
-        """The store's write lock (taken by the outermost block, kept while there are unsaved changes) on the
-        latest commit, and this handle's writer: no other writer anywhere, while searches go on."""
+    def exclusive(self, timeout: float | None = None) -> Iterator[None]:
+        """The store's write lock (taken by the outermost block, waiting at most `timeout` seconds, kept while
+        there are unsaved changes) on the latest commit, and this handle's writer: no other writer anywhere,
+        while searches go on."""
         while True:
             self._take_write_lock(timeout)
             with self._writer:
@@ -325,7 +326,7 @@ class Generations:
             with self.lock.reading():  # nobody can change a read-only store: the committed files stay
                 copy_store(self.path, Path(path), self.catalog, self.manifest)  # type: ignore[arg-type]
             return
-        with self._exclusive():  # the write lock also keeps the committed files in place while they are copied
+        with self.exclusive():  # the write lock also keeps the committed files in place while they are copied
             if self.unsaved:
                 self._commit()
             if copy:
@@ -378,42 +379,13 @@ class Generations:
             self._remove_files_of(generation)
             code = getattr(error, "errno", None) or (errno.ENOSPC if "No space left" in str(error) else None)
             self._fail(f"saving generation {generation} failed: {error}", error, code)
-        self._publish(generation, entries, written)
+        self.publish(generation, entries, written)
 
-    def commit_merge(self, name: str, old: SpaceFiles, new: SpaceFiles, dead: np.ndarray, timeout: float) -> bool:
-        """Commit `new` files of space `name` (`old` merged: the same live vectors in fewer files) as a generation
-        of its own; False when the space's files are no longer `old`, `new` ones went missing, this handle has
-        unsaved changes, or another process keeps the write lock past `timeout` seconds.
-
-        Raises:
-            StoreWriteError: the commit failed (the last commit is intact).
-        """
-        try:
-            with self._exclusive(timeout):
-                space = self.spaces.get(name)
-                directory = self.path / SPACES_DIR
-                if self.unsaved or space is None or space.files != old:
-                    return False
-                if not all((directory / file).is_file() for file in new.names()):
-                    return False  # removed by another process's tidying up meanwhile
-                entries = dict(self.manifest["spaces"])
-                entries[name] = SpaceEntry.describe(space.config, space.spec, directory, new, len(space)).to_json()
-                with self.catalog_writes():
-                    self.catalog.begin()
-                try:
-                    self._publish(self.manifest["generation"] + 1, entries, {name: (new, dead)})
-                except BaseException:
-                    self.catalog.rollback()  # the write lock goes with this block: so must SQLite's
-                    raise
-                return True
-        except StoreLockedError:
-            return False
-
-    def _publish(
+    def publish(
         self, generation: int, entries: dict[str, Any], written: dict[str, tuple[SpaceFiles, np.ndarray]]
     ) -> None:
-        """Commit the manifest of `generation` (in the catalog's open transaction) naming the files `written`,
-        then show it, then remove the files no commit references."""
+        """Commit the manifest of `generation`, whose `entries` name the files `written` (inside `exclusive`, in
+        the catalog's open transaction), then show it, then remove the files no commit references."""
         manifest = new_manifest(generation, self._next_key, entries)
         try:
             with self.catalog_writes():

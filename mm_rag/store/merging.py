@@ -14,10 +14,12 @@ from __future__ import annotations
 import secrets
 import warnings
 
-from mm_rag.errors import StoreWriteError
+import numpy as np
+
+from mm_rag.errors import StoreLockedError, StoreWriteError
 from mm_rag.store import segments
 from mm_rag.store.committed import Generations
-from mm_rag.store.manifest import SPACES_DIR, SpaceFiles
+from mm_rag.store.manifest import SPACES_DIR, SpaceEntry, SpaceFiles
 
 # How long a merge waits for another process's write before leaving the merge to the next save.
 MERGE_LOCK_TIMEOUT = 1.0
@@ -36,7 +38,7 @@ def merge_segments(generations: Generations) -> int:
         stem = f"{name}.{generations.manifest['generation']}.{secrets.token_hex(4)}"  # no other writer's name
         try:
             new, dead = segments.write_merge(directory, files, at, stem)
-            committed = generations.commit_merge(name, files, new, dead, MERGE_LOCK_TIMEOUT)
+            committed = _commit(generations, name, files, new, dead)
         except (OSError, ValueError, StoreWriteError) as error:
             committed = False
             warnings.warn(
@@ -50,6 +52,36 @@ def merge_segments(generations: Generations) -> int:
             return merged
         merged += 1
     return merged
+
+
+def _commit(generations: Generations, name: str, old: SpaceFiles, new: SpaceFiles, dead: np.ndarray) -> bool:
+    """Commit `new` files of space `name` (`old` merged: the same live vectors in fewer files) as a generation
+    of its own; False when the space's files are no longer `old`, `new` ones went missing, the handle has
+    unsaved changes, or another process keeps the write lock past `MERGE_LOCK_TIMEOUT`.
+
+    Raises:
+        StoreWriteError: the commit failed (the last commit is intact).
+    """
+    try:
+        with generations.exclusive(MERGE_LOCK_TIMEOUT):
+            space = generations.spaces.get(name)
+            directory = generations.path / SPACES_DIR
+            if generations.unsaved or space is None or space.files != old:
+                return False
+            if not all((directory / file).is_file() for file in new.names()):
+                return False  # removed by another process's tidying up meanwhile
+            entries = dict(generations.manifest["spaces"])
+            entries[name] = SpaceEntry.describe(space.config, space.spec, directory, new, len(space)).to_json()
+            with generations.catalog_writes():
+                generations.catalog.begin()
+            try:
+                generations.publish(generations.manifest["generation"] + 1, entries, {name: (new, dead)})
+            except BaseException:
+                generations.catalog.rollback()  # the write lock goes with this block: so must SQLite's
+                raise
+            return True
+    except StoreLockedError:
+        return False
 
 
 def _next_merge(generations: Generations) -> tuple[str, SpaceFiles, int] | None:
