@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -196,3 +197,32 @@ def shorten(value: Any, limit: int = MAX_ECHO_CHARS) -> Any:
     if isinstance(value, (dict, list, tuple)) and len(repr(value)) > limit:
         return f"{repr(value)[:limit]}… ({type(value).__name__} of {len(value)} items)"
     return value
+
+
+# --- what the server shows of its own folders ----------------------------------------------------------------
+# A quoted absolute path inside a model's repr ('/home/me/models/clip.pt'): shown by its name when paths are hidden.
+_QUOTED_PATH = re.compile(r"'(/[^']*)'")
+_HF_CACHE_FOLDER = re.compile(r"models--([^/]+)--([^/]+)")
+
+
+def _path_name(value: str) -> str:
+    """A model named by a local path, shown without the server's folders: a Hugging Face cache folder by its
+    repository (``sentence-transformers/all-MiniLM-L6-v2``), any other path by its last part."""
+    cached = _HF_CACHE_FOLDER.search(value)
+    return f"{cached[1]}/{cached[2]}" if cached else Path(value).name
+
+
+def without_paths(spec: Any) -> Any:
+    """A space's model spec with every absolute path replaced by its name (see `_path_name`)."""
+    if isinstance(spec, dict):
+        return {key: without_paths(value) for key, value in spec.items()}
+    if isinstance(spec, list):
+        return [without_paths(value) for value in spec]
+    if isinstance(spec, str) and os.path.isabs(spec):
+        return _path_name(spec)
+    return spec
+
+
+def without_quoted_paths(text: str) -> str:
+    """`text` (a model's repr) with each quoted absolute path in it shown by its name (see `_path_name`)."""
+    return _QUOTED_PATH.sub(lambda match: repr(_path_name(match[1])), text)

@@ -13,15 +13,11 @@ that document instead of being stored twice; deleting a document, or its last re
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -42,26 +38,16 @@ from mm_rag.server.schemas import (
     IngestResponse,
     SpaceStatus,
 )
-from mm_rag.server.security import PathRefused, confine, document_name, safe_filename
+from mm_rag.server.security import (
+    PathRefused,
+    confine,
+    document_name,
+    safe_filename,
+    without_paths,
+    without_quoted_paths,
+)
+from mm_rag.server.uploads import UPLOADS_DIR, Upload, UploadsFolder
 from mm_rag.store import MultimodalStore
-
-UPLOADS_DIR = "uploads"
-_COPY_CHUNK = 1 << 20
-# A quoted absolute path inside a model's repr ('/home/me/models/clip.pt'): shown by its name when paths are hidden.
-_QUOTED_PATH = re.compile(r"'(/[^']*)'")
-_HF_CACHE_FOLDER = re.compile(r"models--([^/]+)--([^/]+)")
-
-
-@dataclass
-class _Upload:
-    """One uploaded file on its way into the store."""
-
-    name: str  # the client's name for it, as reports show it
-    document: str  # its name inside the uploads folder: its document id over HTTP
-    spooled: Path  # where its bytes wait, beside the uploads
-    digest: str  # SHA-256 of its bytes, hex: the content hash ingestion stores
-    kept: Path | None = None  # where it is kept once placed
-    previous: Path | None = None  # the last version, set aside until the new one is stored
 
 
 class Serialized:
@@ -119,7 +105,7 @@ class Service:
         # A retriever checks its arguments now, so a service without any embedder fails at start-up.
         MultimodalRetriever(store, clip=self.clip, text=self.text)
         self.ingest_root = None if ingest_root is None else Path(ingest_root).resolve(strict=True)
-        self.uploads = Path(uploads_dir).resolve() if uploads_dir is not None else store.path / UPLOADS_DIR
+        self.uploads = UploadsFolder(Path(uploads_dir) if uploads_dir is not None else store.path / UPLOADS_DIR)
         self._ingesting = threading.Lock()
 
     # --- search -------------------------------------------------------------------------------------------
@@ -165,26 +151,26 @@ class Service:
         if doc_id is not None and len(uploads) != 1:
             raise InvalidInputError(f"doc_id names one document: send one file with it, not {len(uploads)}")
         chosen = None if doc_id is None else document_name(doc_id)
-        spooled: list[_Upload] = []
+        spooled: list[Upload] = []
         try:
             for name, stream in uploads:  # spooled before taking the lock: a slow client delays nobody else
                 shown = safe_filename(name)
-                spooled.append(self._spool(shown, chosen or shown, stream))
+                spooled.append(self.uploads.spool(shown, chosen or shown, stream))
             with self._ingesting:
                 return self._store_uploads(spooled)
         finally:
             for upload in spooled:
                 upload.spooled.unlink(missing_ok=True)
 
-    def _store_uploads(self, uploads: list[_Upload]) -> IngestResponse:
+    def _store_uploads(self, uploads: list[Upload]) -> IngestResponse:
         """Place each spooled upload under its document name and ingest them (the ingestion lock is held)."""
         stored = self.store.documents()
         by_hash = {digest: doc for doc, digest in stored.items() if digest}
         response = IngestResponse(added=[], updated=[], skipped={}, failed={}, refused={}, records=0)
-        placed: dict[str, _Upload] = {}
+        placed: dict[str, Upload] = {}
         claimed: dict[str, str] = {}  # document name → the upload of this request that has it
         for upload in uploads:
-            target = self.uploads / upload.document
+            target = self.uploads.path / upload.document
             key = document_id(target)
             if upload.document in claimed:
                 response.failed[upload.name] = (
@@ -199,10 +185,10 @@ class Service:
                 continue
             same = by_hash.get(upload.digest)
             if same is not None and same != key:
-                response.duplicates[upload.name] = self._public_id(same)
+                response.duplicates[upload.name] = self.uploads.public_id(same)
                 continue
             try:
-                self._place(upload, target)
+                self.uploads.place(upload, target)
             except OSError as error:  # the name is taken by a folder of uploads, or the disk is full
                 response.failed[upload.name] = f"cannot be kept as {upload.document!r}: {error.strerror or error}"
                 continue
@@ -212,13 +198,13 @@ class Service:
             report = self._run_ingest(list(placed))
         except BaseException:
             for upload in placed.values():
-                self._put_back(upload)
+                self.uploads.put_back(upload)
             raise
         for path, upload in placed.items():
             # Failed, or skipped for want of a model: nothing stored, the last version (if any) is the document
             # again. Unchanged (its file had gone missing and is back): stored, and kept.
             if path in report.failed or report.skipped.get(path, UNCHANGED) != UNCHANGED:
-                self._put_back(upload)
+                self.uploads.put_back(upload)
             else:
                 if upload.previous is not None:
                     upload.previous.unlink(missing_ok=True)
@@ -235,47 +221,6 @@ class Service:
         response.failed.update(ingested.failed)
         response.warnings.update(ingested.warnings)
         return response
-
-    def _spool(self, name: str, document: str, stream: IO[bytes]) -> _Upload:
-        """Copy an upload into a temporary file beside the uploads, hashing it on the way."""
-        self.uploads.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        handle, temporary = tempfile.mkstemp(dir=self.uploads, prefix=".upload-")
-        try:
-            with os.fdopen(handle, "wb") as output:
-                for chunk in iter(lambda: stream.read(_COPY_CHUNK), b""):
-                    digest.update(chunk)
-                    output.write(chunk)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return _Upload(name, document, Path(temporary), digest.hexdigest())
-
-    def _place(self, upload: _Upload, target: Path) -> None:
-        """Move a spooled upload to `target`, setting the version there aside (hidden) until the new one is in."""
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_file():
-            previous = target.with_name(f".previous-{upload.digest[:16]}-{target.name}")
-            os.replace(target, previous)
-            upload.previous = previous
-        try:
-            os.replace(upload.spooled, target)
-        except OSError:
-            self._put_back(upload)
-            raise
-        upload.kept = target
-
-    def _put_back(self, upload: _Upload) -> None:
-        """Undo `_place`: remove the new file, and bring the last version back (its records still point at it)."""
-        target = self.uploads / upload.document
-        if upload.kept is not None:
-            upload.kept.unlink(missing_ok=True)
-            upload.kept = None
-        if upload.previous is not None:
-            os.replace(upload.previous, target)
-            upload.previous = None
-        else:
-            self._remove_empty_folders(target.parent)
 
     def ingest_path(self, request: IngestPathRequest) -> IngestResponse:
         """Ingest a file or folder inside the ingest root; files that link out of the root are refused."""
@@ -334,7 +279,7 @@ class Service:
     def documents(self, limit: int = 100, offset: int = 0) -> DocumentList:
         """A page of the stored documents, ordered by id, with their record counts and modalities."""
         stored = self.store.documents()
-        ordered = sorted(stored, key=self._public_id)
+        ordered = sorted(stored, key=self.uploads.public_id)
         page = ordered[offset : offset + limit]
         counts: dict[str, int] = dict.fromkeys(page, 0)
         modalities: dict[str, set[str]] = {doc: set() for doc in page}
@@ -344,10 +289,10 @@ class Service:
             modalities[record.doc_id].add(record.modality)  # type: ignore[index]
         listed = []
         for doc in page:
-            upload = self._upload_file(doc)
+            upload = self.uploads.file_of(doc)
             listed.append(
                 DocumentOut(
-                    id=self._public_id(doc),
+                    id=self.uploads.public_id(doc),
                     source=doc,
                     upload=upload is not None,
                     records=counts[doc],
@@ -366,57 +311,17 @@ class Service:
         """
         with self._ingesting:  # files under uploads change under this lock only: no upload is half-placed
             stored = self.store.documents()
-            key = doc if doc in stored else self._upload_key(doc)
+            key = doc if doc in stored else self.uploads.key_of(doc)
             if key is None:
                 return None
             with self._saved_or_dropped():
                 deleted = self.store.delete_doc(key)
                 if deleted and not self.store.temporary:
                     self.store.save()
-            removed = self._remove_upload(key)
+            removed = self.uploads.remove(key)
         if not deleted and not removed:
             return None
-        return DocumentDeleteResponse(id=self._public_id(key), deleted=deleted, file_removed=removed)
-
-    def _public_id(self, doc: str) -> str:
-        """A document's id over HTTP: an upload's name inside the uploads folder, any other stored id as is."""
-        path = Path(doc)
-        if path.is_absolute() and path.is_relative_to(self.uploads):
-            return path.relative_to(self.uploads).as_posix()
-        return doc
-
-    def _upload_key(self, name: str) -> str | None:
-        """The stored id of the upload named `name`, when `name` is a valid name and its file exists."""
-        try:
-            target = self.uploads / document_name(name)
-        except InvalidInputError:
-            return None
-        return document_id(target) if target.is_file() else None
-
-    def _upload_file(self, doc: str) -> Path | None:
-        """The kept file of the stored document `doc` when it is an upload, else None."""
-        path = Path(doc)
-        if path.is_absolute() and path.is_relative_to(self.uploads) and path != self.uploads:
-            return path
-        return None
-
-    def _remove_upload(self, doc: str) -> bool:
-        """Remove the uploaded file of `doc` (and folders it leaves empty); False when it has none on disk."""
-        path = self._upload_file(doc)
-        if path is None or not path.is_file():
-            return False
-        path.unlink()
-        self._remove_empty_folders(path.parent)
-        return True
-
-    def _remove_empty_folders(self, folder: Path) -> None:
-        """Remove `folder` and its parents up to (not including) the uploads folder while they are empty."""
-        while folder != self.uploads and folder.is_relative_to(self.uploads):
-            try:
-                folder.rmdir()
-            except OSError:  # not empty (another document in it) or already gone
-                return
-            folder = folder.parent
+        return DocumentDeleteResponse(id=self.uploads.public_id(key), deleted=deleted, file_removed=removed)
 
     # --- records and health -------------------------------------------------------------------------------
     def get(self, record_id: str) -> Record | None:
@@ -440,7 +345,7 @@ class Service:
                     self.store.save()
             doc = record.doc_id
             if deleted and doc is not None and not self.store.find({"doc_id": doc}, limit=1):
-                self._remove_upload(doc)
+                self.uploads.remove(doc)
         return deleted
 
     def health(self, detailed: bool = True) -> HealthResponse:
@@ -451,12 +356,12 @@ class Service:
                 dim=space["dim"],
                 metric=space["metric"],
                 vectors=space["vectors"],
-                model=space["model"] if detailed or space["model"] is None else _without_paths(space["model"]),
+                model=space["model"] if detailed or space["model"] is None else without_paths(space["model"]),
             )
             for name, space in info["spaces"].items()
         }
         models = {
-            role: None if model is None else repr(model) if detailed else _QUOTED_PATH.sub(_quoted_name, repr(model))
+            role: None if model is None else repr(model) if detailed else without_quoted_paths(repr(model))
             for role, model in (("clip", self.clip), ("text", self.text), ("transcriber", self.transcriber))
         }
         return HealthResponse(status="ok", version=__version__, records=info["records"], spaces=spaces, models=models)
@@ -476,25 +381,3 @@ def _response(report: IngestReport, refused: dict[str, str], shown: Any) -> Inge
 
 def _iso_time(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
-
-
-def _path_name(value: str) -> str:
-    """A model named by a local path, shown without the server's folders: a Hugging Face cache folder by its
-    repository (``sentence-transformers/all-MiniLM-L6-v2``), any other path by its last part."""
-    cached = _HF_CACHE_FOLDER.search(value)
-    return f"{cached[1]}/{cached[2]}" if cached else Path(value).name
-
-
-def _without_paths(spec: Any) -> Any:
-    """A space's model spec with every absolute path replaced by its name (see `_path_name`)."""
-    if isinstance(spec, dict):
-        return {key: _without_paths(value) for key, value in spec.items()}
-    if isinstance(spec, list):
-        return [_without_paths(value) for value in spec]
-    if isinstance(spec, str) and os.path.isabs(spec):
-        return _path_name(spec)
-    return spec
-
-
-def _quoted_name(match: re.Match[str]) -> str:
-    return repr(_path_name(match[1]))
