@@ -18,7 +18,7 @@ from fixtures.ocrset import build_set, char_accuracy, flat, huge_photo, render_l
 from PIL import Image
 
 from mm_rag._optional import MissingDependencyError
-from mm_rag.embed import ocr
+from mm_rag.embed import ocr, ocr_pictures
 from mm_rag.embed.ocr import OcrText, available_engines, find_tessdata, load_ocr
 from mm_rag.errors import InvalidInputError
 
@@ -101,16 +101,16 @@ def test_a_huge_photo_is_read_at_a_bounded_size(engine, monkeypatch) -> None:
     caption is still read. (Its speed is measured in benchmarks/bench_ocr.py, not asserted here.)"""
     photo, caption = huge_photo(8000)
     prepared = []
-    original = ocr._prepare
+    original = ocr_pictures.prepare
 
     def recording(image, mode):
         result = original(image, mode)
         prepared.append(result.size)
         return result
 
-    monkeypatch.setattr(ocr, "_prepare", recording)
+    monkeypatch.setattr(ocr_pictures, "prepare", recording)
     result = engine.read(photo)
-    assert prepared and all(max(size) <= ocr.MAX_SIDE for size in prepared)
+    assert prepared and all(max(size) <= ocr_pictures.MAX_SIDE for size in prepared)
     assert caption in result.text
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from mm_rag._optional import MissingDependencyError, available, require
+from mm_rag.embed import ocr_pictures
 from mm_rag.embed.base import shared_model
 from mm_rag.errors import InvalidInputError, MMRagError
 
@@ -33,9 +34,6 @@ __all__ += ["TesseractEngine", "available_engines", "find_tessdata", "load_ocr"]
 # Tesseract: as accurate as RapidOCR on the set (char 0.996 vs 0.997, word 0.987 vs 0.978 over 3 seeds), every
 # code and amount verbatim where RapidOCR reads O as 0 (0.989 vs 0.934), and 5.8x faster (benchmarks/README.md).
 DEFAULT_ENGINE = "tesseract"
-# Long side bound: an 8000 x 8000 photo costs what a page does. A 300-dpi A4 scan of 6-pt print reads the same
-# at 2560 px as at 3508 (1.0 char accuracy; 2048: 0.995) in 30% less time.
-MAX_SIDE = 2560
 # A line (Tesseract: the median of its words) or a box (RapidOCR) less sure than this is dropped whole. On the
 # 114 pictures of the sweep, true Tesseract lines had >= 0.84 and garbage with 3+ letters/digits <= 0.43; true
 # RapidOCR boxes >= 0.91, garbage <= 0.69 (".l..i.l" on a bar chart). Each threshold is the middle of its gap;
@@ -52,11 +50,7 @@ MAX_GARBAGE_LINE_ALNUM = 2
 SPACE_PROBABILITY = 0.01
 # RapidOCR finds boxes on a copy at most this large (PaddleOCR's default) and reads each from the bounded picture.
 DETECT_SIDE = 960
-# Tesseract's layout analysis skips light text on dark (title bars, buttons, dark mode): regions darker than
-# this are inverted first. Lines tilted 1-8 degrees are levelled (the 5-degree page: 0.24 -> 1.0 char accuracy),
-# and a picture whose median text line is under 16 px is read at twice the size (3 seeds: 0.995 -> 0.997).
-DARK_BACKGROUND = 110
-MIN_DESKEW_DEGREES, MAX_DESKEW_DEGREES = 1.0, 8.0
+# A picture whose median text line is under 16 px is read at twice the size (3 seeds: 0.995 -> 0.997).
 SMALL_TEXT_PX = 16
 
 _TESSDATA_GLOBS = ("/usr/share/tesseract-ocr/*/tessdata", "/usr/share/tessdata", "/usr/local/share/tessdata",
@@ -104,25 +98,6 @@ class _Word(NamedTuple):
     height: float  # of its line, along the box's own (possibly tilted) sides
 
 
-def _prepare(image: Image, mode: str) -> Image:
-    """`image` as `mode` ("L" or "RGB"), transparency flattened onto white, its long side at most `MAX_SIDE`."""
-    from PIL import Image as PILImage
-
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        image = PILImage.alpha_composite(PILImage.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    elif image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / float greys: stretched to 8 bits
-        pixels = np.asarray(image, dtype=np.float32)
-        low, high = float(pixels.min()), float(pixels.max())
-        image = PILImage.fromarray(((pixels - low) * (255.0 / max(high - low, 1e-6))).astype(np.uint8))
-    image = image.convert(mode)  # before resizing: grey is a third of the pixels to average
-    if max(image.size) > MAX_SIDE:  # area averaging: no ringing, 3x faster than Lanczos on 8000 x 8000
-        scale = MAX_SIDE / max(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, PILImage.Resampling.BOX)
-    return image
-
-
 def _clean(text: str) -> str:
     # NFKC turns the full-width punctuation of RapidOCR's Chinese/English model ("：", "，") into ASCII.
     return " ".join(unicodedata.normalize("NFKC", text).split())
@@ -164,72 +139,6 @@ def _rows(words: list[_Word]) -> list[list[_Word]]:
         else:
             rows.append([word])
     return [sorted(row, key=lambda w: w.left) for row in rows]
-
-
-def _box_filter(mask: np.ndarray, size: int, erode: bool) -> np.ndarray:
-    """Binary erosion (or dilation) of `mask` by a `size` x `size` square, separably, with running sums."""
-    for axis in (0, 1):
-        padding = [(0, 0), (0, 0)]
-        padding[axis] = (size // 2 + 1, size // 2)
-        counts = np.cumsum(np.pad(mask, padding, constant_values=erode), axis=axis, dtype=np.int32)
-        ahead, behind = np.split(counts, [size], axis=axis)[1], np.split(counts, [-size], axis=axis)[0]
-        mask = (ahead - behind == size) if erode else (ahead - behind > 0)
-    return mask
-
-
-def _spread_along_rows(seed: np.ndarray, light: np.ndarray) -> np.ndarray:
-    """Every run of light cells in a row that holds a seed becomes seed."""
-    cells = np.pad(light, ((0, 0), (0, 1))).ravel()  # a dark last column ends each row's final run
-    run = np.cumsum(cells & ~np.concatenate(([False], cells[:-1])))
-    seeded = np.zeros(int(run[-1]) + 1, dtype=bool)
-    seeded[run[np.pad(seed & light, ((0, 0), (0, 1))).ravel()]] = True
-    return (seeded[run] & cells).reshape(light.shape[0], -1)[:, :-1]
-
-
-def _light_background(gray: Image) -> Image:
-    """Invert dark-background regions (title bars, buttons, dark mode) so that all text is dark on light."""
-    from PIL import Image as PILImage
-
-    factor = max(1, min(gray.size) // 250)  # cells of `factor` px, a fraction of a text line
-    # An opening removes dark parts thinner than ~10 px (strokes of dark text, bold 48 px headings included);
-    # a bar keeps the ~13 px of background above and below its label.
-    size = 2 * max(1, round(5 / factor)) + 1
-    dark = _box_filter(_box_filter(np.asarray(gray.reduce(factor)) < DARK_BACKGROUND, size, True), size, False)
-    if not dark.any():
-        return gray
-    # Light cells that cannot reach the border without crossing dark ones (the letters inside a bar or on a
-    # button) belong to the dark region: the light spreads from the border along rows and columns.
-    light, outside = ~dark, np.zeros_like(dark)
-    outside[[0, -1], :], outside[:, [0, -1]] = light[[0, -1], :], light[:, [0, -1]]
-    while not np.array_equal(grown := _spread_along_rows(_spread_along_rows(outside, light).T, light.T).T, outside):
-        outside = grown
-    pixels = np.asarray(gray)
-    mask = np.repeat(np.repeat(~outside, factor, axis=0), factor, axis=1)[: pixels.shape[0], : pixels.shape[1]]
-    return PILImage.fromarray(np.where(mask, 255 - pixels, pixels).astype(np.uint8))
-
-
-def _deskew(gray: Image) -> Image:
-    """`gray` (dark text on light) rotated level when its lines lean 1-8 degrees, by projection profile."""
-    from PIL import Image as PILImage
-
-    probe = gray.copy()
-    probe.thumbnail((800, 800))
-    ys, xs = np.nonzero(np.asarray(probe) < 128)
-    if len(ys) < 200:
-        return gray
-    ys, xs = ys[:: 1 + len(ys) // 50_000], xs[:: 1 + len(xs) // 50_000]  # a fixed stride: deterministic
-    # A level text line piles its ink into few rows: the angle with the most peaked row histogram (largest sum
-    # of squared counts) is the skew; it must beat level by 10%, so a photo is left alone.
-    angles = np.arange(-MAX_DESKEW_DEGREES, MAX_DESKEW_DEGREES + 0.01, 0.5)
-    scores = []
-    for angle in angles:
-        shifted = ys - xs * np.tan(np.radians(angle))
-        counts = np.bincount((shifted - shifted.min()).astype(np.int64))
-        scores.append(float(np.dot(counts, counts)))
-    best = float(angles[int(np.argmax(scores))])
-    if abs(best) < MIN_DESKEW_DEGREES or max(scores) < 1.1 * scores[len(angles) // 2]:
-        return gray
-    return gray.rotate(best, PILImage.Resampling.BICUBIC, expand=True, fillcolor=int(np.median(np.asarray(probe))))
 
 
 class _Engine:
@@ -314,7 +223,7 @@ class TesseractEngine(_Engine):
         """Every word Tesseract reports, unfiltered, in its lines."""
         from PIL import Image as PILImage
 
-        gray = _deskew(_light_background(_prepare(image, "L")))
+        gray = ocr_pictures.deskew(ocr_pictures.light_background(ocr_pictures.prepare(image, "L")))
         api = self._api()
         try:
             api.SetImage(gray)
@@ -388,7 +297,7 @@ class RapidOcrEngine(_Engine):
 
     def _outputs(self, image: Image) -> list[tuple[np.ndarray, np.ndarray]]:
         """Each box found: the recogniser's class probabilities per step, and its corners (clockwise)."""
-        bgr = np.ascontiguousarray(np.asarray(_prepare(image, "RGB"))[:, :, ::-1])
+        bgr = np.ascontiguousarray(np.asarray(ocr_pictures.prepare(image, "RGB"))[:, :, ::-1])
         size = bgr.shape[:2]
         try:
             tensor = self._detect_input(bgr)  # shrunk to DETECT_SIDE, sides rounded to multiples of 32
