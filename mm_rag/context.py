@@ -160,7 +160,7 @@ def build_context(
         result = entry.hits[0]
         line = _line(number, result) if entry.passage is None else _passage_line(number, entry)
         picture = None
-        if result.modality in ("image", "video") and len(images) < max_images and _has_picture(result):
+        if result.modality in ("image", "video") and len(images) < max_images and has_picture(result.record):
             try:
                 picture = _picture(result, max_image_side)
             except (MediaError, OSError) as error:
@@ -357,17 +357,19 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{rest:04.1f}" if hours else f"{minutes:02d}:{rest:04.1f}"
 
 
-def _has_picture(result: Retrieved) -> bool:
-    record = result.record
+def has_picture(record: Record) -> bool:
+    """Whether `record` shows a picture: an image (a file, or a picture inside a document) or a video keyframe."""
     if record.uri is None:
         return False
     return record.modality == "image" or "frame_time" in record.metadata
 
 
-def _picture(result: Retrieved, max_side: int) -> tuple[str, str]:
-    """(base64 JPEG, mime type) of an image record (a file, or a picture inside a document) or of a video
-    keyframe, downscaled."""
-    record = result.record
+def record_picture(record: Record, max_side: int) -> Any:
+    """The picture `record` shows (see `has_picture`), as an RGB PIL image at most `max_side` px on its long side.
+
+    Raises:
+        MediaError: naming the file, when it (or the picture inside it) cannot be read any more.
+    """
     if record.modality == "video":
         from mm_rag.embed.video import frame_at
 
@@ -382,6 +384,12 @@ def _picture(result: Retrieved, max_side: int) -> tuple[str, str]:
 
         image = load_image(record.uri, draft_size=(max_side, max_side))
         image.thumbnail((max_side, max_side))
+    return image
+
+
+def _picture(result: Retrieved, max_side: int) -> tuple[str, str]:
+    """(base64 JPEG, mime type) of the picture of an image record or a video keyframe, downscaled."""
+    image = record_picture(result.record, max_side)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=_JPEG_QUALITY)
     return base64.b64encode(buffer.getvalue()).decode("ascii"), "image/jpeg"

@@ -15,7 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile as StarletteUpload
-from starlette.responses import JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 
 from mm_rag import __version__
 from mm_rag.embed.media import MediaError
@@ -24,6 +24,7 @@ from mm_rag.filters import Filter, parse_filter
 from mm_rag.ingestion.extract import ExtractOptions
 from mm_rag.records import Modality
 from mm_rag.retrieval import DEFAULT_FUSION, FUSION_HELP, MIN_SCORE_HELP, RRF_K, Retrieved, parse_min_score
+from mm_rag.server.media import MEDIA_HEADERS
 from mm_rag.server.schemas import (
     MAX_K,
     DeleteResponse,
@@ -262,6 +263,37 @@ def create_app(
             metadata=record.metadata,
             doc_id=record.doc_id,
             content_hash=record.content_hash,
+        )
+
+    @app.get(
+        "/media/{record_id:path}",
+        responses={
+            **_ERRORS,
+            200: {"content": {"application/octet-stream": {}}, "description": "The file, or a JPEG picture."},
+            206: {"description": "Part of the file (a Range request: audio and video seek this way)."},
+            403: {"model": ErrorResponse, "description": "The file lies outside the store and the ingest root."},
+            404: {"model": ErrorResponse},
+            422: {"model": ErrorResponse, "description": "A picture that cannot be decoded."},
+        },
+        response_class=Response,
+        dependencies=guarded,
+        tags=["records"],
+    )
+    def media(
+        record_id: str,
+        thumb: Annotated[int | None, Query(ge=16, le=1024, description="A JPEG picture at most this large.")] = None,
+    ) -> Response:
+        """A record's media: the file it came from (Range requests answered with 206), or with ``thumb`` its
+        picture (an image, a picture inside a document, a video keyframe) as a small JPEG."""
+        found = service.media(record_id, thumb)
+        if found.path is None:
+            return Response(found.data, media_type=found.media_type, headers=MEDIA_HEADERS)
+        return FileResponse(
+            found.path,
+            media_type=found.media_type,
+            headers=MEDIA_HEADERS,
+            filename=found.path.name,
+            content_disposition_type="inline" if found.inline else "attachment",
         )
 
     @app.delete(

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from fastapi import HTTPException
+
 from mm_rag import __version__
 from mm_rag.errors import InvalidInputError
 from mm_rag.filters import Filter
@@ -29,6 +31,7 @@ from mm_rag.ingestion.discover import discover, document_id
 from mm_rag.ingestion.extract import UNCHANGED, ExtractOptions
 from mm_rag.records import Modality, Record
 from mm_rag.retrieval import DEFAULT_FUSION, RRF_K, Fusion, Mode, MultimodalRetriever, Retrieved
+from mm_rag.server.media import Media, record_media
 from mm_rag.server.schemas import (
     DocumentDeleteResponse,
     DocumentList,
@@ -43,6 +46,7 @@ from mm_rag.server.security import (
     confine,
     document_name,
     safe_filename,
+    shorten,
     without_paths,
     without_quoted_paths,
 )
@@ -328,6 +332,16 @@ class Service:
         """The record with this id, or None."""
         found = self.store.get([record_id])
         return found[0] if found else None
+
+    def media(self, record_id: str, thumb: int | None = None) -> Media:
+        """A record's file or picture (see `mm_rag.server.media.record_media`); 404 for an unknown id."""
+        record = self.get(record_id)
+        if record is None:
+            raise HTTPException(status_code=404, detail=f"no record with id {shorten(record_id)!r}")
+        roots = [self.store.path.resolve(), self.uploads.path]
+        if self.ingest_root is not None:
+            roots.append(self.ingest_root)
+        return record_media(record, roots, thumb)
 
     def delete(self, record_id: str) -> int:
         """Delete a record (and save the store); returns how many were deleted (0 or 1).
