@@ -34,14 +34,19 @@ if TYPE_CHECKING:
 
 LlmUrlOption = Annotated[
     str | None,
-    typer.Option("--llm-base-url", help="OpenAI-compatible API root (default: $MM_RAG_LLM_BASE_URL).", show_default=False),
+    typer.Option(
+        "--llm-base-url", help="OpenAI-compatible API root (default: $MM_RAG_LLM_BASE_URL).", show_default=False
+    ),
 ]
 LlmModelOption = Annotated[
-    str | None, typer.Option("--llm-model", help="Model name at that endpoint (default: $MM_RAG_LLM_MODEL).", show_default=False)
+    str | None,
+    typer.Option("--llm-model", help="Model name at that endpoint (default: $MM_RAG_LLM_MODEL).", show_default=False),
 ]
 LlmKeyOption = Annotated[
     str | None,
-    typer.Option("--llm-api-key", help="API key (default: $MM_RAG_LLM_API_KEY or $OPENAI_API_KEY).", show_default=False),
+    typer.Option(
+        "--llm-api-key", help="API key (default: $MM_RAG_LLM_API_KEY or $OPENAI_API_KEY).", show_default=False
+    ),
 ]
 FilterOption = Annotated[str | None, typer.Option("--filter", help="Metadata filter as JSON.", show_default=False)]
 
@@ -85,7 +90,11 @@ def ask(
     typer.echo(result.text)
     typer.echo("\nsources:")
     for citation in result.context.citations:
-        when = f" {citation.start:.1f}-{citation.end:.1f}s" if citation.start is not None and citation.end is not None else ""
+        when = (
+            f" {citation.start:.1f}-{citation.end:.1f}s"
+            if citation.start is not None and citation.end is not None
+            else ""
+        )
         typer.echo(f"  [{citation.number}] {citation.modality} {citation.source or citation.id}{when}")
 
 
@@ -204,7 +213,9 @@ def _llm(base_url: str | None, model: str | None, api_key: str | None, *, requir
     if base_url or model or api_key:
         if not model:
             fail("--llm-model is needed with --llm-base-url/--llm-api-key: name the model to use")
-        return OpenAIChat(base_url or "https://api.openai.com/v1", model, api_key or os.environ.get("MM_RAG_LLM_API_KEY"))
+        return OpenAIChat(
+            base_url or "https://api.openai.com/v1", model, api_key or os.environ.get("MM_RAG_LLM_API_KEY")
+        )
     try:
         return OpenAIChat.from_env()
     except LLMNotConfiguredError:

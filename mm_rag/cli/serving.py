@@ -65,9 +65,10 @@ def serve(
     window_overlap: WindowOverlapOption = DEFAULT_OVERLAP_SECONDS,
     window_sentences: WindowSentencesOption = DEFAULT_MAX_SENTENCES,
     device: DeviceOption = "auto",
+    no_ui: Annotated[bool, typer.Option("--no-ui", help="No search page at / (the JSON API only).")] = False,
 ) -> None:
-    """Serve a store over HTTP: POST /search, /search/media, /ingest; GET /documents; DELETE /documents/{id};
-    GET/DELETE /records/{id}; GET /health.
+    """Serve a store over HTTP: a search page at /; POST /search, /search/media, /ingest; GET /documents;
+    DELETE /documents/{id}; GET/DELETE /records/{id}; GET /media/{id}; GET /health.
 
     The OpenAPI description is at /openapi.json and interactive documentation at /docs.
     """
@@ -99,6 +100,7 @@ def serve(
             ingest_root=ingest_root,
             max_upload_bytes=int(max_upload_mb * 2**20),
             options=options,
+            ui=not no_ui,
         )
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has already shut down gracefully
             uvicorn.run(app, host=host, port=port)

@@ -41,6 +41,7 @@ from mm_rag.server.schemas import (
 )
 from mm_rag.server.security import BodyLimit, api_key_guard, shorten
 from mm_rag.server.service import Service
+from mm_rag.server.ui import add_ui
 from mm_rag.store import MultimodalStore
 
 DEFAULT_MAX_UPLOAD_BYTES = 100 * 2**20
@@ -95,6 +96,7 @@ def create_app(
     uploads_dir: str | os.PathLike[str] | None = None,
     close_store_on_shutdown: bool = False,
     options: ExtractOptions | None = None,
+    ui: bool = True,
 ) -> FastAPI:
     """The HTTP service over `store`, searching and ingesting with the given models.
 
@@ -108,6 +110,7 @@ def create_app(
         uploads_dir: Where uploaded files are kept (default: ``uploads/`` in the store directory).
         options: How ``POST /ingest`` cuts what it reads (transcript windows…); `ExtractOptions()` by default.
         close_store_on_shutdown: Close the store when the application shuts down.
+        ui: Serve the search page at ``/`` (`mm_rag.server.ui`).
 
     Raises:
         InvalidInputError: no embedder given.
@@ -133,6 +136,8 @@ def create_app(
     app.state.service = service
     _add_error_handlers(app)
     guarded = [Depends(api_key_guard(api_key))]
+    if ui:
+        add_ui(app)
 
     @app.get("/health", response_model=HealthResponse, tags=["service"])
     def health() -> HealthResponse:
