@@ -225,3 +225,47 @@ def test_without_the_page_only_the_api_answers(store, text) -> None:
         assert "<script>" not in page.text.replace('<script src="/ui/ui.js" defer></script>', "")
         assert httpx.get(f"{url}/ui/ui.js").headers["content-type"].startswith("text/javascript")
         assert httpx.get(f"{url}/ui/../../pyproject.toml").status_code == 404
+
+
+def test_a_picture_finds_its_kind_and_uploads_come_and_go(tmp_path, text, tiny_clip, browser) -> None:
+    """A picture chosen in the page searches the CLIP space; a file uploaded through the page is stored, listed
+    and deleted from the page."""
+    from fixtures.tiny_clip import draw_shape
+
+    store = MultimodalStore(tmp_path / "store")
+    store.create_space(tiny_clip.space, tiny_clip.dim)
+    shapes = [("red", "circle"), ("blue", "square"), ("green", "triangle")]
+    pictures = []
+    for colour, shape in shapes:
+        path = tmp_path / f"{colour}-{shape}.png"
+        draw_shape(colour, shape, size=96).save(path)
+        pictures.append(Record(f"{colour}-{shape}", "image", text=f"a {colour} {shape}", uri=str(path)))
+    store.add(pictures, {tiny_clip.space: tiny_clip.embed_images([record.uri for record in pictures])})
+    store.save()
+    query = tmp_path / "query.png"
+    draw_shape("blue", "square", size=96, seed=7).save(query)
+    note = tmp_path / "lighthouse.txt"
+    note.write_text("The lighthouse keeper feeds the seagulls every morning.")
+    with ServerThread(create_app(store, clip=tiny_clip, text=text)) as url:
+        browser.get(url)
+        browser.find_element(By.CSS_SELECTOR, "#more summary").click()
+        browser.find_element(By.ID, "image").send_keys(str(query))
+        browser.find_element(By.CSS_SELECTOR, "#search-form button[type=submit]").click()
+        wait_for(browser, lambda d: results(d))
+        assert results(browser)[0] == "blue-square"
+        browser.find_element(By.ID, "files").send_keys(str(note))
+        browser.find_element(By.CSS_SELECTOR, "#upload-form button").click()
+        wait_for(browser, lambda d: "records from 1 file" in d.find_element(By.ID, "upload-report").text)
+        browser.find_element(By.ID, "show-documents").click()
+        row = wait_for(browser, lambda d: next((li for li in d.find_elements(By.CSS_SELECTOR, "#documents li")
+                                                 if "lighthouse.txt" in li.text), None))  # fmt: skip
+        delete = row.find_element(By.TAG_NAME, "button")
+        delete.click()
+        assert delete.text == "Delete for good?"  # a second click deletes: no browser dialog
+        delete.click()
+        wait_for(
+            browser,
+            lambda d: all("lighthouse.txt" not in li.text for li in d.find_elements(By.CSS_SELECTOR, "#documents li")),
+        )
+        assert not [record for record in store.find() if "lighthouse" in (record.doc_id or "")]
+    store.close()

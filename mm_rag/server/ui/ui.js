@@ -93,7 +93,9 @@
   function where(result) {
     const parts = [result.modality, documentName(result)];
     const meta = result.metadata || {};
-    for (const key of ["page", "slide", "sheet"]) if (meta[key] !== undefined) parts.push(`${key} ${meta[key]}`);
+    const page = meta.page ?? (String(meta.picture || "").match(/(?:^|&)page=(\d+)/) || [])[1];
+    if (page !== undefined && page !== null) parts.push(`page ${page}`); // a slide's number, for slides
+    if (meta.section) parts.push(String(meta.section));
     if (result.start !== null && result.start !== undefined) {
       parts.push(result.end !== null && result.end !== undefined
         ? `${clock(result.start)}–${clock(result.end)}` : clock(result.start));
