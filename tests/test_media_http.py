@@ -111,3 +111,34 @@ def test_media_asks_for_the_key_as_every_endpoint_does(served) -> None:
     assert httpx.get(f"{url}/media/poster").status_code == 401
     assert httpx.get(f"{url}/media/poster", params={"api_key": API_KEY}).status_code == 401  # never in a URL
     assert httpx.get(f"{url}/media/poster", headers={"Authorization": f"Bearer {API_KEY}"}).status_code == 200
+
+
+def test_a_video_keyframe_and_a_document_picture_come_as_pictures(tmp_path: Path, text: TextEmbedder) -> None:
+    """A keyframe's thumbnail is the frame shown at its time; a picture inside a PDF is rendered from it."""
+    from fixtures.mediagen import Scene, write_pdf, write_video
+
+    video = write_video(tmp_path / "clip.mp4", [Scene(0.0, (0, 0, 255)), Scene(2.0, (0, 200, 0))], 4.0)
+    pdf = write_pdf(tmp_path / "page.pdf", [["A page without pictures."]])
+    store = MultimodalStore(tmp_path / "store")
+    store.add(
+        [
+            Record("frame@3", "video", text="a green scene", uri=str(video), metadata={"frame_time": 3.0}),
+            Record("frame@1", "video", text="a blue scene", uri=str(video), metadata={"frame_time": 1.0}),
+            Record("render", "image", text="the page", uri=str(pdf), metadata={"picture": "page=1"}),
+        ]
+    )
+    store.save()
+    with ServerThread(create_app(store, text=text, ingest_root=tmp_path)) as url:
+        green = Image.open(io.BytesIO(httpx.get(f"{url}/media/frame@3", params={"thumb": 64}).content))
+        blue = Image.open(io.BytesIO(httpx.get(f"{url}/media/frame@1", params={"thumb": 64}).content))
+        red, g, b = green.convert("RGB").getpixel((2, 2))
+        assert g > 150 and red < 80 and b < 80 and max(green.size) <= 64
+        assert blue.convert("RGB").getpixel((2, 2))[2] > 150
+        whole = httpx.get(f"{url}/media/frame@3")
+        assert whole.headers["content-type"] == "video/mp4" and whole.content == video.read_bytes()
+        page = httpx.get(f"{url}/media/render")
+        assert (
+            page.status_code == 200 and page.headers["content-type"] == "image/jpeg"
+        )  # the page rendered, not the PDF
+        assert Image.open(io.BytesIO(page.content)).size[0] > 100
+    store.close()

@@ -269,3 +269,20 @@ def test_a_picture_finds_its_kind_and_uploads_come_and_go(tmp_path, text, tiny_c
         )
         assert not [record for record in store.find() if "lighthouse" in (record.doc_id or "")]
     store.close()
+
+
+def test_a_voice_clip_searches_by_what_it_says(store, text, whisper_ct2_dir, tmp_path, browser) -> None:
+    from fixtures.mediagen import speech_wav
+
+    from mm_rag import WhisperTranscriber
+
+    transcriber = WhisperTranscriber(whisper_ct2_dir, backend="faster", device="cpu", language="en")
+    clip = speech_wav(tmp_path / "question.wav", "When does the ferry leave from the pier?")
+    with ServerThread(create_app(store, text=text, transcriber=transcriber)) as url:
+        browser.get(url)
+        browser.find_element(By.CSS_SELECTOR, "#more summary").click()
+        browser.find_element(By.CSS_SELECTOR, "#mode option[value=dense]").click()
+        browser.find_element(By.ID, "audio").send_keys(str(clip))
+        browser.find_element(By.CSS_SELECTOR, "#search-form button[type=submit]").click()
+        wait_for(browser, lambda d: results(d), timeout=60)
+        assert results(browser)[0] == "ferry#1"
