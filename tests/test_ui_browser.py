@@ -265,7 +265,10 @@ def test_a_picture_finds_its_kind_and_uploads_come_and_go(tmp_path, text, tiny_c
         delete.click()
         wait_for(
             browser,
-            lambda d: all("lighthouse.txt" not in li.text for li in d.find_elements(By.CSS_SELECTOR, "#documents li")),
+            # read in one script: the list is rebuilt after the delete, so held elements may go stale
+            lambda d: (
+                "lighthouse.txt" not in d.execute_script("return document.getElementById('documents').textContent")
+            ),
         )
         assert not [record for record in store.find() if "lighthouse" in (record.doc_id or "")]
     store.close()
