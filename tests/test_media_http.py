@@ -142,3 +142,16 @@ def test_a_video_keyframe_and_a_document_picture_come_as_pictures(tmp_path: Path
         )  # the page rendered, not the PDF
         assert Image.open(io.BytesIO(page.content)).size[0] > 100
     store.close()
+
+
+def test_a_picture_that_cannot_be_decoded_is_a_422_naming_it(tmp_path: Path, text: TextEmbedder) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not a picture" * 10)
+    store = MultimodalStore(tmp_path / "store")
+    store.add([Record("broken", "image", text="a broken picture", uri=str(broken))])
+    store.save()
+    with ServerThread(create_app(store, text=text, ingest_root=tmp_path)) as url:
+        answer = httpx.get(f"{url}/media/broken", params={"thumb": 64})
+        assert answer.status_code == 422 and "broken.png" in answer.json()["detail"]
+        assert httpx.get(f"{url}/media/broken").status_code == 200  # the file itself is still sent as it is
+    store.close()
